@@ -1,0 +1,220 @@
+"""The ``bench`` command line: thin wrappers over library calls a user could make from Python.
+
+Every user error arrives as BenchError (or a click usage error) and leaves as one line on stderr
+with exit code 2. Ctrl-C exits 130 after the results file is marked "interrupted".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from bench.cli_common import (
+    ChannelsLastOpt,
+    CompileOpt,
+    DatasetSizeOpt,
+    DeviceOpt,
+    H2dOpt,
+    ImageSizeOpt,
+    ModeOpt,
+    ModelArg,
+    OptimizerOpt,
+    PrecisionOpt,
+    build_settings,
+    build_workload,
+    console,
+    err_console,
+    fmt_bytes,
+)
+from bench.errors import BenchError
+
+app = typer.Typer(
+    name="bench",
+    help="Throughput profiler and benchmark suite for PyTorch training.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def sweep(
+    model: ModelArg = "efficientnet_b0",
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-sizes", "-b", help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: by device)"
+        ),
+    ] = None,
+    mode: ModeOpt = "train",
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = False,
+    compile: CompileOpt = False,
+    image_size: ImageSizeOpt = 224,
+    device: DeviceOpt = None,
+    h2d: H2dOpt = False,
+    optimizer: OptimizerOpt = "sgd",
+    dataset_size: DatasetSizeOpt = 1_281_167,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = 5,
+    min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = 10,
+    max_time: Annotated[
+        float, typer.Option("--max-time", help="seconds of timed steps per point at most")
+    ] = 10.0,
+    min_time: Annotated[
+        float, typer.Option("--min-time", help="seconds of timed steps per point at least")
+    ] = 1.0,
+    target_ci: Annotated[
+        float, typer.Option("--target-ci", help="stop when the 95%% CI half-width is within this fraction of the median")
+    ] = 0.02,
+    sample_interval: Annotated[
+        float, typer.Option("--sample-interval", help="telemetry period, seconds")
+    ] = 0.05,
+    isolate: Annotated[
+        bool | None,
+        typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
+    ] = None,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
+    ] = None,
+    json_only: Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")] = False,
+) -> None:
+    """Measure samples/sec, step time, memory and utilisation across batch sizes."""
+    from bench.display import LiveSweep, sweep_table
+    from bench.schema import dumps
+    from bench.sweep import default_out_path, parse_batch_sizes, run_sweep
+
+    sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
+    workload = build_workload(
+        model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
+        image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
+        dataset_size=dataset_size,
+    )  # fmt: skip
+    settings = build_settings(
+        warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
+        min_time_seconds=min_time, target_rel_ci=target_ci,
+        sample_interval_seconds=sample_interval, isolate=isolate, stop_on_oom=not keep_going,
+    )  # fmt: skip
+    out_path = out or default_out_path(workload)
+    try:
+        with LiveSweep(err_console) as live:
+            result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
+        raise typer.Exit(130) from None
+    if json_only:
+        print(dumps(result))
+    else:
+        console.print(sweep_table(result))
+        best = result.best_point()
+        if best is not None:
+            console.print(
+                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
+                f"results: {out_path}"
+            )
+    if result.status == "failed":
+        err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
+        raise typer.Exit(1)
+
+
+@app.command("env")
+def env_cmd(
+    json_only: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the machine and software environment results are recorded with."""
+    from bench import env
+    from bench.schema import to_dict
+
+    info = env.collect()
+    if json_only:
+        print(json.dumps(to_dict(info), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title="environment", title_justify="left")
+    for key, value in to_dict(info).items():
+        if key == "gpus":
+            for g in info.gpus:
+                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
+            continue
+        if key == "ram_total_bytes":
+            value = fmt_bytes(value)
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+
+
+@app.command()
+def models(
+    filter: Annotated[str | None, typer.Argument(help="substring to filter names")] = None,
+    timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
+) -> None:
+    """List model names bench can build (torchvision; timm with --timm)."""
+    from bench.models import timm_models, torchvision_models
+
+    names = torchvision_models()
+    if timm:
+        extra = timm_models()
+        if extra is None:
+            raise BenchError("timm is not installed: pip install 'bench[timm]'")
+        names += [f"timm:{n}" for n in extra]
+    if filter:
+        names = [n for n in names if filter.lower() in n.lower()]
+    for n in names:
+        print(n)
+    if not timm:
+        err_console.print(
+            "[dim]also: timm:NAME (bench models --timm), or your own package.module:factory[/]"
+        )
+
+
+def _register_extensions() -> None:
+    """Commands that live with their feature (max-batch, trace, report, ...)."""
+    import importlib
+
+    for name in ("bench.cli_maxbatch", "bench.cli_trace", "bench.cli_report", "bench.cli_profiles"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the typer app, turning user errors into one line and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="bench", standalone_mode=False)
+    except BenchError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.NoArgsIsHelpError as exc:  # `bench` alone: show help
+        print(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click.UsageError as exc:
+        err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        return 2
+    except click.exceptions.Abort:
+        err_console.print("[yellow]aborted[/]")
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Pieces every CLI command shares: the console, option types, and workload flags parsed once.
+
+Option types are defined here once and reused by each command (sweep, max-batch, trace, ...), so
+the flags mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bench.errors import BenchError
+from bench.schema import MeasureSettings, Workload
+
+console = Console()  # results/tables: stdout
+err_console = Console(stderr=True)  # progress, notices
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="torchvision name (efficientnet_b0, resnet50, ...), timm:NAME, or package.module:factory"
+    ),
+]
+ModeOpt = Annotated[str, typer.Option("--mode", help="train (fwd+loss+bwd+optimizer) or infer")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="fp32 (strict, TF32 off) | tf32 | bf16 | fp16 (autocast)")
+]
+ChannelsLastOpt = Annotated[
+    bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format")
+]
+CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model")]
+ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="input height = width, pixels")]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+]
+H2dOpt = Annotated[
+    bool, typer.Option("--h2d/--no-h2d", help="copy the batch host->device (pinned) every step")
+]
+OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="sgd (momentum 0.9) or adamw")]
+DatasetSizeOpt = Annotated[
+    int, typer.Option("--dataset-size", help="samples per epoch for the epoch-time estimate")
+]
+
+
+def build_workload(
+    model: str,
+    *,
+    mode: str,
+    precision: str,
+    channels_last: bool,
+    compile: bool,
+    image_size: int,
+    device: str | None,
+    h2d: bool,
+    optimizer: str,
+    dataset_size: int,
+) -> Workload:
+    """Flags -> validated Workload (BenchError with one line on bad input)."""
+    from bench.hw.device import check_device, default_device
+
+    device = device or default_device()
+    check_device(device)
+    return Workload(
+        model=model,
+        mode=mode.lower(),
+        precision=precision.lower(),
+        channels_last=channels_last,
+        compile=compile,
+        image_size=image_size,
+        device=device,
+        h2d=h2d,
+        optimizer=optimizer.lower(),
+        dataset_size=dataset_size,
+    )
+
+
+def build_settings(**kwargs: object) -> MeasureSettings:
+    try:
+        return MeasureSettings(**kwargs)  # type: ignore[arg-type]
+    except TypeError as exc:  # pragma: no cover - programming error
+        raise BenchError(str(exc)) from None
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    if s >= 1:
+        return f"{s:.2f} s"
+    return f"{s * 1000:.2f} ms"

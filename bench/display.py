@@ -1,0 +1,141 @@
+"""Rich rendering of a sweep: a live progress display while it runs and a table at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.cli_common import fmt_bytes, fmt_seconds
+from bench.schema import OK, Point, SweepResult
+
+
+class LiveSweep:
+    """Consumes SweepEvents: one progress row per batch size with phase and current samples/sec."""
+
+    def __init__(self, console: Console, batch_sizes: tuple[int, ...] | None = None) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]batch {task.fields[batch]:>5}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[phase]:<8} {task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> LiveSweep:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "notice":
+            self.progress.console.print(f"[yellow]note:[/] {event.message}")
+        elif event.kind == "point_start":
+            self.tasks[event.batch_size] = self.progress.add_task(
+                "", total=None, batch=event.batch_size, phase="start", detail=""
+            )
+        elif event.kind == "progress":
+            task = self.tasks.get(event.batch_size)
+            p = event.progress
+            if task is None or p is None:
+                return
+            if p.phase == "warmup":
+                self.progress.update(
+                    task, phase="warm-up", total=p.total_steps, completed=p.steps,
+                    detail=f"{p.steps}/{p.total_steps}",
+                )  # fmt: skip
+            elif p.phase == "measure":
+                sps = f"{p.samples_per_sec:,.1f} samples/s" if p.samples_per_sec else ""
+                ci = f" ±{p.rel_ci_half_width * 100:.1f}%" if p.rel_ci_half_width else ""
+                self.progress.update(
+                    task, phase="measure", total=None,
+                    detail=f"{p.steps} steps {sps}{ci}",
+                )  # fmt: skip
+            else:
+                self.progress.update(task, phase=p.phase)
+        elif event.kind == "point_done":
+            task = self.tasks.get(event.batch_size)
+            if task is None:
+                return
+            pt: Point = event.point
+            if pt.status == OK:
+                detail = f"[green]{pt.samples_per_sec:,.1f} samples/s[/]"
+            else:
+                detail = f"[red]{pt.status}[/] {pt.error or ''}"[:90]
+            self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def sweep_table(result: SweepResult) -> Table:
+    wl = result.workload
+    env = result.environment
+    title = (
+        f"{wl.model} · {wl.mode} · {wl.precision}{' · channels-last' if wl.channels_last else ''}"
+        f"{' · compiled' if wl.compile else ''} · {env.device_label} ({wl.device})"
+    )
+    on_gpu = wl.device.startswith("cuda")
+    table = Table(title=title, title_justify="left")
+    table.add_column("batch", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("step median", justify="right")
+    table.add_column("p10–p90", justify="right")
+    table.add_column("±CI95", justify="right")
+    table.add_column("epoch (est.)", justify="right")
+    if on_gpu:
+        table.add_column("peak alloc", justify="right")
+        table.add_column("peak reserved", justify="right")
+        table.add_column("kernel-active", justify="right")
+        table.add_column("power", justify="right")
+        table.add_column("J/sample", justify="right")
+    else:
+        table.add_column("peak RSS", justify="right")
+        table.add_column("CPU (proc)", justify="right")
+    table.add_column("status")
+    best = result.best_point()
+    for p in result.points:
+        if p.status != OK or p.step_stats is None:
+            cells = [str(p.batch_size)] + ["-"] * (len(table.columns) - 2)
+            table.add_row(*cells, f"[red]{p.status}[/]")
+            continue
+        st = p.step_stats
+        sps = f"{p.samples_per_sec:,.1f}"
+        if best is not None and p is best:
+            sps = f"[bold green]{sps}[/]"
+        row = [
+            str(p.batch_size),
+            sps,
+            fmt_seconds(st.median_seconds),
+            f"{fmt_seconds(st.p10_seconds)}–{fmt_seconds(st.p90_seconds)}",
+            f"{st.rel_ci_half_width * 100:.1f}%",
+            fmt_seconds(p.epoch_seconds_estimate),
+        ]
+        t = p.telemetry
+        if on_gpu:
+            row += [
+                fmt_bytes(p.memory.device_peak_allocated_bytes),
+                fmt_bytes(p.memory.device_peak_reserved_bytes),
+                _pct(t.gpu_kernel_active_percent),
+                "-" if t.power_watts_mean is None else f"{t.power_watts_mean:.0f} W",
+                "-" if p.joules_per_sample is None else f"{p.joules_per_sample:.3f}",
+            ]
+        else:
+            row += [fmt_bytes(p.memory.host_peak_rss_bytes), _pct(t.process_cpu_percent)]
+        row.append("ok" if p.converged else "ok (budget)")
+        table.add_row(*row)
+    table.caption = (
+        "epoch = dataset_size / samples/s (estimate); ±CI95 = half-width of the mean step time's "
+        "95% CI relative to the median; 'ok (budget)' = time budget hit before the CI target"
+        + ("; kernel-active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
+    )
+    return table

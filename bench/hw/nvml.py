@@ -1,0 +1,242 @@
+"""NVML telemetry. The only module in bench that imports ``pynvml``.
+
+Every query goes through ``_query``, which turns an NVML error (sensor not supported, no
+permission, driver too old) into ``None``: a missing sensor is data, not a crash. The pynvml module
+is injectable so tests drive this exact code with ``bench.hw.fake.FakeNvml``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# NVML constants, spelled out so the fake needs no pynvml and old pynvml versions still work.
+NVML_FI_DEV_POWER_INSTANT = 186  # instantaneous power draw, mW (Hopper+ drivers)
+NVML_CLOCK_SM = 1
+NVML_TEMPERATURE_GPU = 0
+
+# nvmlClocksEventReasons bits ("throttle reasons" in older NVML).
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+
+def decode_clock_event_reasons(mask: int | None) -> tuple[str, ...]:
+    """Bitmask -> names, e.g. 0x24 -> ("sw_power_cap", "sw_thermal_slowdown")."""
+    if not mask:
+        return ()
+    names = [name for bit, name in sorted(CLOCK_EVENT_REASONS.items()) if mask & bit]
+    unknown = mask & ~sum(CLOCK_EVENT_REASONS)
+    if unknown:
+        names.append(f"other_0x{unknown:x}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    """One NVML reading. ``None`` for a sensor the device or driver does not offer."""
+
+    kernel_active_percent: float | None = None  # NVML "utilization.gpu": time any kernel ran
+    memory_controller_percent: float | None = None  # NVML "utilization.memory"
+    power_watts: float | None = None  # instantaneous where offered, else NVML's averaged reading
+    sm_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    clock_event_mask: int | None = None
+
+
+class GpuMonitor:
+    """Interface: what the sampler and the runner need from a GPU monitor."""
+
+    available: bool = False
+    reason: str | None = None  # why not available
+
+    def sample(self) -> GpuSample:
+        return GpuSample()
+
+    def energy_millijoules(self) -> int | None:
+        return None
+
+    def process_memory_bytes(self, pid: int | None = None) -> int | None:
+        return None
+
+    def memory_total_bytes(self) -> int | None:
+        return None
+
+    def memory_free_bytes(self) -> int | None:
+        return None
+
+    def name(self) -> str | None:
+        return None
+
+    def driver_version(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class NullMonitor(GpuMonitor):
+    """Stand-in where NVML is unavailable: every reading is None, with the reason recorded."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class NvmlMonitor(GpuMonitor):
+    available = True
+
+    def __init__(self, nvml: Any, handle: Any) -> None:
+        self._nvml = nvml
+        self._handle = handle
+        self._power_instant = True  # switched off after the first failure
+
+    def _query(self, fn_name: str, *args: Any) -> Any:
+        fn = getattr(self._nvml, fn_name, None)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception:  # NVMLError_NotSupported, NoPermission, ... -> not available
+            return None
+
+    def _power_watts(self) -> float | None:
+        if self._power_instant:
+            values = self._query("nvmlDeviceGetFieldValues", self._handle, [NVML_FI_DEV_POWER_INSTANT])
+            try:
+                fv = values[0]
+                if getattr(fv, "nvmlReturn", 0) == 0:
+                    return float(fv.value.uiVal) / 1000.0
+            except (TypeError, IndexError, AttributeError):
+                pass
+            self._power_instant = False
+        mw = self._query("nvmlDeviceGetPowerUsage", self._handle)
+        return None if mw is None else float(mw) / 1000.0
+
+    def sample(self) -> GpuSample:
+        util = self._query("nvmlDeviceGetUtilizationRates", self._handle)
+        clock = self._query("nvmlDeviceGetClockInfo", self._handle, NVML_CLOCK_SM)
+        temp = self._query("nvmlDeviceGetTemperature", self._handle, NVML_TEMPERATURE_GPU)
+        mask = self._query("nvmlDeviceGetCurrentClocksEventReasons", self._handle)
+        if mask is None:
+            mask = self._query("nvmlDeviceGetCurrentClocksThrottleReasons", self._handle)
+        return GpuSample(
+            kernel_active_percent=None if util is None else float(util.gpu),
+            memory_controller_percent=None if util is None else float(util.memory),
+            power_watts=self._power_watts(),
+            sm_clock_mhz=None if clock is None else float(clock),
+            temperature_c=None if temp is None else float(temp),
+            clock_event_mask=None if mask is None else int(mask),
+        )
+
+    def energy_millijoules(self) -> int | None:
+        value = self._query("nvmlDeviceGetTotalEnergyConsumption", self._handle)
+        return None if value is None else int(value)
+
+    def process_memory_bytes(self, pid: int | None = None) -> int | None:
+        pid = os.getpid() if pid is None else pid
+        procs = self._query("nvmlDeviceGetComputeRunningProcesses", self._handle)
+        if procs is None:
+            return None
+        for proc in procs:
+            if getattr(proc, "pid", None) == pid:
+                used = getattr(proc, "usedGpuMemory", None)
+                return None if used is None else int(used)
+        return None
+
+    def memory_total_bytes(self) -> int | None:
+        info = self._query("nvmlDeviceGetMemoryInfo", self._handle)
+        return None if info is None else int(info.total)
+
+    def memory_free_bytes(self) -> int | None:
+        info = self._query("nvmlDeviceGetMemoryInfo", self._handle)
+        return None if info is None else int(info.free)
+
+    def name(self) -> str | None:
+        value = self._query("nvmlDeviceGetName", self._handle)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def driver_version(self) -> str | None:
+        value = self._query("nvmlSystemGetDriverVersion")
+        return value.decode() if isinstance(value, bytes) else value
+
+    def close(self) -> None:
+        self._query("nvmlShutdown")
+
+
+def _import_pynvml() -> Any:
+    import pynvml  # noqa: PLC0415 - the one import of pynvml in the project
+
+    return pynvml
+
+
+def open_monitor(
+    cuda_index: int | None, uuid: str | None = None, nvml: Any | None = None
+) -> GpuMonitor:
+    """Monitor for one CUDA device, or a NullMonitor saying why not.
+
+    ``uuid`` (from torch's device properties) picks the right NVML device even when
+    CUDA_VISIBLE_DEVICES reorders indices; ``cuda_index`` is the fallback.
+    """
+    if cuda_index is None:
+        return NullMonitor("no GPU in use")
+    try:
+        nvml = nvml or _import_pynvml()
+    except ImportError:
+        return NullMonitor("pynvml (nvidia-ml-py) is not installed")
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:  # no driver, no libnvidia-ml.so in the container, ...
+        return NullMonitor(f"NVML could not start ({exc})")
+    handle = None
+    if uuid:
+        key = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(key)
+        except Exception:
+            handle = None
+    if handle is None:
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(cuda_index)
+        except Exception as exc:
+            return NullMonitor(f"NVML has no device {cuda_index} ({exc})")
+    return NvmlMonitor(nvml, handle)
+
+
+def system_gpus(nvml: Any | None = None) -> tuple[str | None, list[dict[str, Any]], str | None]:
+    """(driver version, [{index, name, memory_total_bytes, uuid}], reason if NVML is unavailable)."""
+    try:
+        nvml = nvml or _import_pynvml()
+        nvml.nvmlInit()
+    except Exception as exc:
+        return None, [], f"NVML unavailable ({exc})"
+    try:
+        mon = NvmlMonitor(nvml, None)
+        driver = mon.driver_version()
+        count = mon._query("nvmlDeviceGetCount") or 0
+        gpus = []
+        for i in range(count):
+            dev = NvmlMonitor(nvml, nvml.nvmlDeviceGetHandleByIndex(i))
+            uuid = dev._query("nvmlDeviceGetUUID", dev._handle)
+            gpus.append(
+                {
+                    "index": i,
+                    "name": dev.name() or "unknown GPU",
+                    "memory_total_bytes": dev.memory_total_bytes(),
+                    "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
+                }
+            )
+        return driver, gpus, None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass

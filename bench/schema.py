@@ -1,0 +1,321 @@
+"""Frozen dataclasses for what a run is asked to do and what it measured, and their JSON form.
+
+Data flows one way: CLI -> Workload/MeasureSettings -> runner -> Point -> SweepResult -> JSON file.
+This module imports no torch, so report/compare code can load results without it.
+
+JSON schema (``schema_version`` 1), one file per run::
+
+    {
+      "schema_version": 1,
+      "kind": "sweep",
+      "tool_version": "0.1.0",
+      "run_id": "20261125-101500-efficientnet_b0-cpu",
+      "status": "running" | "complete" | "interrupted" | "failed",
+      "started_at": ISO-8601, "finished_at": ISO-8601 | null,
+      "environment": {...Environment...},
+      "workload": {...Workload...},
+      "settings": {...MeasureSettings...},
+      "points": [ {...Point...}, ... ],      # one per batch size, in the order run
+      "notices": ["...", ...]                 # things the user should know (e.g. NVML missing)
+    }
+
+Units live in the field names (``_seconds``, ``_bytes``, ``_watts``, ``_joules``, ``_percent``, ``_mhz``).
+A reading that could not be taken is ``null``; the reason is in ``notices`` or the point's ``error``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+
+MODES = ("train", "infer")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+# Point status values.
+OK = "ok"
+OOM = "oom"
+ERROR = "error"
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one step does. Everything that changes the measured number is here."""
+
+    model: str
+    mode: str = "train"  # "train" | "infer"
+    precision: str = "fp32"  # "fp32" | "tf32" | "bf16" | "fp16"
+    channels_last: bool = False
+    compile: bool = False
+    image_size: int = 224  # pixels (square); ignored when the model supplies its own input spec
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
+    h2d: bool = False  # pay a pinned host->device copy of the batch every step
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9) | "adamw"
+    dataset_size: int = 1_281_167  # samples per epoch, for the epoch-time estimate (ImageNet-1k train)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise BenchError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.precision not in PRECISIONS:
+            raise BenchError(
+                f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.optimizer not in ("sgd", "adamw"):
+            raise BenchError(f"unknown optimizer {self.optimizer!r}: choose sgd or adamw")
+        if not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise BenchError(f"image size must be a positive integer, got {self.image_size!r}")
+        if not isinstance(self.dataset_size, int) or self.dataset_size <= 0:
+            raise BenchError(f"dataset size must be a positive integer, got {self.dataset_size!r}")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long and how carefully to measure each batch size."""
+
+    warmup_steps: int = 5  # excluded from every statistic (compile, cuDNN autotune, allocator growth)
+    min_steps: int = 10  # timed steps before the stopping rule is consulted
+    max_steps: int = 10_000  # hard cap on timed steps per point
+    max_time_seconds: float = 10.0  # timed-window budget per point; stop even if not converged
+    min_time_seconds: float = 1.0  # keep the timed window at least this long (telemetry, energy)
+    target_rel_ci: float = 0.02  # stop once the 95% CI half-width is within this fraction of the median
+    sample_interval_seconds: float = 0.05  # telemetry sampling period
+    isolate: bool | None = None  # run each point in a child process; None = auto (CPU yes, CUDA no)
+    stop_on_oom: bool = True  # stop growing the batch after the first OOM
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise BenchError("warm-up steps must be >= 0")
+        if self.min_steps < 2:
+            raise BenchError("min steps must be >= 2 (a spread needs two samples)")
+        if self.max_steps < self.min_steps:
+            raise BenchError("max steps must be >= min steps")
+        if not self.max_time_seconds > 0:
+            raise BenchError("max time per point must be > 0 seconds")
+        if self.min_time_seconds < 0 or self.min_time_seconds > self.max_time_seconds:
+            raise BenchError("min time per point must be between 0 and the max time")
+        if not 0 < self.target_rel_ci < 1:
+            raise BenchError("target relative CI must be between 0 and 1 (e.g. 0.02 for 2%)")
+        if not self.sample_interval_seconds > 0:
+            raise BenchError("sample interval must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Statistics of the timed step durations (seconds), derived from the raw samples."""
+
+    count: int
+    median_seconds: float
+    mean_seconds: float
+    stdev_seconds: float
+    p10_seconds: float
+    p90_seconds: float
+    min_seconds: float
+    max_seconds: float
+    ci95_low_seconds: float  # 95% confidence interval of the mean step time
+    ci95_high_seconds: float
+    rel_ci_half_width: float  # CI half-width / median
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Peak memory of one point. ``None`` where the backend cannot tell."""
+
+    device_peak_allocated_bytes: int | None = None  # torch.cuda.max_memory_allocated
+    device_peak_reserved_bytes: int | None = None  # torch.cuda.max_memory_reserved (caching allocator)
+    device_process_used_bytes: int | None = None  # NVML: memory the driver charges to this process
+    device_total_bytes: int | None = None  # capacity of the device
+    host_peak_rss_bytes: int | None = None  # peak resident set of the process running the point
+    host_rss_method: str | None = None  # "child-maxrss" (exact, own process) | "sampled" (sampler max)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Averages over the timed window only. ``None`` where the sensor is not available."""
+
+    samples: int = 0
+    # NVML "GPU utilisation": share of the sample period in which any kernel was running.
+    # This is kernel-active time, NOT SM occupancy or SM efficiency.
+    gpu_kernel_active_percent: float | None = None
+    gpu_memory_controller_percent: float | None = None  # NVML memory utilisation (DRAM busy)
+    power_watts_mean: float | None = None
+    power_watts_max: float | None = None
+    sm_clock_mhz_mean: float | None = None
+    temperature_c_max: float | None = None
+    clock_event_reasons: tuple[str, ...] = ()  # union of throttle reasons seen in the window
+    process_cpu_percent: float | None = None  # 100 = one core fully busy
+    system_cpu_percent: float | None = None  # 0-100 over all cores
+
+
+@dataclass(frozen=True)
+class Point:
+    """One batch size, measured."""
+
+    batch_size: int
+    status: str  # OK | OOM | ERROR | SKIPPED
+    error: str | None = None
+    warmup_steps: int = 0
+    step_seconds: tuple[float, ...] = ()  # raw timed step durations, in order
+    window_seconds: float | None = None  # wall time of the timed window (device-synchronised)
+    samples_per_sec: float | None = None  # batch * timed steps / window_seconds
+    step_stats: StepStats | None = None
+    converged: bool = False  # CI target met before the time/step budget ran out
+    epoch_seconds_estimate: float | None = None  # dataset_size / samples_per_sec (an estimate)
+    energy_joules: float | None = None  # NVML total-energy counter across the timed window
+    joules_per_sample: float | None = None
+    memory: MemoryStats = field(default_factory=MemoryStats)
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    memory_total_bytes: int | None = None
+    uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    hostname: str
+    platform: str
+    python: str
+    cpu_model: str | None
+    cpu_physical_cores: int | None
+    cpu_logical_cores: int | None
+    ram_total_bytes: int | None
+    torch_version: str
+    torchvision_version: str | None
+    timm_version: str | None
+    cuda_version: str | None  # the CUDA runtime torch was built with
+    cudnn_version: int | None
+    gpu_driver_version: str | None
+    gpu_count: int
+    gpus: tuple[GpuInfo, ...] = ()
+    torch_num_threads: int | None = None
+    git_commit: str | None = None  # of the working directory the run was started in
+    git_dirty: bool | None = None
+
+    @property
+    def device_label(self) -> str:
+        """A short name for the hardware: the first GPU's name, else the CPU model."""
+        if self.gpus:
+            return self.gpus[0].name
+        return self.cpu_model or "cpu"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    run_id: str
+    status: str  # "running" | "complete" | "interrupted" | "failed"
+    started_at: str
+    finished_at: str | None
+    environment: Environment
+    workload: Workload
+    settings: MeasureSettings
+    points: tuple[Point, ...] = ()
+    notices: tuple[str, ...] = ()
+    tool_version: str = ""
+    kind: str = "sweep"
+    schema_version: int = SCHEMA_VERSION
+
+    def ok_points(self) -> list[Point]:
+        return [p for p in self.points if p.status == OK]
+
+    def best_point(self) -> Point | None:
+        ok = self.ok_points()
+        return max(ok, key=lambda p: p.samples_per_sec or 0.0) if ok else None
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _clean(value: Any) -> Any:
+    """dataclasses.asdict plus: tuples -> lists, non-finite floats -> None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return _clean(dataclasses.asdict(obj))
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise BenchError(f"{where}: expected an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}  # ignore fields from newer versions
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise BenchError(f"{where}: {exc}") from None
+
+
+def point_from_dict(d: dict[str, Any]) -> Point:
+    d = dict(d)
+    stats = d.get("step_stats")
+    d["step_stats"] = _build(StepStats, stats, "step_stats") if stats else None
+    d["memory"] = _build(MemoryStats, d.get("memory") or {}, "memory")
+    tel = dict(d.get("telemetry") or {})
+    tel["clock_event_reasons"] = tuple(tel.get("clock_event_reasons") or ())
+    d["telemetry"] = _build(Telemetry, tel, "telemetry")
+    d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
+    return _build(Point, d, f"point {d.get('batch_size')}")
+
+
+def environment_from_dict(d: dict[str, Any]) -> Environment:
+    d = dict(d)
+    d["gpus"] = tuple(_build(GpuInfo, g, "gpu") for g in d.get("gpus") or ())
+    return _build(Environment, d, "environment")
+
+
+def result_from_dict(d: dict[str, Any]) -> SweepResult:
+    """Load a sweep result, upgrading older schema versions as they load."""
+    if not isinstance(d, dict) or "schema_version" not in d:
+        raise BenchError("not a bench result (no schema_version)")
+    version = d["schema_version"]
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise BenchError(f"result schema_version {version!r} is newer than this bench understands")
+    if d.get("kind", "sweep") != "sweep":
+        raise BenchError(f"expected a sweep result, got kind {d.get('kind')!r}")
+    d = dict(d)
+    d["environment"] = environment_from_dict(d.get("environment") or {})
+    d["workload"] = _build(Workload, d.get("workload") or {}, "workload")
+    d["settings"] = _build(MeasureSettings, d.get("settings") or {}, "settings")
+    d["points"] = tuple(point_from_dict(p) for p in d.get("points") or ())
+    d["notices"] = tuple(d.get("notices") or ())
+    return _build(SweepResult, d, "result")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(to_dict(obj), indent=2, allow_nan=False)
+
+
+def load_result(path: str) -> SweepResult:
+    """Read a sweep JSON file; any problem becomes one BenchError line naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return result_from_dict(data)
+    except BenchError as exc:
+        raise BenchError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BenchError(f"{path}: malformed result ({exc})") from None

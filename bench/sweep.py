@@ -1,0 +1,270 @@
+"""Sweep batch sizes for one workload: the engine behind ``bench sweep`` and ``bench.sweep()``.
+
+Each point is measured by ``runner.run_point`` either in this process (default on CUDA) or in a
+fresh child process (default on CPU, so each point's peak RSS is its own). The JSON results file
+is rewritten atomically after every point, so Ctrl-C or a crash keeps every finished point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.errors import BenchError
+from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Workload, dumps
+
+DEFAULT_BATCH_SIZES = {
+    "cpu": (1, 2, 4, 8, 16, 32),
+    "cuda": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+}
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8); '8:256' -> powers of two from 8 to 256 inclusive.
+
+    A range's ends need not be powers of two: '6:100' -> 6, 8, 16, 32, 64, 100 (ends included).
+    """
+    text = text.strip()
+    if not text:
+        raise BenchError("batch sizes are empty: give e.g. 1,2,4,8 or 8:256")
+
+    def one(tok: str) -> int:
+        tok = tok.strip()
+        if not re.fullmatch(r"[+-]?\d+", tok):
+            raise BenchError(f"batch size {tok!r} is not an integer")
+        value = int(tok)
+        if value <= 0:
+            raise BenchError(f"batch size must be positive, got {value}")
+        return value
+
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 2:
+            raise BenchError(f"batch size range {text!r} must look like LOW:HIGH, e.g. 8:256")
+        low, high = one(parts[0]), one(parts[1])
+        if low > high:
+            raise BenchError(f"batch size range {text!r} is empty (low > high)")
+        sizes = [low]
+        p = 1
+        while p <= high:
+            if p > low:
+                sizes.append(p)
+            p *= 2
+        if sizes[-1] != high:
+            sizes.append(high)
+        return tuple(sizes)
+    values = [one(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise BenchError("batch sizes are empty: give e.g. 1,2,4,8 or 8:256")
+    return tuple(dict.fromkeys(values))  # keep order, drop repeats
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def default_out_path(workload: Workload, started: dt.datetime | None = None) -> Path:
+    """bench_results/sweep-<model>-<device>-<precision>-<mode>-<timestamp>.json in the cwd."""
+    started = started or dt.datetime.now()
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    device = workload.device.replace(":", "")
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    return Path("bench_results") / f"sweep-{model}-{device}-{workload.precision}-{workload.mode}-{stamp}.json"
+
+
+class ResultWriter:
+    """Writes the result file atomically (temp file + rename): a reader never sees half a file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise BenchError(f"cannot write results to {self.path}: it is a directory")
+            with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=".bench-check-"):
+                pass
+        except OSError as exc:
+            raise BenchError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
+
+    def write(self, result: SweepResult) -> None:
+        text = dumps(result)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+@dataclass(frozen=True)
+class SweepEvent:
+    """Sent to ``on_event``: kind is "start", "point_start", "progress", "point_done" or "notice"."""
+
+    kind: str
+    batch_size: int | None = None
+    progress: Any = None  # runner.Progress for "progress"
+    point: Point | None = None
+    message: str | None = None
+    result: SweepResult | None = None
+
+
+EventFn = Callable[[SweepEvent], None]
+
+
+def _point_in_child(
+    workload: Workload, batch_size: int, settings: MeasureSettings, *, emit: Callable[[Any], None]
+) -> Point:
+    """Child-process body: a fresh interpreter measures one point and returns it."""
+    from bench.hw.device import open_device
+    from bench.hw.nvml import open_monitor
+    from bench.models import resolve
+    from bench.runner import run_point
+
+    device = open_device(workload.device)
+    monitor = open_monitor(device.index, device.uuid())
+    try:
+        return run_point(
+            workload,
+            resolve(workload.model),
+            batch_size,
+            settings,
+            device,
+            monitor,
+            on_progress=emit,
+            own_process=True,
+        )
+    finally:
+        monitor.close()
+
+
+def _measure_point_isolated(
+    workload: Workload, batch_size: int, settings: MeasureSettings, report: Callable[[Any], None]
+) -> Point:
+    from bench.isolate import run_isolated
+
+    outcome = run_isolated(
+        "bench.sweep:_point_in_child", (workload, batch_size, settings), on_message=report
+    )
+    if outcome.status == "ok":
+        return outcome.value
+    status = OOM if outcome.exitcode == -9 else ERROR
+    return Point(batch_size=batch_size, status=status, error=outcome.message)
+
+
+def run_sweep(
+    workload: Workload,
+    batch_sizes: Sequence[int] | None = None,
+    settings: MeasureSettings | None = None,
+    *,
+    out_path: Path | str | None = None,
+    on_event: EventFn | None = None,
+) -> SweepResult:
+    """Measure ``workload`` at each batch size (ascending as given). Returns the full result.
+
+    Raises BenchError for bad input before anything runs. KeyboardInterrupt propagates after the
+    result file is marked "interrupted" with every finished point in it.
+    """
+    from bench import env
+    from bench.hw.device import check_device, open_device
+    from bench.hw.nvml import open_monitor
+    from bench.models import resolve
+    from bench.runner import run_point
+
+    settings = settings or MeasureSettings()
+    emit = on_event or (lambda e: None)
+    check_device(workload.device)
+    spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
+    kind = "cuda" if workload.device.startswith("cuda") else "cpu"
+    sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
+    if any((not isinstance(b, int)) or b <= 0 for b in sizes):
+        raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
+    isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
+    settings = replace(settings, isolate=isolate)
+    writer = ResultWriter(out_path or default_out_path(workload))
+
+    notices: list[str] = []
+    if workload.h2d and kind == "cpu":
+        notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
+    if workload.precision == "tf32" and kind == "cpu":
+        notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
+
+    device = monitor = None
+    if not isolate:
+        device = open_device(workload.device)
+        monitor = open_monitor(device.index, device.uuid())
+    elif kind == "cuda":
+        monitor = open_monitor(open_device(workload.device).index)
+    if kind == "cuda" and monitor is not None and not monitor.available:
+        notices.append(f"GPU telemetry unavailable: {monitor.reason}; power/energy/util are null")
+
+    started = _now()
+    result = SweepResult(
+        run_id=writer.path.stem,
+        status="running",
+        started_at=started,
+        finished_at=None,
+        environment=env.collect(),
+        workload=replace(workload, model=spec.name),
+        settings=settings,
+        notices=tuple(notices),
+        tool_version=__version__,
+    )
+    writer.write(result)
+    emit(SweepEvent("start", result=result))
+    for note in notices:
+        emit(SweepEvent("notice", message=note))
+
+    points: list[Point] = []
+    status = "complete"
+    try:
+        for b in sizes:
+            emit(SweepEvent("point_start", batch_size=b))
+
+            def report(progress: Any, b: int = b) -> None:
+                emit(SweepEvent("progress", batch_size=b, progress=progress))
+
+            if isolate:
+                point = _measure_point_isolated(workload, b, settings, report)
+            else:
+                point = run_point(workload, spec, b, settings, device, monitor, on_progress=report)
+            points.append(point)
+            result = replace(result, points=tuple(points))
+            writer.write(result)
+            emit(SweepEvent("point_done", batch_size=b, point=point))
+            if point.status == OOM and settings.stop_on_oom:
+                note = f"out of memory at batch {b}: stopped growing the batch there"
+                result = replace(result, notices=(*result.notices, note))
+                emit(SweepEvent("notice", message=note))
+                break
+            if point.status == ERROR:
+                note = f"batch {b} failed ({point.error}); stopped the sweep"
+                result = replace(result, notices=(*result.notices, note))
+                emit(SweepEvent("notice", message=note))
+                status = "failed"
+                break
+    except KeyboardInterrupt:
+        result = replace(result, status="interrupted", finished_at=_now())
+        writer.write(result)
+        raise
+    finally:
+        if monitor is not None:
+            monitor.close()
+    if status == "complete" and not any(p.status == OK for p in points):
+        status = "failed"
+    result = replace(result, status=status, finished_at=_now())
+    writer.write(result)
+    return result

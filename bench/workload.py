@@ -1,0 +1,214 @@
+"""One training or inference step for one batch size: model, synthetic batch, precision, layout.
+
+``prepare`` returns a ``PreparedStep`` whose ``step()`` runs exactly what a training loop runs:
+forward, loss, backward, optimizer step, ``zero_grad(set_to_none=True)`` (train) or a forward under
+``inference_mode`` (infer). The batch lives on the device unless ``h2d`` is set, in which case every
+step pays a pinned host->device copy, as a real input pipeline does.
+
+``annotate(name)`` returns a context manager wrapped around each phase (data, forward, backward,
+optimizer); tracing plugs NVTX / profiler ranges in there. The default costs one no-op call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import BenchError, first_line, is_oom
+from bench.hw.device import Device
+from bench.models import ModelSpec, _first_output
+from bench.schema import Workload
+
+Annotate = Callable[[str], AbstractContextManager[Any]]
+
+
+def _no_annotation(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+_num_classes_cache: dict[tuple[str, tuple[int, ...]], int] = {}
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device_kind: str) -> Iterator[None]:
+    """Set the float32 math mode the precision asks for, and restore it afterwards.
+
+    fp32 means strict IEEE fp32 (TF32 off for matmul and cuDNN, although PyTorch enables TF32 for
+    cuDNN convolutions by default); tf32 turns both on; bf16/fp16 use autocast and leave these at
+    PyTorch's defaults. cuDNN autotuning is on for CUDA, as in real training; the warm-up absorbs it.
+    """
+    import torch
+
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch nags about the TF32 flag API
+        if precision == "fp32":
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+        elif precision == "tf32":
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.allow_tf32 = True
+        if device_kind == "cuda":
+            torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.set_float32_matmul_precision(saved[0])
+            torch.backends.cudnn.allow_tf32 = saved[1]
+            torch.backends.cudnn.benchmark = saved[2]
+
+
+def _autocast(torch: Any, precision: str, device_kind: str) -> AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device_type=device_kind, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device_type=device_kind, dtype=torch.float16)
+    return nullcontext()
+
+
+@dataclass
+class PreparedStep:
+    """A ready-to-run step. Holds every reference so ``release`` can drop them all."""
+
+    step: Callable[[], None]
+    batch_size: int
+    refs: dict[str, Any] = field(default_factory=dict)
+
+    def release(self, device: Device | None = None) -> None:
+        """Drop model, optimizer, grads and batch; collect; return cached device memory."""
+        self.refs.clear()
+        self.step = _released
+        gc.collect()
+        if device is not None:
+            device.empty_cache()
+
+
+def _released() -> None:
+    raise RuntimeError("step used after release()")
+
+
+def _num_classes(torch: Any, model: Any, spec: ModelSpec, x: Any) -> int:
+    key = (spec.name, tuple(x.shape[1:]))
+    if key not in _num_classes_cache:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = _first_output(model(x[:1]))
+        except Exception as exc:
+            if is_oom(exc):
+                raise
+            shape = "x".join(str(s) for s in x.shape[1:])
+            raise BenchError(
+                f"model {spec.name} failed on a {shape} input ({first_line(exc)}); "
+                "check --image-size (some models need 224)"
+            ) from None
+        finally:
+            model.train(was_training)
+        _num_classes_cache[key] = int(out.shape[-1])
+    return _num_classes_cache[key]
+
+
+def make_optimizer(torch: Any, name: str, params: Any) -> Any:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-3)
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+def prepare(
+    workload: Workload,
+    spec: ModelSpec,
+    batch_size: int,
+    device: Device,
+    annotate: Annotate | None = None,
+) -> PreparedStep:
+    """Build a fresh model, optimizer and synthetic batch (random values, never zeros) on the device.
+
+    A fresh model per batch size keeps peak-memory readings honest (no optimizer state or cached
+    compile artefacts carried over) and avoids torch.compile's recompile limit across many sizes.
+    """
+    import torch
+
+    annotate = annotate or _no_annotation
+    tdev = torch.device(device.torch_device)
+    torch.manual_seed(0)
+    if workload.compile:
+        torch._dynamo.reset()
+    model = spec.build().to(tdev)
+    if workload.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train = workload.mode == "train"
+    model.train(train)
+
+    if spec.make_batch is not None:
+        x, y = spec.make_batch(batch_size, tdev)
+    else:
+        shape = spec.input_shape or (3, workload.image_size, workload.image_size)
+        x = torch.randn((batch_size, *shape), device=tdev)
+        classes = _num_classes(torch, model, spec, x)
+        y = torch.randint(0, classes, (batch_size,), device=tdev)
+    if workload.channels_last and getattr(x, "dim", lambda: 0)() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    host_x = host_y = None
+    if workload.h2d and device.kind == "cuda":
+        host_x = x.detach().cpu().pin_memory()
+        host_y = y.detach().cpu().pin_memory() if hasattr(y, "cpu") else None
+
+    loss_fn = spec.loss or (lambda out, tgt: torch.nn.functional.cross_entropy(_first_output(out), tgt))
+    net = torch.compile(model) if workload.compile else model
+    def autocast() -> AbstractContextManager[Any]:  # a fresh context per step
+        return _autocast(torch, workload.precision, device.kind)
+
+    refs: dict[str, Any] = {"model": model, "net": net, "x": x, "y": y}
+
+    def copy_in() -> None:
+        if host_x is not None:
+            with annotate("data"):
+                x.copy_(host_x, non_blocking=True)
+                if host_y is not None:
+                    y.copy_(host_y, non_blocking=True)
+
+    if train:
+        opt = make_optimizer(torch, workload.optimizer, model.parameters())
+        scaler = torch.amp.GradScaler(device.kind) if workload.precision == "fp16" else None
+        refs.update(opt=opt, scaler=scaler)
+
+        def step() -> None:
+            copy_in()
+            with annotate("forward"):
+                with autocast():
+                    loss = loss_fn(net(x), y)
+            with annotate("backward"):
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            with annotate("optimizer"):
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                opt.zero_grad(set_to_none=True)
+
+    else:
+        model.eval()
+
+        def step() -> None:
+            copy_in()
+            with annotate("forward"):
+                with torch.inference_mode(), autocast():
+                    net(x)
+
+    if host_x is not None:
+        refs.update(host_x=host_x, host_y=host_y)
+    return PreparedStep(step=step, batch_size=batch_size, refs=refs)
