@@ -6,12 +6,12 @@ with exit code 2. Ctrl-C exits 130 after the results file is marked "interrupted
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from bench.cli_common import (
@@ -21,8 +21,8 @@ from bench.cli_common import (
     DeviceOpt,
     H2dOpt,
     ImageSizeOpt,
-    ModeOpt,
     ModelArg,
+    ModeOpt,
     OptimizerOpt,
     PrecisionOpt,
     build_settings,
@@ -176,8 +176,6 @@ def models(
 
 def _register_extensions() -> None:
     """Commands that live with their feature (max-batch, trace, report, ...)."""
-    import importlib
-
     for name in ("bench.cli_maxbatch", "bench.cli_trace", "bench.cli_report", "bench.cli_profiles"):
         try:
             module = importlib.import_module(name)
@@ -191,25 +189,51 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(ClickException, UsageError, Exit, Abort) classes from click and typer's vendored copy.
+
+    Newer typer vendors its own click (``typer._click``); older typer uses click itself.
+    """
+    modules = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            pass
+
+    def classes(attr: str) -> tuple[type, ...]:
+        return tuple(getattr(m, attr) for m in modules if hasattr(m, attr))
+
+    return classes("ClickException"), classes("UsageError"), classes("Exit"), classes("Abort")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the typer app, turning user errors into one line and exit code 2."""
+    click_error, usage_error, exit_error, abort_error = _click_exceptions()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
         return 2
-    except click.exceptions.NoArgsIsHelpError as exc:  # `bench` alone: show help
-        print(exc.ctx.get_help() if exc.ctx else "")
-        return 0
-    except click.UsageError as exc:
-        err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `bench` alone: show the help
+            text = exc.format_message()  # older click: the help text; newer typer printed it
+            if text.strip():
+                print(text)
+            return 0
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Abort:
+    except click_error as exc:
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return getattr(exc, "exit_code", 1) or 1
+    except abort_error:
         err_console.print("[yellow]aborted[/]")
         return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+    except exit_error as exc:
+        return getattr(exc, "exit_code", 0)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130

@@ -52,7 +52,12 @@ def timm_models() -> list[str] | None:
 
 
 def _unknown(name: str, candidates: list[str], extra: str = "") -> BenchError:
-    close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.6)
+    scored = []
+    for cand in candidates:
+        ratio = difflib.SequenceMatcher(None, name.lower(), cand.lower()).ratio()
+        if ratio >= 0.6:
+            scored.append((-ratio, cand))  # best first; ties alphabetical (b0 before b7)
+    close = [cand for _, cand in sorted(scored)[:4]]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return BenchError(f"unknown model {name!r}{hint}{extra} (see `bench models`)")
 

@@ -69,12 +69,15 @@ class Window:
 def _next_chunk(done: int, times: list[float], window: float, settings: MeasureSettings) -> int:
     if done < settings.min_steps:
         return settings.min_steps - done
-    median = stats.percentile(times, 50)
-    per_chunk = max(1, int(CHUNK_TARGET_SECONDS / median)) if median > 0 else 1
+    # Predict with the mean (what a chunk of steps really costs), not the median.
+    per_step = window / done if done else 0.0
+    if per_step <= 0:
+        return 1
+    per_chunk = max(1, int(CHUNK_TARGET_SECONDS / per_step))
     time_left = max(settings.max_time_seconds - window, 0.0)
-    by_time = max(1, math.ceil(time_left / median)) if median > 0 else 1
-    if window < settings.min_time_seconds and median > 0:  # reach the minimum window in one go
-        by_time = max(1, min(by_time, math.ceil((settings.min_time_seconds - window) / median)))
+    by_time = max(1, math.ceil(time_left / per_step))
+    if window < settings.min_time_seconds:  # reach the minimum window in one go
+        by_time = max(1, min(by_time, math.ceil((settings.min_time_seconds - window) / per_step)))
         per_chunk = max(per_chunk, by_time)
     return max(1, min(per_chunk, by_time, settings.max_steps - done))
 

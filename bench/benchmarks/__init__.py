@@ -1,0 +1,1 @@
+"""Benchmark scripts: measured ratios printed side by side (not timed tests)."""

@@ -1,0 +1,124 @@
+"""Fidelity of bench's own measurement: its samples/sec against a minimal hand-written loop.
+
+Same model, batch, precision and device, interleaved in rounds in one process, so machine drift
+hits both alike. Prints each round and the ratio bench / hand-written (1.00 = identical; the target
+is >= 0.98). The hand loop is what an engineer would write: warm up, synchronise, time N steps with
+a host clock, synchronise, samples/sec = N * batch / elapsed.
+
+    python -m bench.benchmarks.fidelity                      # EfficientNet-b0, CPU-sized
+    python -m bench.benchmarks.fidelity --device cuda --image-size 224 --batch-size 256 \\
+        --precision bf16 --channels-last
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+
+from bench.hw.device import open_device
+from bench.models import resolve
+from bench.runner import run_point
+from bench.schema import MeasureSettings, Workload
+
+
+def hand_loop(args: argparse.Namespace, device: str) -> float:
+    """The minimal training loop, written out by hand. Returns samples/sec."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(args.model, weights=None).to(device)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, 1000, (args.batch_size,), device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+
+    def step() -> None:
+        with torch.autocast(kind, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - t0)
+
+
+def bench_point(args: argparse.Namespace, device_name: str) -> float:
+    """bench's own measurement of the same step. Returns samples/sec."""
+    device = open_device(device_name)
+    workload = Workload(
+        model=args.model,
+        image_size=args.image_size,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        device=device_name,
+    )
+    settings = MeasureSettings(
+        warmup_steps=args.warmup,
+        min_steps=args.steps,
+        max_steps=args.steps,
+        max_time_seconds=1e9,
+        min_time_seconds=0.0,
+        isolate=False,
+    )
+    point = run_point(workload, resolve(args.model), args.batch_size, settings, device)
+    if point.samples_per_sec is None:
+        raise SystemExit(f"bench failed at batch {args.batch_size}: {point.error}")
+    return point.samples_per_sec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="efficientnet_b0")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.precision == "tf32" or (args.precision == "fp32" and args.device.startswith("cuda")):
+        # match bench's precision_mode for the hand loop
+        torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+        torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(
+        f"fidelity: {args.model} train {args.precision}{' channels-last' if args.channels_last else ''} "
+        f"batch {args.batch_size} image {args.image_size} on {name} ({args.device}), "
+        f"{args.steps} timed steps x {args.rounds} rounds"
+    )
+    hand, ours = [], []
+    for r in range(args.rounds):
+        h = hand_loop(args, args.device)
+        b = bench_point(args, args.device)
+        hand.append(h)
+        ours.append(b)
+        print(f"  round {r + 1}: hand-written {h:10.1f} samples/s   bench {b:10.1f} samples/s   ratio {b / h:.3f}")
+    ratio = statistics.median(ours) / statistics.median(hand)
+    print(
+        f"median: hand-written {statistics.median(hand):.1f} samples/s, bench {statistics.median(ours):.1f} "
+        f"samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)"
+    )
+
+
+if __name__ == "__main__":
+    main()

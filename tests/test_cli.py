@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests.tiny_models:tiny_cnn"
+FAST = ["--image-size", "8", "--warmup", "1", "--min-steps", "3", "--max-time", "0.3", "--min-time", "0"]
+
+
+def run_cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_sweep_end_to_end_writes_valid_json(tmp_path):
+    out = tmp_path / "res.json"
+    proc = run_cli("sweep", TINY, "-b", "1,2", *FAST, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1
+    assert data["kind"] == "sweep"
+    assert data["status"] == "complete"
+    assert data["workload"]["model"] == TINY
+    assert data["environment"]["torch_version"]
+    assert data["environment"]["cpu_logical_cores"] >= 1
+    assert [p["batch_size"] for p in data["points"]] == [1, 2]
+    for p in data["points"]:
+        assert p["status"] == "ok"
+        assert p["samples_per_sec"] > 0
+        assert len(p["step_seconds"]) >= 3
+        # samples/sec is the measured window's throughput
+        assert p["samples_per_sec"] == pytest.approx(
+            p["batch_size"] * len(p["step_seconds"]) / p["window_seconds"]
+        )
+        assert p["memory"]["host_peak_rss_bytes"] > 0
+        assert p["memory"]["host_rss_method"] == "child-maxrss"  # one process per point on CPU
+        assert p["step_stats"]["p10_seconds"] <= p["step_stats"]["median_seconds"] <= p["step_stats"]["p90_seconds"]
+    assert "samples/s" in proc.stdout  # the final table
+
+
+def test_json_flag_prints_result(tmp_path):
+    proc = run_cli("sweep", TINY, "-b", "2", *FAST, "--no-isolate", "--json", "-o", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["points"][0]["batch_size"] == 2
+
+
+def test_env_and_models_commands():
+    proc = run_cli("env", "--json")
+    assert proc.returncode == 0
+    assert "torch_version" in json.loads(proc.stdout)
+    proc = run_cli("models", "efficientnet")
+    assert "efficientnet_b0" in proc.stdout.split()
+
+
+BAD_INPUTS = [
+    (["-b", "0"], "batch size must be positive"),
+    (["-b", "-4"], "batch size must be positive"),
+    (["-b", "2.5"], "not an integer"),
+    (["-b", "abc"], "not an integer"),
+    (["-b", "64:8"], "empty"),
+    (["--image-size", "0"], "image size must be a positive integer"),
+    (["--image-size", "-3"], "image size must be a positive integer"),
+    (["--image-size", "abc"], "--image-size"),
+    (["--precision", "fp8"], "unknown precision"),
+    (["--mode", "fly"], "unknown mode"),
+    (["--device", "tpu"], "unknown device"),
+    (["--max-time", "0"], "max time"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_one_line_exit_2(args, message, capsys, tmp_path):
+    code = main(["sweep", TINY, *args, "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("efficientnet_bo", "did you mean efficientnet_b0"),
+        ("no_such_pkg.mod:fn", "cannot import module"),
+        ("tests.tiny_models:nope", "has no callable"),
+        ("timm:not_a_timm_model_xyz", "unknown model"),
+    ],
+)
+def test_unknown_model_or_factory(model, message, capsys, tmp_path):
+    code = main(["sweep", model, "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_cuda_without_gpu(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code = main(["sweep", TINY, "--device", "cuda", "-o", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no CUDA device" in err and len(err.splitlines()) == 1
+
+
+def test_unwritable_output(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["sweep", TINY, *FAST, "-o", str(blocker / "sub" / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot write results" in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_input_via_real_process_has_no_traceback():
+    proc = run_cli("sweep", "efficientnet_bo")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:")
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_console_script_exists():
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="console_scripts")}
+    assert "bench" in names

@@ -1,0 +1,105 @@
+import os
+
+import pytest
+
+from bench.hw.fake import FakeNvml
+from bench.hw.nvml import NullMonitor, decode_clock_event_reasons, open_monitor
+from bench.telemetry import Sampler
+from tests.fakes import FakeClock
+
+
+def make_sampler(nvml, clock):
+    monitor = open_monitor(0, nvml=nvml)
+    return Sampler(monitor, interval_seconds=0.05, clock=clock, cpu_percent=lambda: 40.0)
+
+
+def test_only_the_timed_window_is_averaged():
+    clock = FakeClock()
+    # readings: idle (0%, 100 W) before the window, busy (90/100%, 400/500 W) inside, idle after
+    nvml = FakeNvml(
+        gpu_util=[0, 90, 100, 0],
+        mem_util=[0, 30, 50, 0],
+        power_mw=[100_000, 400_000, 500_000, 100_000],
+        sm_clock_mhz=[300, 1900, 2000, 300],
+        temperature_c=[40, 60, 70, 45],
+        clock_event_mask=[0x1, 0x4, 0x0, 0x1],
+    )
+    s = make_sampler(nvml, clock)
+    for t in (0.0, 1.0, 2.0, 3.0):
+        clock.now = t
+        s.sample_now()
+    tel = s.summary(0.5, 2.5)
+    assert tel.samples == 2
+    assert tel.gpu_kernel_active_percent == pytest.approx(95.0)
+    assert tel.gpu_memory_controller_percent == pytest.approx(40.0)
+    assert tel.power_watts_mean == pytest.approx(450.0)
+    assert tel.power_watts_max == pytest.approx(500.0)
+    assert tel.sm_clock_mhz_mean == pytest.approx(1950.0)
+    assert tel.temperature_c_max == pytest.approx(70.0)
+    assert tel.clock_event_reasons == ("sw_power_cap",)
+    assert tel.system_cpu_percent == pytest.approx(40.0)
+
+
+def test_instant_power_preferred_then_averaged_fallback():
+    nvml = FakeNvml(power_mw=[250_000])
+    mon = open_monitor(0, nvml=nvml)
+    assert mon.sample().power_watts == pytest.approx(250.0)
+    assert "nvmlDeviceGetFieldValues" in nvml.calls
+    old = FakeNvml(power_mw=[180_000], unsupported=["nvmlDeviceGetFieldValues"])
+    mon = open_monitor(0, nvml=old)
+    assert mon.sample().power_watts == pytest.approx(180.0)
+    assert "nvmlDeviceGetPowerUsage" in old.calls
+
+
+def test_unsupported_sensors_are_none_not_errors():
+    nvml = FakeNvml(
+        unsupported=[
+            "nvmlDeviceGetUtilizationRates",
+            "nvmlDeviceGetTotalEnergyConsumption",
+            "nvmlDeviceGetTemperature",
+        ]
+    )
+    mon = open_monitor(0, nvml=nvml)
+    sample = mon.sample()
+    assert sample.kernel_active_percent is None
+    assert sample.temperature_c is None
+    assert sample.sm_clock_mhz == 1980
+    assert mon.energy_millijoules() is None
+
+
+def test_process_memory_matches_pid():
+    nvml = FakeNvml(processes=[(1, 10), (os.getpid(), 3 * 2**30)])
+    mon = open_monitor(0, nvml=nvml)
+    assert mon.process_memory_bytes() == 3 * 2**30
+    assert mon.process_memory_bytes(pid=999_999) is None
+
+
+def test_no_nvml_gives_null_monitor_with_reason():
+    mon = open_monitor(0, nvml=FakeNvml(init_error=RuntimeError("libnvidia-ml.so not found")))
+    assert isinstance(mon, NullMonitor)
+    assert "libnvidia-ml.so" in mon.reason
+    assert mon.sample().power_watts is None
+    assert open_monitor(None).available is False
+
+
+def test_clock_event_reason_decoding():
+    assert decode_clock_event_reasons(0) == ()
+    assert decode_clock_event_reasons(0x4 | 0x20) == ("sw_power_cap", "sw_thermal_slowdown")
+    assert decode_clock_event_reasons(0x1000) == ("other_0x1000",)
+
+
+def test_background_thread_samples_and_stops():
+    import time
+
+    s = Sampler(NullMonitor("cpu"), interval_seconds=0.01)
+    s.start()
+    time.sleep(0.1)
+    s.stop()
+    n = len(s.readings)
+    assert n >= 3
+    time.sleep(0.05)
+    assert len(s.readings) == n  # really stopped
+    assert s.peak_rss_bytes() > 0
+    tel = s.summary(s.readings[0].t, s.readings[-1].t)
+    assert tel.gpu_kernel_active_percent is None
+    assert tel.process_cpu_percent is not None

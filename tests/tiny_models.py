@@ -1,0 +1,60 @@
+"""Small model factories for tests (``tests.tiny_models:NAME`` on the bench command line)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+OOM_ABOVE = 4  # oom_above_4 raises CUDA OOM for batches larger than this
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def tiny_cnn() -> nn.Module:
+    return TinyCNN()
+
+
+class OomAbove(TinyCNN):
+    """Behaves like a GPU that runs out of memory above a known batch size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if x.shape[0] > OOM_ABOVE:
+            big = torch.empty(1024, 1024)  # something for the traceback to hold on to
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate 20.00 GiB (holding {big.numel()})"
+            )
+        return out
+
+
+LIVE_MODELS: list = []  # weak references tests use to check cleanup
+
+
+def oom_above_4() -> nn.Module:
+    import weakref
+
+    model = OomAbove()
+    LIVE_MODELS.append(weakref.ref(model))
+    return model
+
+
+def not_a_module():
+    return 42
+
+
+def broken_model() -> nn.Module:
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise ValueError("shape mismatch somewhere deep")
+
+    return Broken()
