@@ -6,6 +6,7 @@ the flags mean the same everywhere.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -14,8 +15,10 @@ from rich.console import Console
 from bench.errors import BenchError
 from bench.schema import MeasureSettings, Workload
 
-console = Console()  # results/tables: stdout
-err_console = Console(stderr=True)  # progress, notices
+# Results and tables go to stdout, progress and notices to stderr. Redirected to a file or a CI
+# log, rich would wrap tables at 80 columns; give them room instead.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 ModelArg = Annotated[
     str,

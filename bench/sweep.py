@@ -179,7 +179,7 @@ def run_sweep(
     result file is marked "interrupted" with every finished point in it.
     """
     from bench import env
-    from bench.hw.device import check_device, open_device
+    from bench.hw.device import check_device, open_device, parse_device
     from bench.hw.nvml import open_monitor
     from bench.models import resolve
     from bench.runner import run_point
@@ -206,10 +206,15 @@ def run_sweep(
     if not isolate:
         device = open_device(workload.device)
         monitor = open_monitor(device.index, device.uuid())
-    elif kind == "cuda":
-        monitor = open_monitor(open_device(workload.device).index)
-    if kind == "cuda" and monitor is not None and not monitor.available:
-        notices.append(f"GPU telemetry unavailable: {monitor.reason}; power/energy/util are null")
+    else:  # the children open their own; here only to learn whether NVML works
+        monitor = open_monitor(parse_device(workload.device)[1])
+    if not monitor.available:
+        notices.append(
+            f"GPU telemetry unavailable ({monitor.reason}): GPU utilisation, power and energy are null"
+        )
+    if isolate:
+        monitor.close()
+        monitor = None
 
     started = _now()
     result = SweepResult(
