@@ -59,6 +59,7 @@ class Workload:
     h2d: bool = False  # pay a pinned host->device copy of the batch every step
     optimizer: str = "sgd"  # "sgd" (momentum 0.9) | "adamw"
     dataset_size: int = 1_281_167  # samples per epoch, for the epoch-time estimate (ImageNet-1k train)
+    seq_len: int | None = None  # tokens per sample, for sequence models whose batch maker takes it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -71,6 +72,8 @@ class Workload:
             raise BenchError(f"unknown optimizer {self.optimizer!r}: choose sgd or adamw")
         if not isinstance(self.image_size, int) or self.image_size <= 0:
             raise BenchError(f"image size must be a positive integer, got {self.image_size!r}")
+        if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len <= 0):
+            raise BenchError(f"sequence length must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.dataset_size, int) or self.dataset_size <= 0:
             raise BenchError(f"dataset size must be a positive integer, got {self.dataset_size!r}")
 

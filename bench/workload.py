@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -152,7 +153,12 @@ def prepare(
     model.train(train)
 
     if spec.make_batch is not None:
-        x, y = spec.make_batch(batch_size, tdev)
+        kwargs = {}
+        if workload.seq_len is not None:
+            if "seq_len" not in inspect.signature(spec.make_batch).parameters:
+                raise BenchError(f"model {spec.name} does not take a sequence length (seq_len)")
+            kwargs["seq_len"] = workload.seq_len
+        x, y = spec.make_batch(batch_size, tdev, **kwargs)
     else:
         shape = spec.input_shape or (3, workload.image_size, workload.image_size)
         x = torch.randn((batch_size, *shape), device=tdev)
