@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,7 @@ from bench.cli_common import (
     err_console,
     fmt_bytes,
 )
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 
 app = typer.Typer(
     name="bench",
@@ -237,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
+    except Exception as exc:  # a bug, not the user's input: one line, the traceback on request
+        if os.environ.get("BENCH_TRACEBACK"):
+            raise
+        err_console.print(
+            f"[red]internal error:[/] {first_line(exc)} (set BENCH_TRACEBACK=1 for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
     return rv if isinstance(rv, int) else 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -15,8 +16,10 @@ from bench.schema import OK, Point, SweepResult
 class LiveSweep:
     """Consumes SweepEvents: one progress row per batch size with phase and current samples/sec."""
 
-    def __init__(self, console: Console, batch_sizes: tuple[int, ...] | None = None) -> None:
+    def __init__(self, console: Console, progress: Progress | None = None) -> None:
+        """``progress``: an optional overall progress (e.g. a profile's) shown above the points."""
         self.console = console
+        self.header = progress
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]batch {task.fields[batch]:>5}"),
@@ -24,20 +27,29 @@ class LiveSweep:
             TextColumn("{task.fields[phase]:<8} {task.fields[detail]}"),
             TimeElapsedColumn(),
             console=console,
-            transient=False,
         )
+        renderable = self.progress if progress is None else Group(progress, self.progress)
+        self.live = Live(renderable, console=console, refresh_per_second=8)
         self.tasks: dict[int, Any] = {}
 
     def __enter__(self) -> LiveSweep:
-        self.progress.start()
+        self.live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.live.stop()
+        if not self.console.is_terminal:
+            self.console.file.write("\n")  # end the last progress line in logs
+
+    def clear(self) -> None:
+        """Drop the finished rows (a new configuration starts)."""
+        for task in self.tasks.values():
+            self.progress.remove_task(task)
+        self.tasks.clear()
 
     def __call__(self, event: Any) -> None:
         if event.kind == "notice":
-            self.progress.console.print(f"[yellow]note:[/] {event.message}")
+            self.live.console.print(f"[yellow]note:[/] {event.message}")
         elif event.kind == "point_start":
             self.tasks[event.batch_size] = self.progress.add_task(
                 "", total=None, batch=event.batch_size, phase="start", detail=""

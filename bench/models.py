@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +103,9 @@ def _factory_spec(name: str) -> ModelSpec:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise BenchError(f"model factory {name!r} must look like package.module:function")
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:  # `bench` as a console script: make the
+        sys.path.insert(0, cwd)  # user's own modules in the working directory importable
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,80 @@
+"""`bench run PROFILE`: a declarative suite in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cli_common import console, err_console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        profile: Annotated[
+            str | None, typer.Argument(help="profiles/NAME.toml, or a shipped profile's NAME")
+        ] = None,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="skip cells already measured here with this configuration")
+        ] = False,
+        device: Annotated[
+            str | None, typer.Option("--device", help="override the profile's device")
+        ] = None,
+        db: Annotated[
+            Path, typer.Option("--db", help="results history database")
+        ] = Path(".bench/results.db"),
+        out: Annotated[
+            Path | None, typer.Option("--out", help="report directory (default: the profile's report)")
+        ] = None,
+        list_profiles: Annotated[bool, typer.Option("--list", help="list the shipped profiles")] = False,
+    ) -> None:
+        """Run a profile: every model x mode x precision x layout it names, then one report."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from bench.display import LiveSweep
+        from bench.errors import BenchError
+        from bench.profiles import available_profiles, load_profile
+        from bench.suite import finish_profile, run_profile
+
+        if list_profiles or profile is None:
+            for name, desc in available_profiles():
+                console.print(f"[bold]{name:<16}[/] {desc}")
+            if profile is None and not list_profiles:
+                raise BenchError("name a profile to run, e.g. `bench run quickstart`")
+            return
+        prof = load_profile(profile, device_override=device)
+        err_console.print(
+            f"[bold]{prof.name}[/]: {len(prof.entries)} configuration(s) from {prof.path}"
+            + (f" — {prof.description}" if prof.description else "")
+        )
+        overall = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+        )
+        task = overall.add_task("profile", total=len(prof.entries))
+        live = LiveSweep(err_console, progress=overall)
+
+        def on_cell(index, total, entry, state):
+            if state == "skip":
+                overall.console.print(f"[dim]skip (already measured): {entry.label}[/]")
+                overall.advance(task)
+            elif state == "start":
+                overall.update(task, description=f"{entry.label}")
+                live.clear()
+            elif state == "done":
+                overall.advance(task)
+
+        try:
+            with live:
+                suite = run_profile(prof, resume=resume, on_cell=on_cell, on_sweep_event=live)
+        except KeyboardInterrupt:
+            err_console.print(
+                "[yellow]interrupted[/]: finished configurations are saved; `--resume` continues"
+            )
+            raise typer.Exit(130) from None
+        finish_profile(suite, db_path=db, report_dir=out, console=console)

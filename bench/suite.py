@@ -1,0 +1,234 @@
+"""Run a profile's matrix: max-batch searches and sweeps, stored in the history, then one report.
+
+Resume: every finished cell is recorded in a manifest (``.bench/profiles/<name>.json``) under a
+fingerprint of the environment (host, device, torch version, driver) and the configuration
+(workload, batch sizes, measurement settings). ``resume=True`` skips cells whose fingerprint is
+already there with a complete result file. Results are written per cell as they finish, so Ctrl-C
+leaves everything finished saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.profiles import Profile, ProfileEntry
+from bench.schema import Environment, SweepResult, load_result, to_dict
+
+MANIFEST_DIR = Path(".bench") / "profiles"
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What happened to one cell of the matrix."""
+
+    label: str
+    sweep_path: str | None
+    max_batch_path: str | None = None
+    skipped: bool = False  # resumed: already measured for this environment and configuration
+    sweep: SweepResult | None = None
+    max_batch: Any = None  # MaxBatchResult when searched
+    error: str | None = None
+
+
+@dataclass
+class SuiteResult:
+    profile: Profile
+    cells: list[CellOutcome] = field(default_factory=list)
+    report_paths: list[str] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)  # history ids of the stored runs
+
+
+def environment_key(env: Environment) -> dict[str, Any]:
+    """The parts of the environment that make a measurement comparable."""
+    return {
+        "hostname": env.hostname,
+        "device": env.device_label,
+        "gpu_count": env.gpu_count,
+        "torch": env.torch_version,
+        "cuda": env.cuda_version,
+        "driver": env.gpu_driver_version,
+        "threads": env.torch_num_threads,
+    }
+
+
+def fingerprint(entry: ProfileEntry, env: Environment) -> str:
+    payload = {
+        "env": environment_key(env),
+        "workload": to_dict(entry.workload),
+        "batch_sizes": list(entry.batch_sizes) if entry.batch_sizes else None,
+        "up_to_max": entry.up_to_max,
+        "settings": to_dict(entry.settings),
+        "max_batch": entry.max_batch,
+        "granularity": entry.granularity,
+        "memory_limit": entry.memory_limit,
+    }
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class Manifest:
+    """fingerprint -> {"sweep": path, "max_batch": path}; rewritten atomically after each cell."""
+
+    def __init__(self, name: str, base: Path = MANIFEST_DIR) -> None:
+        self.path = base / f"{name}.json"
+        self.cells: dict[str, dict[str, str | None]] = {}
+        if self.path.is_file():
+            try:
+                self.cells = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                self.cells = {}  # a damaged manifest only costs a re-run
+
+    def done(self, key: str) -> dict[str, str | None] | None:
+        cell = self.cells.get(key)
+        if not cell or not cell.get("sweep"):
+            return None
+        path = cell["sweep"]
+        try:
+            if load_result(path).status != "complete":
+                return None
+        except Exception:
+            return None
+        return cell
+
+    def record(self, key: str, sweep: str | None, max_batch: str | None) -> None:
+        self.cells[key] = {"sweep": sweep, "max_batch": max_batch}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.cells, indent=2), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def powers_of_two_up_to(limit: int) -> tuple[int, ...]:
+    """1, 2, 4, ... <= limit, plus the limit itself (the searched safe max)."""
+    sizes = []
+    p = 1
+    while p <= limit:
+        sizes.append(p)
+        p *= 2
+    if not sizes or sizes[-1] != limit:
+        sizes.append(limit)
+    return tuple(sizes)
+
+
+EventFn = Callable[[str, dict[str, Any]], None]
+
+
+def run_profile(
+    profile: Profile,
+    *,
+    resume: bool = False,
+    results_dir: Path | str = Path("bench_results"),
+    on_cell: Callable[[int, int, ProfileEntry, str], None] | None = None,
+    on_sweep_event: Callable[[Any], None] | None = None,
+    manifest_dir: Path = MANIFEST_DIR,
+) -> SuiteResult:
+    """Run every cell of ``profile`` in order. KeyboardInterrupt propagates; finished cells stay saved.
+
+    ``on_cell(index, total, entry, state)`` is called with state "start", "skip" or "done".
+    """
+    from bench import env as env_mod
+    from bench.sweep import run_sweep
+
+    environment = env_mod.collect()
+    manifest = Manifest(profile.name, manifest_dir)
+    out_dir = Path(results_dir) / slug(profile.name)
+    suite = SuiteResult(profile=profile)
+    notify = on_cell or (lambda i, n, e, s: None)
+    total = len(profile.entries)
+    for index, entry in enumerate(profile.entries):
+        key = fingerprint(entry, environment)
+        cell_name = slug(entry.label)
+        if resume and (done := manifest.done(key)):
+            notify(index, total, entry, "skip")
+            suite.cells.append(
+                CellOutcome(
+                    label=entry.label,
+                    sweep_path=done["sweep"],
+                    max_batch_path=done.get("max_batch"),
+                    skipped=True,
+                    sweep=load_result(done["sweep"]),
+                )
+            )
+            continue
+        notify(index, total, entry, "start")
+        max_result = None
+        max_path = None
+        sizes = entry.batch_sizes
+        if entry.max_batch:
+            max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
+            if entry.up_to_max and max_result is not None:
+                sizes = powers_of_two_up_to(max_result.safe_batch_size)
+        sweep_path = out_dir / f"{cell_name}.json"
+        result = run_sweep(
+            entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
+        )
+        manifest.record(key, str(sweep_path), max_path)
+        suite.cells.append(
+            CellOutcome(
+                label=entry.label,
+                sweep_path=str(sweep_path),
+                max_batch_path=max_path,
+                sweep=result,
+                max_batch=max_result,
+            )
+        )
+        notify(index, total, entry, "done")
+    return suite
+
+
+def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | None]:
+    """Max-batch search for one cell; its JSON beside the sweep's."""
+    from bench.maxbatch import find_max_batch  # noqa: PLC0415 - optional feature
+
+    result = find_max_batch(
+        entry.workload, granularity=entry.granularity, memory_limit=entry.memory_limit
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result, str(out_path)
+
+
+def finish_profile(
+    suite: SuiteResult, *, db_path: Path | str, report_dir: Path | str | None, console: Any
+) -> SuiteResult:
+    """Store every run in the history, write the report, print the recommendations."""
+    from rich.table import Table
+
+    table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
+    for col in ("configuration", "best batch", "best samples/s", "knee batch", "max batch", "results"):
+        table.add_column(col)
+    for cell in suite.cells:
+        best = knee = None
+        if cell.sweep is not None:
+            best = cell.sweep.best_point()
+            knee = knee_point(cell.sweep)
+        table.add_row(
+            cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
+            str(best.batch_size) if best else "-",
+            f"{best.samples_per_sec:,.1f}" if best else "-",
+            str(knee.batch_size) if knee else "-",
+            str(cell.max_batch.max_batch_size) if cell.max_batch is not None else "-",
+            cell.sweep_path or "-",
+        )
+    console.print(table)
+    return suite
+
+
+def knee_point(result: SweepResult, fraction: float = 0.95):
+    """The smallest batch whose samples/sec is within ``fraction`` of the best."""
+    best = result.best_point()
+    if best is None or not best.samples_per_sec:
+        return None
+    ok = sorted(result.ok_points(), key=lambda p: p.batch_size)
+    return next(p for p in ok if (p.samples_per_sec or 0) >= fraction * best.samples_per_sec)
