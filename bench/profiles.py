@@ -30,6 +30,7 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
     min_time = 1.0
     target_ci = 0.02
     sample_interval = 0.05
+    isolate = true                        # each point in a fresh process (default: CPU yes, CUDA no)
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ _MEASURE_KEYS = {
     "min_time": ("min_time_seconds", float),
     "target_ci": ("target_rel_ci", float),
     "sample_interval": ("sample_interval_seconds", float),
+    "isolate": ("isolate", bool),
 }
 
 

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+from bench.profiles import parse_profile
+from bench.suite import Manifest, fingerprint, powers_of_two_up_to, run_profile
+
+TINY = {
+    "models": ["tests.tiny_models:tiny_cnn"],
+    "precisions": ["fp32", "bf16"],
+    "device": "cpu",
+    "image_size": 8,
+    "batch_sizes": [1, 2],
+    "measure": {"warmup": 1, "min_steps": 3, "max_time": 0.2, "min_time": 0.0, "isolate": False},
+}
+
+
+def test_powers_of_two_up_to():
+    assert powers_of_two_up_to(1) == (1,)
+    assert powers_of_two_up_to(8) == (1, 2, 4, 8)
+    assert powers_of_two_up_to(100) == (1, 2, 4, 8, 16, 32, 64, 100)
+
+
+def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prof = parse_profile(TINY, "tiny.toml", "tiny")
+    states = []
+    suite = run_profile(prof, on_cell=lambda i, n, e, s: states.append((i, s)), manifest_dir=tmp_path / "m")
+    assert [c.skipped for c in suite.cells] == [False, False]
+    assert all(Path(c.sweep_path).is_file() for c in suite.cells)
+    assert [len(c.sweep.points) for c in suite.cells] == [2, 2]
+    assert states == [(0, "start"), (0, "done"), (1, "start"), (1, "done")]
+
+    again = run_profile(prof, resume=True, manifest_dir=tmp_path / "m")
+    assert [c.skipped for c in again.cells] == [True, True]
+    assert [c.sweep_path for c in again.cells] == [c.sweep_path for c in suite.cells]
+
+
+def test_resume_reruns_what_changed_or_is_incomplete(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prof = parse_profile({**TINY, "precisions": ["fp32"]}, "tiny.toml", "tiny")
+    first = run_profile(prof, manifest_dir=tmp_path / "m")
+    # a different configuration (image size) is not the same measurement
+    changed = parse_profile({**TINY, "precisions": ["fp32"], "image_size": 12}, "tiny.toml", "tiny")
+    assert run_profile(changed, resume=True, manifest_dir=tmp_path / "m").cells[0].skipped is False
+    # an interrupted result file is measured again
+    path = Path(first.cells[0].sweep_path)
+    path.write_text(path.read_text().replace('"status": "complete"', '"status": "interrupted"'))
+    assert run_profile(prof, resume=True, manifest_dir=tmp_path / "m").cells[0].skipped is False
+
+
+def test_fingerprint_depends_on_environment(tmp_path):
+    from dataclasses import replace
+
+    from bench import env
+
+    prof = parse_profile(TINY, "tiny.toml", "tiny")
+    e = env.collect()
+    a = fingerprint(prof.entries[0], e)
+    assert a == fingerprint(prof.entries[0], e)
+    assert a != fingerprint(prof.entries[0], replace(e, torch_version="0.0"))
+    assert a != fingerprint(prof.entries[1], e)
+    m = Manifest("x", tmp_path)
+    assert m.done(a) is None
