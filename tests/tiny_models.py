@@ -58,3 +58,24 @@ def broken_model() -> nn.Module:
             raise ValueError("shape mismatch somewhere deep")
 
     return Broken()
+
+
+class Fat(nn.Module):
+    """A few wide convolutions: several MiB of activations per 64x64 sample, so a memory limit
+    a little above the baseline is reached at a small, known-by-brute-force batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def fat() -> nn.Module:
+    return Fat()
