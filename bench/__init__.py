@@ -13,6 +13,16 @@ from bench.errors import BenchError  # noqa: E402
 from bench.schema import MeasureSettings, Point, SweepResult, Workload, load_result  # noqa: E402
 from bench.sweep import parse_batch_sizes, run_sweep  # noqa: E402
 
+
+def find_max_batch(workload, **kwargs):
+    """Largest training batch that fits, exactly; see ``bench.maxbatch.find_max_batch``.
+
+    Builds its own model and optimizer: the caller's are never touched.
+    """
+    from bench.maxbatch import find_max_batch as _find
+
+    return _find(workload, **kwargs)
+
 __all__ = [
     "BenchError",
     "MeasureSettings",
@@ -20,6 +30,7 @@ __all__ = [
     "SweepResult",
     "Workload",
     "__version__",
+    "find_max_batch",
     "load_result",
     "parse_batch_sizes",
     "run_sweep",

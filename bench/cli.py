@@ -113,9 +113,12 @@ def sweep(
     if json_only:
         print(dumps(result))
     else:
+        from bench.recommend import recommend, render
+
         console.print(sweep_table(result))
         best = result.best_point()
         if best is not None:
+            console.print(render(recommend(result)))
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
                 f"results: {out_path}"

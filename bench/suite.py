@@ -205,6 +205,8 @@ def finish_profile(
     """Store every run in the history, write the report, print the recommendations."""
     from rich.table import Table
 
+    from bench.recommend import knee_point
+
     table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
     for col in ("configuration", "best batch", "best samples/s", "knee batch", "max batch", "results"):
         table.add_column(col)
@@ -212,7 +214,7 @@ def finish_profile(
         best = knee = None
         if cell.sweep is not None:
             best = cell.sweep.best_point()
-            knee = knee_point(cell.sweep)
+            knee = knee_point(list(cell.sweep.points))
         table.add_row(
             cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
@@ -223,12 +225,3 @@ def finish_profile(
         )
     console.print(table)
     return suite
-
-
-def knee_point(result: SweepResult, fraction: float = 0.95):
-    """The smallest batch whose samples/sec is within ``fraction`` of the best."""
-    best = result.best_point()
-    if best is None or not best.samples_per_sec:
-        return None
-    ok = sorted(result.ok_points(), key=lambda p: p.batch_size)
-    return next(p for p in ok if (p.samples_per_sec or 0) >= fraction * best.samples_per_sec)
