@@ -86,6 +86,10 @@ def sweep(
         Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
     ] = None,
     json_only: Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")] = False,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="results history (default .bench/results.db)")
+    ] = Path(".bench/results.db"),
+    no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
     from bench.display import LiveSweep, sweep_table
@@ -104,12 +108,15 @@ def sweep(
         sample_interval_seconds=sample_interval, isolate=isolate, stop_on_oom=not keep_going,
     )  # fmt: skip
     out_path = out or default_out_path(workload)
+    history = None if no_history else db
     try:
         with LiveSweep(err_console) as live:
             result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
+        _store(history, str(out_path))
         raise typer.Exit(130) from None
+    _store(history, result)
     if json_only:
         print(dumps(result))
     else:
@@ -126,6 +133,21 @@ def sweep(
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
         raise typer.Exit(1)
+
+
+def _store(db: Path | None, result: object) -> None:
+    """Add a run to the history; a history problem is a warning, never a lost measurement."""
+    if db is None:
+        return
+    from bench.store import import_file, save_run
+
+    try:
+        if isinstance(result, str):
+            import_file(db, result)
+        else:
+            save_run(db, result)
+    except (BenchError, OSError) as exc:
+        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}")
 
 
 @app.command("env")

@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         isolate: IsolateOpt = False,
         cap: CapOpt = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")] = None,
+        db: Annotated[Path, typer.Option("--db", help="results history")] = Path(".bench/results.db"),
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
         from bench.maxbatch import find_max_batch
@@ -93,6 +94,9 @@ def register(app: typer.Typer) -> None:
             on_probe=_print_probe,
         )  # fmt: skip
         _summary(res)
+        from bench.cli import _store
+
+        _store(db, res)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res.to_dict(), indent=2), encoding="utf-8")

@@ -4,10 +4,11 @@ The largest batch that fits, exact to ``granularity``, in few probes:
 
 1. Probe two small batches (g and 8g) and fit memory(b) = fixed + per_sample * b from their peaks.
 2. Jump to the batch the fit predicts for the budget; probe it, and the next size up.
-3. Keep a bracket: ``lo`` = largest size that fit, ``hi`` = smallest size that did not. While the
-   fit predicts well, probe its prediction inside the bracket; when it predicts badly (allocator
-   rounding, workspace jumps, fragmentation, noise) or makes no progress, bisect. Without any
-   failure yet, grow by doubling.
+3. Keep a bracket: ``lo`` = largest size that fit, ``hi`` = smallest size that did not. Refit after
+   every probe (a secant step) and probe the prediction inside the bracket; when the prediction
+   falls outside it or was already probed, or three predictions in a row have not closed it
+   (allocator rounding, workspace jumps, fragmentation, noise), bisect once. Without any failure
+   yet, grow by doubling.
 4. Stop when ``hi - lo == granularity`` (or ``lo`` reached the cap): ``lo`` was probed and fit, ``hi``
    was probed and did not. Only sizes that were actually run are ever reported.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FIT_TOLERANCE = 0.10  # a probe whose peak is >10% off the fit's prediction marks the fit as poor
+MAX_PREDICTED_IN_A_ROW = 3  # after this many model-placed probes, one bisection step
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,17 @@ class SearchResult:
 
 
 def fit_model(points: list[tuple[int, int]]) -> MemoryModel | None:
-    """Line through the two largest (batch, peak) points; None if it is not increasing."""
+    """Line through the largest (batch, peak) point and the one farthest below it.
+
+    A wide baseline keeps measurement noise from dominating the slope (two adjacent batches differ
+    by one sample's memory, which noise can swamp); the largest point keeps it local to the edge.
+    None if the line is not increasing.
+    """
     pts = sorted(set(points))
     if len(pts) < 2:
         return None
-    (b1, p1), (b2, p2) = pts[-2], pts[-1]
+    b2, p2 = pts[-1]
+    b1, p1 = pts[0]
     if b2 == b1 or p2 <= p1:
         return None
     per = (p2 - p1) / (b2 - b1)
@@ -93,20 +100,15 @@ def search_max_batch(
     tried: dict[int, Probe] = {}
     lo: int | None = None  # largest size that fit
     hi: int | None = None  # smallest size that did not fit
-    fit_good = True
+    streak = 0  # consecutive probes placed by the memory model
 
     def run(b: int) -> Probe:
-        nonlocal lo, hi, fit_good
+        nonlocal lo, hi
         if b in tried:
             return tried[b]
-        model = current_model()
         p = try_batch(b)
         probes.append(p)
         tried[b] = p
-        if model is not None and p.fits and p.peak_bytes:
-            predicted = model.predict(b)
-            if abs(p.peak_bytes - predicted) > FIT_TOLERANCE * p.peak_bytes:
-                fit_good = False
         if p.fits:
             lo = b if lo is None else max(lo, b)
         else:
@@ -139,7 +141,9 @@ def search_max_batch(
         model = current_model()
         candidate = None
         from_fit = False
-        if fit_good and model is not None and budget_bytes is not None:
+        if streak >= MAX_PREDICTED_IN_A_ROW:  # predictions are not closing the bracket: bisect once
+            streak = 0
+        elif model is not None and budget_bytes is not None:
             predicted = model.max_batch_for(budget_bytes)
             if predicted is not None:
                 candidate = _round_down(predicted, g)
@@ -157,10 +161,14 @@ def search_max_batch(
         if candidate in tried:
             break  # nothing new to learn (cap already probed); the bracket is final
         run(candidate)
-        # a predicted size that fit: probe the next size up at once (the certificate)
+        streak = streak + 1 if from_fit else 0
+        # a predicted size that fit and the refitted model still puts the edge here: probe the next
+        # size up at once (the certificate); otherwise the loop takes another secant step
         if from_fit and tried[candidate].fits and not done():
+            refit = current_model()
+            again = refit.max_batch_for(budget_bytes) if refit is not None else None
             nxt = candidate + g
-            if cap is None or nxt <= cap:
+            if (again is None or _round_down(again, g) <= candidate) and (cap is None or nxt <= cap):
                 run(nxt)
     return SearchResult(
         max_batch_size=lo,

@@ -133,3 +133,18 @@ def test_fit_model():
     assert fit_model([(1, 100), (9, 900)]).per_sample_bytes == 100
     assert fit_model([(1, 100)]) is None
     assert fit_model([(1, 100), (2, 90)]) is None
+
+
+def test_concave_cpu_like_memory_converges_by_secant_steps():
+    """CPU RSS grows faster at small batches (thread pools, allocator arenas): the first two-point
+    fit overestimates the slope; refitting after each probe must still land in a few probes."""
+    budget = 3 * GiB
+
+    def concave(b):
+        return 0.9 * GiB + 22 * MiB * b + 90 * MiB * b**0.5
+
+    try_batch, seen = simulator(concave, budget)
+    res = search_max_batch(try_batch, budget_bytes=budget)
+    assert res.max_batch_size == brute_force(concave, budget, 1)
+    check_certificate(res, seen, 1)
+    assert res.probe_count <= 6, seen
