@@ -1,0 +1,124 @@
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.compare import compare, parse_threshold, to_markdown
+from bench.errors import BenchError
+from bench.schema import dumps, load_result
+from bench.stats import samples_per_sec, summarize
+
+DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
+
+
+def with_steps(result, make_steps):
+    """Same run, with each point's raw steps replaced (and its statistics derived again)."""
+    points = []
+    for p in result.points:
+        steps = tuple(make_steps(p.batch_size))
+        window = sum(steps)
+        points.append(
+            replace(
+                p,
+                step_seconds=steps,
+                window_seconds=window,
+                samples_per_sec=samples_per_sec(p.batch_size, len(steps), window),
+                step_stats=summarize(steps),
+            )
+        )
+    return replace(result, points=tuple(points))
+
+
+def steady(scale, spread=0.01, seed=0):
+    rng = random.Random(seed)
+    return lambda b: [0.01 * b * scale * (1 + rng.gauss(0, spread)) for _ in range(40)]
+
+
+@pytest.fixture
+def base():
+    return with_steps(load_result(str(DATA)), steady(1.0, seed=1))
+
+
+def test_ten_percent_drop_is_a_regression(base):
+    slower = with_steps(base, steady(1.0 / 0.9, seed=2))  # 10% fewer samples/s
+    cmp = compare(base, slower, 0.05)
+    assert len(cmp.regressions) == len(base.points)
+    for c in cmp.changes:
+        assert c.change == pytest.approx(-0.10, abs=0.01)
+        assert c.ci_high < 0
+    assert "REGRESSION" in to_markdown(cmp)
+
+
+def test_change_inside_threshold_is_not(base):
+    cmp = compare(base, with_steps(base, steady(1.02, seed=3)), 0.05)
+    assert cmp.regressions == []
+
+
+def test_drop_inside_the_noise_is_not(base):
+    # 10% slower on average, but steps alternate between 0.5x and 1.5x: not distinguishable from noise
+    def alternating(scale):
+        return lambda b: [0.01 * b * scale * (1.5 if i % 2 else 0.5) for i in range(12)]
+
+    noisy = with_steps(base, alternating(1.0 / 0.9))
+    noisy_base = with_steps(base, alternating(1.0))
+    cmp = compare(noisy_base, noisy, 0.05)
+    assert cmp.regressions == []
+    assert all(not c.significant for c in cmp.changes)
+
+
+def test_improvement_is_not_a_regression(base):
+    cmp = compare(base, with_steps(base, steady(0.8, seed=6)), 0.05)
+    assert cmp.regressions == [] and all(c.improvement for c in cmp.changes)
+
+
+def test_different_model_or_hardware_warns(base):
+    other = replace(
+        base,
+        workload=replace(base.workload, model="resnet50"),
+        environment=replace(base.environment, cpu_model="Other CPU"),
+    )
+    warnings = compare(base, other).warnings
+    assert any("different models" in w for w in warnings)
+    assert any("different hardware" in w for w in warnings)
+
+
+def test_parse_threshold():
+    assert parse_threshold("5%") == pytest.approx(0.05)
+    assert parse_threshold("0.1") == pytest.approx(0.1)
+    assert parse_threshold("7") == pytest.approx(0.07)
+    for bad in ("fast", "0", "150%"):
+        with pytest.raises(BenchError):
+            parse_threshold(bad)
+
+
+def test_cli_exit_codes(base, tmp_path, capsys):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(dumps(base))
+    b.write_text(dumps(with_steps(base, steady(1.0 / 0.9, seed=7))))
+    c.write_text(dumps(with_steps(base, steady(1.01, seed=8))))
+    assert main(["compare", str(a), str(b), "--db", str(tmp_path / "db")]) == 1
+    assert main(["compare", str(a), str(c), "--db", str(tmp_path / "db")]) == 0
+    assert main(["compare", str(a), str(c), "--markdown", "--db", str(tmp_path / "db")]) == 0
+    assert "| batch |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{ not json", "not valid JSON"),
+        ('{"schema_version": 1, "kind": "sweep", "poin', "not valid JSON"),
+        ('{"hello": "world"}', "not a bench result"),
+        ('{"schema_version": 99, "kind": "sweep"}', "newer than this bench"),
+        ('[1, 2, 3]', "not a bench result"),
+    ],
+)
+def test_corrupt_truncated_or_foreign_files(content, message, tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(DATA.read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    code = main(["compare", str(good), str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
