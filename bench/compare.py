@@ -146,7 +146,7 @@ def _verdict(c: PointChange) -> str:
 
 def to_markdown(cmp: Comparison) -> str:
     lines = [
-        f"| batch | baseline samples/s | current samples/s | change | 95% CI | peak memory | verdict |",
+        "| batch | baseline samples/s | current samples/s | change | 95% CI | peak memory | verdict |",
         "|---:|---:|---:|---:|---|---:|---|",
     ]
     for c in cmp.changes:
