@@ -202,8 +202,20 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | N
 def finish_profile(
     suite: SuiteResult, *, db_path: Path | str, report_dir: Path | str | None, console: Any
 ) -> SuiteResult:
-    """Store every run in the history, write the report, print the recommendations."""
+    """Store every measured run in the history and print the recommendations.
+
+    (The HTML/Markdown report of a profile is not written yet: see the open report issue.)
+    """
     from rich.table import Table
+
+    from bench.store import save_run
+
+    for cell in suite.cells:
+        if cell.skipped:
+            continue
+        for run in (cell.sweep, cell.max_batch):
+            if run is not None:
+                suite.run_ids.append(save_run(db_path, run))
 
     from bench.recommend import knee_point
 

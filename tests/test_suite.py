@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from bench.profiles import parse_profile
@@ -28,6 +29,14 @@ def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
     assert all(Path(c.sweep_path).is_file() for c in suite.cells)
     assert [len(c.sweep.points) for c in suite.cells] == [2, 2]
     assert states == [(0, "start"), (0, "done"), (1, "start"), (1, "done")]
+
+    from rich.console import Console
+
+    from bench.store import list_runs
+    from bench.suite import finish_profile
+
+    finish_profile(suite, db_path=tmp_path / "h.db", report_dir=None, console=Console(file=open(os.devnull, "w")))
+    assert len(list_runs(tmp_path / "h.db")) == 2  # every run is in the history
 
     again = run_profile(prof, resume=True, manifest_dir=tmp_path / "m")
     assert [c.skipped for c in again.cells] == [True, True]
