@@ -1,10 +1,10 @@
-"""`bench max-batch` and `bench recommend`."""
+"""`bench max-batch` and `bench recommend`: thin commands over ``find_max_batch`` and ``recommend``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,7 @@ from bench.cli_common import (
     DeviceOpt,
     ImageSizeOpt,
     ModelArg,
+    ModeOpt,
     OptimizerOpt,
     PrecisionOpt,
     build_workload,
@@ -21,53 +22,112 @@ from bench.cli_common import (
     err_console,
     fmt_bytes,
 )
+from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.maxbatch import MaxBatchResult, ProbeRecord
+    from bench.schema import Workload
 
 GranularityOpt = Annotated[int, typer.Option("--granularity", help="exact to this step (e.g. 8)")]
 MemoryLimitOpt = Annotated[
-    str | None, typer.Option("--memory-limit", help="budget, e.g. 8GiB (CPU default: 50% of available RAM)")
+    str | None,
+    typer.Option("--memory-limit", help="budget, e.g. 8GiB or 3000MB (CPU default: 50% of available RAM)"),
 ]
 IsolateOpt = Annotated[
     bool, typer.Option("--isolate/--no-isolate", help="each GPU probe in a fresh process (CPU: always)")
 ]
 CapOpt = Annotated[int | None, typer.Option("--max-batch", help="never probe above this batch")]
+SoakOpt = Annotated[int, typer.Option("--soak-steps", help="steps the chosen max must survive")]
+DbOpt = Annotated[Path | None, typer.Option("--db", help="results history (SQLite)")]
 
 
-def _print_probe(rec) -> None:
-    colour = "green" if rec.outcome == "fit" else "red"
-    peak = fmt_bytes(rec.peak_bytes)
+def _workload(model: str, mode: str, **flags: Any) -> Workload:
+    if mode.lower() != "train":
+        raise BenchError(f"--mode {mode}: the max batch is searched for training only (--mode train)")
+    return build_workload(model, mode="train", h2d=False, **flags)
+
+
+def print_probe(rec: ProbeRecord) -> None:
+    """One live line per probe (stderr), soak runs marked."""
+    from bench.maxbatch import PROBE_STEPS
+
+    colour = "green" if rec.fits else "red"
+    what = "probe" if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
+    why = f"  [dim]{rec.detail}[/]" if rec.detail and not rec.fits else ""
     err_console.print(
-        f"  probe batch {rec.batch_size:>6}: [{colour}]{rec.outcome:<11}[/] peak {peak:>11}  {rec.seconds:6.1f} s"
+        f"  {what:<14} batch {rec.batch_size:>6}: [{colour}]{rec.outcome:<11}[/] "
+        f"peak {fmt_bytes(rec.peak_bytes):>10}  {rec.seconds:6.1f} s{why}",
+        highlight=False,
     )
 
 
-def _summary(res) -> None:
+def print_summary(res: MaxBatchResult) -> None:
+    """The answer and its proof: the max ran and fit, max + granularity ran and did not."""
     g = res.granularity
+    budget = f"{fmt_bytes(res.budget_bytes)} ({res.budget_source})"
     if res.max_batch_size is None:
-        console.print(f"[red]no batch fits[/]: batch {g} did not fit in {fmt_bytes(res.budget_bytes)}")
+        console.print(f"[red]no batch fits[/]: batch {res.failed_batch_size} did not fit in {budget}")
         return
-    proof = (
-        f"batch {res.max_batch_size} fit and batch {res.failed_batch_size} did not"
-        if not res.cap_reached
-        else f"batch {res.max_batch_size} fit (the --max-batch cap)"
-    )
-    console.print(
-        f"[bold]max batch {res.max_batch_size}[/] (exact to {g}: {proof}); "
-        f"[bold]safe batch {res.safe_batch_size}[/] ({res.headroom_reason}; {res.soak_detail})"
-    )
-    if res.per_sample_bytes:
-        console.print(
-            f"memory model: {fmt_bytes(int(res.fixed_bytes))} fixed + {fmt_bytes(int(res.per_sample_bytes))}"
-            f" per sample; budget {fmt_bytes(res.budget_bytes)} ({res.budget_source})"
+    all_runs = list(res.probes) + (list(res.soak.probes) if res.soak else [])
+    fit = max((p for p in all_runs if p.batch_size == res.max_batch_size and p.fits), key=lambda p: p.steps)
+    failed = next((p for p in reversed(all_runs) if p.batch_size == res.failed_batch_size), None)
+    if res.cap_reached:
+        proof = f"batch {fit.batch_size} fit ({fmt_bytes(fit.peak_bytes)}); it is the --max-batch cap"
+    elif failed is not None:
+        proof = (
+            f"batch {fit.batch_size} fit ({fmt_bytes(fit.peak_bytes)}) and batch {failed.batch_size} "
+            f"did not ({failed.outcome}{'' if failed.steps == fit.steps else f' in {failed.steps} steps'})"
         )
-    console.print(f"{res.probe_count} probes in {res.seconds:.1f} s")
-    for leak in res.leaks:
-        console.print(f"[yellow]leak:[/] {leak}")
+    else:
+        proof = f"batch {fit.batch_size} fit; the search stopped before a failure above it"
+    exact = f"exact to {g}" if res.exact else "NOT exact: the probe limit stopped the search"
+    console.print(f"[bold]max batch {res.max_batch_size}[/] ({exact}): {proof}; budget {budget}")
+    if res.soak is not None:
+        console.print(f"soak: {res.soak.detail} ({res.soak.seconds:.1f} s)")
+    if res.safe_batch_size is not None:
+        console.print(f"[bold]safe batch {res.safe_batch_size}[/]: {res.headroom_reason}")
+    else:
+        console.print(
+            f"[yellow]no safe batch[/]: not even batch {g} leaves the headroom ({res.headroom_reason})"
+        )
+    if res.memory_model is not None:
+        m = res.memory_model
+        console.print(
+            f"memory model: {fmt_bytes(int(m.fixed_bytes))} fixed + {fmt_bytes(int(m.per_sample_bytes))} "
+            f"per sample (fits the probes within {m.max_relative_error:.1%})"
+        )
+    soak = f" + {len(res.soak.probes)} soak run(s) ({res.soak.seconds:.1f} s)" if res.soak is not None else ""
+    console.print(f"{res.probe_count} probes{soak}, {res.seconds:.1f} s in all")
+    for line in (*res.notices, *res.leaks):
+        console.print(f"[yellow]note:[/] {line}")
+
+
+def _write_json(out: Path, data: dict[str, Any]) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+    except OSError as exc:
+        raise BenchError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
+    from bench.maxbatch import SOAK_STEPS, check_options, find_max_batch, parse_bytes
+
+    # bad input is one line before anything starts
+    check_options(
+        granularity=kwargs["granularity"], cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS)
+    )
+    if kwargs.get("memory_limit") is not None:
+        parse_bytes(kwargs["memory_limit"])
+    err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
+    return find_max_batch(workload, on_probe=print_probe, **kwargs)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("max-batch")
     def max_batch_cmd(
         model: ModelArg = "efficientnet_b0",
+        mode: ModeOpt = "train",
         precision: PrecisionOpt = "fp32",
         channels_last: ChannelsLastOpt = False,
         compile: CompileOpt = False,
@@ -78,73 +138,74 @@ def register(app: typer.Typer) -> None:
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
         cap: CapOpt = None,
+        soak_steps: SoakOpt = 20,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")] = None,
-        db: Annotated[Path, typer.Option("--db", help="results history")] = Path(".bench/results.db"),
+        db: DbOpt = Path(".bench/results.db"),
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
-        from bench.maxbatch import find_max_batch
-
-        workload = build_workload(
-            model, mode="train", precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, h2d=False, optimizer=optimizer, dataset_size=1,
+        workload = _workload(
+            model, mode, precision=precision, channels_last=channels_last, compile=compile,
+            image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
         )  # fmt: skip
-        err_console.print(f"searching the max training batch of {workload.model} on {workload.device}")
-        res = find_max_batch(
+        res = _search(
             workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
-            on_probe=_print_probe,
+            soak_steps=soak_steps,
         )  # fmt: skip
-        _summary(res)
+        print_summary(res)
         from bench.cli import _store
 
         _store(db, res)
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(res.to_dict(), indent=2), encoding="utf-8")
+            _write_json(out, res.to_dict())
             console.print(f"results: {out}")
 
     @app.command()
     def recommend(
         model: ModelArg = "efficientnet_b0",
+        mode: ModeOpt = "train",
         precision: PrecisionOpt = "fp32",
         channels_last: ChannelsLastOpt = False,
         compile: CompileOpt = False,
         image_size: ImageSizeOpt = 224,
         device: DeviceOpt = None,
+        optimizer: OptimizerOpt = "sgd",
         granularity: GranularityOpt = 1,
         memory_limit: MemoryLimitOpt = None,
-        max_time: Annotated[float, typer.Option("--max-time", help="seconds per sweep point")] = 5.0,
-        base_batch: Annotated[int | None, typer.Option("--base-batch", help="reference batch")] = None,
-        base_lr: Annotated[float | None, typer.Option("--base-lr", help="reference learning rate")] = None,
+        isolate: IsolateOpt = False,
+        cap: CapOpt = None,
+        max_time: Annotated[float, typer.Option("--max-time", help="seconds of timed steps per point")] = 5.0,
+        base_batch: Annotated[int | None, typer.Option("--base-batch", help="your reference batch")] = None,
+        base_lr: Annotated[float | None, typer.Option("--base-lr", help="its learning rate")] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", "-o", help="sweep JSON (default: runs/...)")
+        ] = None,
+        db: DbOpt = Path(".bench/results.db"),
     ) -> None:
-        """Max batch, then a sweep up to it, then the batch to pick (best, knee, safe max)."""
+        """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
+        from bench.cli import _store
         from bench.display import LiveSweep, sweep_table
-        from bench.maxbatch import find_max_batch
-        from bench.recommend import recommend as make_rec
-        from bench.recommend import render
+        from bench.recommend import check_lr_reference, render
+        from bench.recommend import recommend as make_recommendation
         from bench.schema import MeasureSettings
         from bench.suite import powers_of_two_up_to
         from bench.sweep import default_out_path, run_sweep
 
-        if (base_batch is None) != (base_lr is None):
-            from bench.errors import BenchError
-
-            raise BenchError("give both --base-batch and --base-lr, or neither")
-        workload = build_workload(
-            model, mode="train", precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, h2d=False, optimizer="sgd", dataset_size=1_281_167,
+        check_lr_reference(base_batch, base_lr)
+        settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
+        workload = _workload(
+            model, mode, precision=precision, channels_last=channels_last, compile=compile,
+            image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
         )  # fmt: skip
-        res = find_max_batch(
-            workload, granularity=granularity, memory_limit=memory_limit, on_probe=_print_probe
-        )
-        _summary(res)
-        if not res.safe_batch_size:
-            raise typer.Exit(1)
+        res = _search(workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate)
+        print_summary(res)
+        _store(db, res)
+        if res.safe_batch_size is None:
+            raise BenchError("no batch size fits with headroom: nothing to sweep")
         sizes = powers_of_two_up_to(res.safe_batch_size)
-        out = default_out_path(workload)
+        out_path = out or default_out_path(workload)
         with LiveSweep(err_console) as live:
-            result = run_sweep(
-                workload, sizes, MeasureSettings(max_time_seconds=max_time), out_path=out, on_event=live
-            )
+            result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
+        _store(db, str(out_path))
         console.print(sweep_table(result))
-        console.print(render(make_rec(result, res, base_batch, base_lr)))
-        console.print(f"results: {out}")
+        console.print(render(make_recommendation(result, res, base_batch, base_lr)))
+        console.print(f"results: {out_path}")

@@ -1,44 +1,60 @@
-"""The largest batch that fits this hardware: real probes for ``bench.search``.
+"""The largest training batch that fits this hardware: real probes for ``bench.search``.
 
-A probe builds a fresh model, optimizer and batch and runs full training steps (forward, backward,
-optimizer step, so optimizer state is allocated), records peak memory and releases everything.
+A probe builds a fresh model, optimizer and batch and runs ``PROBE_STEPS`` full training steps
+(forward, backward, optimizer step: the optimizer state exists from the first step, and the peak is
+steady by the third), records peak memory and releases everything.
 
-- GPU: the budget is the device memory free at the start. A probe fails on an out-of-memory error
-  (``errors.is_oom``: torch.cuda.OutOfMemoryError or a cuBLAS/cuDNN allocation failure). After each
-  in-process probe every reference is dropped, ``gc.collect()``, ``empty_cache()``, and allocated
-  memory is checked against its baseline; a leak is recorded. ``isolate=True`` runs each probe in a
-  fresh child process (a clean allocator).
+- GPU: the budget is the device memory free at the start (after returning our own cache). A probe
+  fails on an out-of-memory error (``errors.is_oom``: torch.cuda.OutOfMemoryError or a cuBLAS/cuDNN
+  allocation failure). After each in-process probe every reference is dropped, ``gc.collect()``,
+  ``empty_cache()``, and the allocated bytes are compared with their value before the search; what
+  is left over is recorded as a leak. ``isolate=True`` runs each probe in a fresh child process.
 - CPU: there is no OOM exception, and the kernel's OOM killer must never be reached. The budget is
-  ``memory_limit`` (default: half of the RAM available now). Every probe runs in its own child
-  process; the parent kills a child whose RSS exceeds the budget (a failed probe) and otherwise
-  the child's own peak RSS decides.
+  ``memory_limit`` (default: half the RAM available now). Every probe runs in its own child process;
+  the parent kills a child whose RSS passes the budget (a failed probe), and otherwise the child's
+  own lifetime peak RSS (ru_maxrss) must be within the budget for the probe to fit.
 
-The caller's model and optimizer are never touched: probes build their own.
+The chosen max then runs ``SOAK_STEPS`` steps (memory can creep over a longer run); if it fails,
+the search steps down until a size passes the soak. The safe batch leaves headroom derived from
+what was measured. The caller's model and optimizer are never touched: every probe builds its own.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
+import io
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.errors import BenchError, first_line, is_oom
 from bench.schema import Environment, Workload, to_dict
-from bench.search import MemoryModel, Probe, search_max_batch
+from bench.search import MemoryModel, ProbeResult, search_down, search_max_batch
 
-PROBE_STEPS = 3  # steps per probe: the optimizer state appears at step 1, steady peak by step 2-3
-SOAK_STEPS = 20  # the chosen safe batch runs this long before it is reported
-DEFAULT_CPU_FRACTION = 0.5  # of currently available RAM, when no --memory-limit is given
+PROBE_STEPS = 3  # steps per probe: optimizer state appears at step 1, the peak is steady by step 3
+SOAK_STEPS = 20  # the chosen max runs this long before it is reported
+DEFAULT_CPU_FRACTION = 0.5  # of the RAM available now, when no memory limit is given
+CPU_LIMIT_MAX_FRACTION = 0.9  # a CPU limit above this share of available RAM risks the OOM killer
+MIN_HEADROOM_FRACTION = 0.02  # the safe batch keeps at least this share of the budget free
+MAX_HEADROOM_FRACTION = 0.25
+RETRY_HEADROOM_FRACTION = 0.05  # extra when the caching allocator already had to retry
+
+FIT, OOM, OVER_BUDGET, ERROR = "fit", "oom", "over_budget", "error"
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}  # fmt: skip
 
 
-def parse_bytes(text: str) -> int:
-    """'4GiB' -> 4294967296, '3000MB' -> 3000000000, '512m' -> 536870912."""
+def parse_bytes(text: str | int) -> int:
+    """'4GiB' -> 4294967296, '3000MB' -> 3000000000, '512m' -> 536870912 (bare letters are binary)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise BenchError(f"memory size must be positive, got {text}")
+        return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise BenchError(f"memory size {text!r} not understood: use e.g. 8GiB, 3000MB, 512MiB")
@@ -48,36 +64,76 @@ def parse_bytes(text: str) -> int:
     return value
 
 
+# --------------------------------------------------------------------------- results
+
+
 @dataclass(frozen=True)
 class ProbeRecord:
+    """One probe. ``peak_bytes`` is what the budget is compared with: the child's peak RSS on CPU,
+    the caching allocator's peak reserved bytes on GPU."""
+
     batch_size: int
-    outcome: str  # "fit" | "oom" | "over_budget" | "error"
+    outcome: str  # FIT | OOM | OVER_BUDGET | ERROR
     peak_bytes: int | None
     seconds: float
-    detail: str | None = None
+    steps: int = PROBE_STEPS
+    peak_allocated_bytes: int | None = None  # GPU: peak bytes held by tensors
+    peak_reserved_bytes: int | None = None  # GPU: peak bytes held by the caching allocator
+    alloc_retries: int | None = None  # GPU: cudaMalloc retries during this probe
+    leaked_bytes: int | None = None  # in-process: allocated bytes left after cleanup
+    detail: str | None = None  # the error line, or why a child was stopped
+
+    @property
+    def fits(self) -> bool:
+        return self.outcome == FIT
+
+
+@dataclass(frozen=True)
+class MemoryModelInfo:
+    """memory(b) ≈ fixed_bytes + per_sample_bytes * b, fitted to the probes that fit."""
+
+    fixed_bytes: float
+    per_sample_bytes: float
+    max_relative_error: float  # the largest |measured - predicted| / measured over fitting probes
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    """The chosen max run for ``steps`` steps. ``probes``: every soak run, the fallbacks included."""
+
+    batch_size: int | None  # the size that passed (None: none did)
+    steps: int
+    ok: bool
+    seconds: float
+    detail: str
+    probes: tuple[ProbeRecord, ...] = ()
 
 
 @dataclass(frozen=True)
 class MaxBatchResult:
+    """The answer with its proof: ``max_batch_size`` ran and fit, ``failed_batch_size`` (max +
+    granularity) ran and did not, unless ``cap_reached``. Sizes that were not run never appear."""
+
     workload: Workload
     environment: Environment
+    max_batch_size: int | None  # None: not even ``granularity`` fit
+    safe_batch_size: int | None  # the size to train with: leaves ``headroom_fraction`` free
     granularity: int
     budget_bytes: int
-    budget_source: str  # "free device memory" | "--memory-limit" | "50% of available RAM"
-    max_batch_size: int | None
-    failed_batch_size: int | None  # max + granularity, probed and did not fit (or None at a cap)
+    memory_model: MemoryModelInfo | None
+    probes: tuple[ProbeRecord, ...]  # the search's probes, in order (the soak's are under ``soak``)
+    seconds: float  # the whole search, soak included
+    soak: SoakResult | None
+    failed_batch_size: int | None
+    exact: bool  # the certificate holds (False only if the probe limit stopped the search)
     cap_reached: bool
-    safe_batch_size: int | None
-    headroom_fraction: float  # the safety margin applied for the safe batch, derived from measurements
+    budget_source: str  # "free device memory" | "memory limit" | "50% of available RAM"
+    headroom_fraction: float
     headroom_reason: str
-    fixed_bytes: float | None
-    per_sample_bytes: float | None
-    probes: tuple[ProbeRecord, ...]
-    seconds: float
-    soak_steps: int
-    soak_ok: bool | None
-    soak_detail: str | None
     leaks: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
+    run_id: str = ""
+    started_at: str = ""
     kind: str = "max_batch"
     schema_version: int = 1
 
@@ -87,19 +143,59 @@ class MaxBatchResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = to_dict(self)
-        d["probe_count"] = self.probe_count
-        d["memory_model"] = {"fixed_bytes": self.fixed_bytes, "per_sample_bytes": self.per_sample_bytes}
-        return d
+        head = {"schema_version": self.schema_version, "kind": self.kind}
+        d.pop("schema_version"), d.pop("kind")
+        probes_at = list(d).index("probes") + 1
+        items = list(d.items())
+        return {**head, **dict(items[:probes_at]), "probe_count": self.probe_count, **dict(items[probes_at:])}
 
 
 # --------------------------------------------------------------------------- probes
 
 
-def _run_steps(workload: Workload, batch_size: int, device: Any, steps: int) -> None:
-    from bench.models import resolve
+@dataclass(frozen=True)
+class _ModuleBytes:
+    """A caller's model, serialised once: every call builds an independent copy on the CPU.
+
+    Picklable, so a child process can build copies too; the caller's module is never touched (no
+    deepcopy of a CUDA module, which would allocate on the device the search is measuring).
+    """
+
+    data: bytes
+
+    def __call__(self) -> Any:
+        import torch
+
+        return torch.load(io.BytesIO(self.data), map_location="cpu", weights_only=False)
+
+
+def _spec_for_module(module: Any, input_shape: tuple[int, ...] | None) -> tuple[str, Any]:
+    import torch
+
+    from bench.models import ModelSpec
+
+    label = f"{type(module).__module__}.{type(module).__qualname__}"
+    buf = io.BytesIO()
+    try:
+        torch.save(module, buf)
+    except Exception as exc:  # pickling: a class defined inside a function, a lambda attribute, ...
+        raise BenchError(
+            f"cannot copy the model {label} ({first_line(exc)}): define its class at module level, "
+            "or pass a factory name 'package.module:function'"
+        ) from None
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    spec = ModelSpec(
+        name=f"{label}#{uuid.uuid4().hex[:8]}",  # unique: prepare() caches the class count per name
+        source="module",
+        build=_ModuleBytes(buf.getvalue()),
+        input_shape=shape,
+    )
+    return label, spec
+
+
+def _run_steps(workload: Workload, spec: Any, batch_size: int, device: Any, steps: int) -> None:
     from bench.workload import precision_mode, prepare
 
-    spec = resolve(workload.model)
     with precision_mode(workload.precision, device.kind):
         prepared = prepare(workload, spec, batch_size, device)
         try:
@@ -110,212 +206,360 @@ def _run_steps(workload: Workload, batch_size: int, device: Any, steps: int) -> 
             prepared.release()
 
 
-def probe_in_process(workload: Workload, batch_size: int, device: Any, steps: int = PROBE_STEPS) -> ProbeRecord:
-    """One probe in this process; OOM is an outcome, and memory is returned before we go on."""
+def probe_in_process(
+    workload: Workload,
+    batch_size: int,
+    device: Any,
+    steps: int = PROBE_STEPS,
+    *,
+    spec: Any = None,
+    baseline_allocated_bytes: int | None = None,
+) -> ProbeRecord:
+    """One probe in this process; OOM is an outcome, and memory is returned before we go on.
+
+    ``baseline_allocated_bytes``: what was allocated before the search; anything above it after
+    cleanup is reported as ``leaked_bytes``.
+    """
+    from bench.models import resolve
+
+    spec = spec if spec is not None else resolve(workload.model)
     start = time.perf_counter()
+    retries_before = device.alloc_retries()
     device.reset_peak()
-    outcome, detail = "fit", None
+    outcome, detail = FIT, None
     try:
-        _run_steps(workload, batch_size, device, steps)
+        _run_steps(workload, spec, batch_size, device, steps)
     except BenchError:
         raise
-    except Exception as exc:  # classified, then dropped with its frames before cleanup below
-        outcome = "oom" if is_oom(exc) else "error"
+    except Exception as exc:  # classified here; ``exc`` and the frames holding tensors die below
+        outcome = OOM if is_oom(exc) else ERROR
         detail = first_line(exc)
-    gc.collect()
+    gc.collect()  # outside the except block: the traceback is gone, so are its tensors
     device.empty_cache()
-    peak = device.peak_reserved_bytes() if device.kind == "cuda" else None
-    return ProbeRecord(batch_size, outcome, peak, time.perf_counter() - start, detail)
+    allocated, reserved = device.peak_allocated_bytes(), device.peak_reserved_bytes()
+    retries_after = device.alloc_retries()
+    leaked = None
+    now = device.allocated_bytes()
+    if baseline_allocated_bytes is not None and now is not None:
+        leaked = max(0, now - baseline_allocated_bytes)
+    return ProbeRecord(
+        batch_size=batch_size,
+        outcome=outcome,
+        peak_bytes=reserved,
+        seconds=time.perf_counter() - start,
+        steps=steps,
+        peak_allocated_bytes=allocated,
+        peak_reserved_bytes=reserved,
+        alloc_retries=(retries_after - retries_before)
+        if retries_after is not None and retries_before is not None
+        else None,
+        leaked_bytes=leaked,
+        detail=detail,
+    )
 
 
-def _probe_child(workload: Workload, batch_size: int, steps: int, *, emit: Callable[[Any], None]) -> dict[str, Any]:
-    """Child-process body: run the steps, report this process's own peak memory."""
+def _probe_child(
+    workload: Workload, spec: Any, batch_size: int, steps: int, *, emit: Callable[[Any], None]
+) -> dict[str, Any]:
+    """Child-process body: one probe, then this process's own lifetime peak RSS."""
     from bench.hw.device import open_device
     from bench.runner import own_peak_rss_bytes
 
     device = open_device(workload.device)
-    record = probe_in_process(workload, batch_size, device, steps)
-    return {
-        "outcome": record.outcome,
-        "detail": record.detail,
-        "peak_rss_bytes": own_peak_rss_bytes(),
-        "peak_device_bytes": record.peak_bytes,
-    }
+    record = probe_in_process(workload, batch_size, device, steps, spec=spec)
+    return {"record": record, "peak_rss_bytes": own_peak_rss_bytes()}
 
 
 def probe_isolated(
-    workload: Workload, batch_size: int, budget_bytes: int | None, steps: int = PROBE_STEPS
+    workload: Workload,
+    batch_size: int,
+    budget_bytes: int | None,
+    steps: int = PROBE_STEPS,
+    *,
+    spec: Any = None,
 ) -> ProbeRecord:
-    """One probe in a fresh child; on CPU the parent enforces the RSS budget."""
+    """One probe in a fresh child. On CPU the parent kills the child past ``budget_bytes`` of RSS,
+    and a child that finished fits only if its own peak RSS stayed within the budget."""
     from bench.isolate import run_isolated
 
     start = time.perf_counter()
     cpu = not workload.device.startswith("cuda")
     outcome = run_isolated(
         "bench.maxbatch:_probe_child",
-        (workload, batch_size, steps),
+        (workload, spec, batch_size, steps),
         rss_limit_bytes=budget_bytes if cpu else None,
     )
     seconds = time.perf_counter() - start
     if outcome.status == "killed_rss":
-        return ProbeRecord(batch_size, "over_budget", outcome.peak_rss_bytes, seconds, outcome.message)
-    if outcome.status != "ok":
-        kind = "oom" if outcome.exitcode == -9 else "error"
-        return ProbeRecord(batch_size, kind, None, seconds, outcome.message)
-    value = outcome.value
-    peak = value["peak_rss_bytes"] if cpu else value["peak_device_bytes"]
-    result = value["outcome"]
-    if result == "fit" and cpu and budget_bytes is not None and peak > budget_bytes:
-        result = "over_budget"  # a spike between the parent's RSS polls
-    return ProbeRecord(batch_size, result, peak, seconds, value["detail"])
+        return ProbeRecord(
+            batch_size, OVER_BUDGET, outcome.peak_rss_bytes, seconds, steps, detail=outcome.message
+        )
+    if outcome.status != "ok":  # "died": SIGKILL is the kernel's OOM killer; anything else an error
+        kind = OOM if outcome.exitcode == -9 else ERROR
+        return ProbeRecord(batch_size, kind, None, seconds, steps, detail=outcome.message)
+    record: ProbeRecord = outcome.value["record"]
+    if not cpu:
+        return replace(record, seconds=seconds)
+    peak = int(outcome.value["peak_rss_bytes"])
+    result = record.outcome
+    if result == FIT and budget_bytes is not None and peak > budget_bytes:
+        result = OVER_BUDGET  # a spike between the parent's RSS polls: the child's maxrss saw it
+    return replace(record, outcome=result, peak_bytes=peak, seconds=seconds)
 
 
 # --------------------------------------------------------------------------- search
 
 
-def _budget(workload: Workload, device: Any, memory_limit: str | int | None) -> tuple[int, str]:
-    if memory_limit is not None:
-        value = parse_bytes(memory_limit) if isinstance(memory_limit, str) else int(memory_limit)
-        return value, "--memory-limit"
+def _budget(device: Any, memory_limit: str | int | None) -> tuple[int, str, list[str]]:
+    notices: list[str] = []
     if device.kind == "cuda":
-        return int(device.free_bytes() + device.allocated_bytes()), "free device memory"
+        device.empty_cache()  # our own cached blocks are free for the probes
+        free = int(device.free_bytes())
+        held = device.allocated_bytes() or 0
+        if held:
+            notices.append(
+                f"{held} bytes were allocated by this process before the search (your tensors); "
+                "they stay resident and are not part of the budget"
+            )
+        if memory_limit is None:
+            return free, "free device memory", notices
+        limit = parse_bytes(memory_limit)
+        if limit > free:
+            notices.append(f"the memory limit {limit} bytes is above the {free} bytes free")
+        return limit, "memory limit", notices
     import psutil
 
-    return int(psutil.virtual_memory().available * DEFAULT_CPU_FRACTION), "50% of available RAM"
+    available = int(psutil.virtual_memory().available)
+    if memory_limit is None:
+        return int(available * DEFAULT_CPU_FRACTION), f"{DEFAULT_CPU_FRACTION:.0%} of available RAM", notices
+    limit = parse_bytes(memory_limit)
+    if limit > available * CPU_LIMIT_MAX_FRACTION:
+        raise BenchError(
+            f"memory limit {limit / 2**30:.2f} GiB is more than {CPU_LIMIT_MAX_FRACTION:.0%} of the "
+            f"{available / 2**30:.2f} GiB of RAM available now; the kernel's OOM killer could "
+            "strike first: give a smaller --memory-limit"
+        )
+    return limit, "memory limit", notices
 
 
-def _headroom(device: Any, model: MemoryModel | None, probes: list[ProbeRecord]) -> tuple[float, str]:
-    """Safety margin from what was measured, not a fixed guess.
+def _model_info(model: MemoryModel | None, probes: list[ProbeRecord]) -> MemoryModelInfo | None:
+    if model is None:
+        return None
+    errors = [
+        abs(p.peak_bytes - model.predict(p.batch_size)) / p.peak_bytes
+        for p in probes
+        if p.fits and p.peak_bytes
+    ]
+    return MemoryModelInfo(model.fixed_bytes, model.per_sample_bytes, max(errors, default=0.0))
 
-    GPU: the caching allocator's overhead at the largest fitting probe (reserved/allocated - 1:
-    fragmentation that can grow over a long run), plus 5% if the allocator had to retry
-    (cudaMalloc failures already under pressure). CPU: the spread of peak RSS around the linear
-    model (allocator and thread-pool noise). Clamped to 3%..25%.
+
+def headroom(device_kind: str, model: MemoryModelInfo | None, probes: list[ProbeRecord]) -> tuple[float, str]:
+    """The share of the budget the safe batch leaves free, from what was measured, not a guess.
+
+    - GPU: the caching allocator's overhead at the largest probe that fit (peak reserved /
+      allocated - 1): fragmentation that can grow over a long run; plus 5% if the allocator had to
+      retry (cudaMalloc failed and the cache was flushed: already under pressure).
+    - Both: twice the largest deviation of a measured peak from the linear model (noise, and the
+      curvature the model does not capture).
+    Clamped to 2%..25%. The safe batch also stays at least one granule of samples below the max.
     """
+    margin = MIN_HEADROOM_FRACTION
     reasons = []
-    margin = 0.03
-    if device.kind == "cuda":
-        alloc, reserved = device.peak_allocated_bytes(), device.peak_reserved_bytes()
-        if alloc and reserved and reserved > alloc:
-            frag = reserved / alloc - 1
-            margin = max(margin, frag)
-            reasons.append(f"reserved/allocated overhead {frag:.1%}")
-        retries = device.alloc_retries() or 0
+    fitting = [p for p in probes if p.fits]
+    top = max(fitting, key=lambda p: p.batch_size, default=None)
+    if device_kind == "cuda" and top is not None:
+        if (
+            top.peak_allocated_bytes
+            and top.peak_reserved_bytes
+            and top.peak_reserved_bytes > top.peak_allocated_bytes
+        ):
+            overhead = top.peak_reserved_bytes / top.peak_allocated_bytes - 1
+            margin = max(margin, overhead)
+            reasons.append(f"allocator reserved {overhead:.1%} over allocated at batch {top.batch_size}")
+        retries = sum(p.alloc_retries or 0 for p in fitting)
         if retries:
-            margin += 0.05
+            margin += RETRY_HEADROOM_FRACTION
             reasons.append(f"{retries} allocator retries")
-    elif model is not None:
-        errors = [
-            abs(p.peak_bytes - model.predict(p.batch_size)) / p.peak_bytes
-            for p in probes
-            if p.outcome == "fit" and p.peak_bytes
-        ]
-        if errors:
-            margin = max(margin, 2 * max(errors))
-            reasons.append(f"peak RSS deviates up to {max(errors):.1%} from the linear model")
-    margin = min(margin, 0.25)
-    return margin, ("; ".join(reasons) or "minimum margin") + f" -> {margin:.0%} headroom"
+    if model is not None and model.max_relative_error > 0:
+        margin = max(margin, 2 * model.max_relative_error)
+        reasons.append(f"peaks deviate up to {model.max_relative_error:.1%} from the linear model")
+    margin = min(margin, MAX_HEADROOM_FRACTION)
+    return margin, ("; ".join(reasons) or "minimum margin") + f": {margin:.0%} headroom"
+
+
+def safe_batch(
+    max_batch_size: int, granularity: int, budget_bytes: int, model: MemoryModelInfo | None, margin: float
+) -> int | None:
+    """The largest multiple of ``granularity`` below the max whose predicted memory leaves ``margin``
+    of the budget free (None if not even ``granularity`` does)."""
+    g = granularity
+    below_max = max_batch_size - g
+    if model is not None and model.per_sample_bytes > 0:
+        fit = int((budget_bytes * (1 - margin) - model.fixed_bytes) // model.per_sample_bytes)
+        size = min((fit // g) * g, below_max)
+    else:
+        size = min(int(max_batch_size * (1 - margin)) // g * g, below_max)
+    if size >= g:
+        return size
+    return (
+        g
+        if model is None or model.fixed_bytes + model.per_sample_bytes * g <= budget_bytes * (1 - margin)
+        else None
+    )
+
+
+def check_options(*, granularity: int, cap: int | None, soak_steps: int) -> None:
+    """Validate the search options where they enter (BenchError, one line)."""
+    if not isinstance(granularity, int) or granularity < 1:
+        raise BenchError(f"granularity must be a positive integer, got {granularity!r}")
+    if cap is not None and (not isinstance(cap, int) or cap < granularity):
+        raise BenchError(f"the batch cap {cap!r} is below the granularity {granularity}")
+    if not isinstance(soak_steps, int) or soak_steps < 0:
+        raise BenchError(f"soak steps must be a non-negative integer, got {soak_steps!r}")
 
 
 def find_max_batch(
-    workload: Workload | str,
+    model_or_workload: Any,
     *,
     granularity: int = 1,
     memory_limit: str | int | None = None,
     cap: int | None = None,
     isolate: bool | None = None,
     soak_steps: int = SOAK_STEPS,
+    input_shape: tuple[int, ...] | None = None,
     on_probe: Callable[[ProbeRecord], None] | None = None,
+    **workload_options: Any,
 ) -> MaxBatchResult:
-    """Largest training batch that fits, exact to ``granularity``, plus a safe batch that soaked.
+    """Largest training batch that fits, exact to ``granularity``, plus a safe batch to train with.
 
-    ``workload``: a Workload, or a model name (train, fp32, default device). The returned result
-    proves the answer: ``max_batch_size`` was probed and fit, ``failed_batch_size`` (max +
-    granularity) was probed and did not.
+    ``model_or_workload``: a ``Workload``; a model name ("resnet50", "timm:...", "pkg.mod:factory");
+    or your ``nn.Module`` (copied through serialisation: your model, its gradients and your optimizer
+    are never touched; the search builds its own optimizer per ``optimizer=``). ``workload_options``
+    are ``Workload`` fields (device, precision, image_size, channels_last, optimizer, ...), applied
+    on top. ``input_shape``: the per-sample input shape for a module that is not a 3xHxW image
+    classifier. ``memory_limit``: bytes or "8GiB"; on CPU the default is half the available RAM.
+    ``cap``: never probe above it. ``on_probe`` sees every probe as it finishes (soak runs too).
+
+    The result proves the answer: ``max_batch_size`` was run and fit, ``failed_batch_size`` (max +
+    granularity) was run and did not.
     """
     from bench import env as env_mod
     from bench.hw.device import check_device, default_device, open_device
     from bench.models import resolve
 
-    if isinstance(workload, str):
-        workload = Workload(model=workload, device=default_device())
-    if workload.mode != "train":
-        workload = replace(workload, mode="train")  # the max that matters is the training one
-    if granularity < 1:
-        raise BenchError(f"granularity must be a positive integer, got {granularity}")
-    if cap is not None and cap < granularity:
-        raise BenchError(f"--max-batch {cap} is below the granularity {granularity}")
-    check_device(workload.device)
-    resolve(workload.model)
-    device = open_device(workload.device)
-    cpu = device.kind == "cpu"
-    isolate = True if cpu else bool(isolate)
-    budget, source = _budget(workload, device, memory_limit)
+    started_wall = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()
+    spec = None
+    try:
+        if isinstance(model_or_workload, Workload):
+            workload = replace(model_or_workload, **workload_options)
+        elif isinstance(model_or_workload, str):
+            workload_options.setdefault("device", default_device())
+            workload = Workload(model=model_or_workload, **workload_options)
+        elif hasattr(model_or_workload, "state_dict") and callable(model_or_workload):
+            label, spec = _spec_for_module(model_or_workload, input_shape)
+            workload_options.setdefault("device", default_device())
+            workload = Workload(model=label, **workload_options)
+        else:
+            raise BenchError(
+                f"find_max_batch takes a Workload, a model name or an nn.Module, "
+                f"not {type(model_or_workload).__name__}"
+            )
+    except TypeError as exc:
+        raise BenchError(f"find_max_batch: {exc}") from None
+    if input_shape is not None and spec is None:
+        raise BenchError("input_shape applies to an nn.Module; a named model brings its own input")
+    if workload.mode != "train":
+        raise BenchError("max-batch searches the training batch: use mode 'train'")
+    check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
+    check_device(workload.device)
+    if spec is None:
+        resolve(workload.model)  # a bad name is the user's to fix, before any probe
+    device = open_device(workload.device)
+    isolate = True if device.kind == "cpu" else bool(isolate)  # CPU: the RSS budget needs a child
+    budget, source, notices = _budget(device, memory_limit)
+    enforce_budget = device.kind == "cpu" or memory_limit is not None
+    gc.collect()
+    baseline = device.allocated_bytes()
     records: list[ProbeRecord] = []
     leaks: list[str] = []
-    baseline = device.allocated_bytes()
 
-    def probe(b: int, steps: int = PROBE_STEPS) -> ProbeRecord:
+    def probe(b: int, steps: int) -> ProbeRecord:
         if isolate:
-            rec = probe_isolated(workload, b, budget, steps)
+            rec = probe_isolated(workload, b, budget if device.kind == "cpu" else None, steps, spec=spec)
         else:
-            rec = probe_in_process(workload, b, device, steps)
-            now = device.allocated_bytes()
-            if baseline is not None and now is not None and now > baseline:
-                leaks.append(f"after batch {b}: {now - baseline} bytes still allocated")
-        return rec
-
-    def try_batch(b: int) -> Probe:
-        rec = probe(b)
-        records.append(rec)
+            rec = probe_in_process(workload, b, device, steps, spec=spec, baseline_allocated_bytes=baseline)
+            if rec.leaked_bytes:
+                leaks.append(f"after batch {b}: {rec.leaked_bytes} bytes still allocated")
+        if rec.fits and enforce_budget and rec.peak_bytes is not None and rec.peak_bytes > budget:
+            rec = replace(rec, outcome=OVER_BUDGET)
+        if rec.outcome == ERROR and b == granularity and steps == PROBE_STEPS:
+            raise BenchError(
+                f"{workload.model} failed at batch {b} for a reason other than memory: {rec.detail}"
+            )
         if on_probe is not None:
             on_probe(rec)
-        if rec.outcome == "error":
-            raise BenchError(f"batch {b} failed for a reason other than memory: {rec.detail}")
-        return Probe(b, rec.outcome == "fit", rec.peak_bytes, rec.seconds, rec.outcome)
+        return rec
+
+    def try_batch(b: int) -> ProbeResult:
+        rec = probe(b, PROBE_STEPS)
+        records.append(rec)
+        # a non-memory error at a large batch (e.g. a 32-bit index limit in a kernel) also bounds it
+        return ProbeResult(b, rec.fits, rec.peak_bytes, rec.seconds, rec.outcome)
 
     result = search_max_batch(try_batch, budget_bytes=budget, granularity=granularity, cap=cap)
-    model = result.model
-    margin, why = _headroom(device, model, records)
-    safe = None
-    soak_ok = None
-    soak_detail = None
-    if result.max_batch_size is not None:
-        mx = result.max_batch_size
-        safe = mx
-        if model is not None:
-            by_model = model.max_batch_for(budget * (1 - margin))
-            if by_model is not None:
-                safe = max(granularity, min(mx, (by_model // granularity) * granularity))
+    max_b, failed_b, exact = result.max_batch_size, result.failed_batch_size, result.exact
+    model = _model_info(result.model, records)
+
+    soak = None
+    if max_b is not None and soak_steps > 0:
+        soak_start = time.perf_counter()
+        soaked: list[ProbeRecord] = []
+
+        def try_soak(b: int) -> ProbeResult:
+            rec = probe(b, soak_steps)
+            soaked.append(rec)
+            return ProbeResult(b, rec.fits, rec.peak_bytes, rec.seconds, rec.outcome)
+
+        first = try_soak(max_b)
+        if first.fits:
+            detail = f"{soak_steps} steps at batch {max_b} completed"
         else:
-            safe = max(granularity, int(mx * (1 - margin)) // granularity * granularity)
-        # soak: run the safe batch for longer than a probe; step down if it fails
-        while safe is not None and soak_steps > 0:
-            rec = probe(safe, soak_steps)
-            if rec.outcome == "fit":
-                soak_ok, soak_detail = True, f"{soak_steps} steps at batch {safe} completed"
-                break
-            soak_ok, soak_detail = False, f"batch {safe} failed during {soak_steps} steps ({rec.outcome})"
-            safe = safe - granularity if safe > granularity else None
+            down = search_down(try_soak, failed_batch_size=max_b, granularity=granularity)
+            detail = f"batch {max_b} failed during {soak_steps} steps ({first.outcome}); " + (
+                f"batch {down.max_batch_size} passed" if down.max_batch_size else "no smaller batch passed"
+            )
+            max_b, failed_b, exact = down.max_batch_size, down.failed_batch_size, down.exact
+        soak = SoakResult(
+            batch_size=max_b,
+            steps=soak_steps,
+            ok=max_b is not None,
+            seconds=time.perf_counter() - soak_start,
+            detail=detail,
+            probes=tuple(soaked),
+        )
+
+    margin, why = headroom(device.kind, model, records)
+    safe = safe_batch(max_b, granularity, budget, model, margin) if max_b is not None else None
     return MaxBatchResult(
         workload=workload,
         environment=env_mod.collect(),
+        max_batch_size=max_b,
+        safe_batch_size=safe,
         granularity=granularity,
         budget_bytes=budget,
-        budget_source=source,
-        max_batch_size=result.max_batch_size,
-        failed_batch_size=result.failed_batch_size,
-        cap_reached=result.cap_reached,
-        safe_batch_size=safe,
-        headroom_fraction=margin,
-        headroom_reason=why,
-        fixed_bytes=model.fixed_bytes if model else None,
-        per_sample_bytes=model.per_sample_bytes if model else None,
+        memory_model=model,
         probes=tuple(records),
         seconds=time.perf_counter() - started,
-        soak_steps=soak_steps,
-        soak_ok=soak_ok,
-        soak_detail=soak_detail,
+        soak=soak,
+        failed_batch_size=failed_b,
+        exact=exact,
+        cap_reached=result.cap_reached and max_b == result.max_batch_size,
+        budget_source=source,
+        headroom_fraction=margin,
+        headroom_reason=why,
         leaks=tuple(leaks),
+        notices=tuple(notices),
+        run_id=f"maxbatch-{started_wall.strftime('%Y%m%d-%H%M%S')}-{workload.model}-{workload.device}",
+        started_at=started_wall.isoformat(timespec="seconds"),
     )

@@ -1,13 +1,14 @@
 """Which batch size to pick: pure arithmetic over measured results (no torch).
 
-- throughput-optimal: the ok point with the highest samples/sec;
-- knee: the smallest batch within ``KNEE_FRACTION`` (95%) of the best samples/sec — smaller batches
-  need less learning-rate retuning and often generalise better, for almost the same speed;
-- safe max: the max-batch search's safe batch (soaked), when one was run.
+- throughput-optimal: the measured batch with the highest samples/sec;
+- knee: the smallest batch within ``KNEE_FRACTION`` (95%) of the best samples/sec. Past the knee
+  a bigger batch buys little speed but costs memory and learning-rate retuning (and large batches
+  often generalise worse), so the knee is usually the better default;
+- safe max: the max-batch search's safe batch (headroom below a soaked exact max), when one ran.
 
-Learning-rate starting points for moving from a reference batch/LR: linear scaling
-(lr * B/B0, Goyal et al. 2017) and square-root scaling (lr * sqrt(B/B0), common for Adam-type
-optimizers). They are starting points for tuning, not answers.
+Learning-rate starting points for moving from a reference batch/LR to each pick: linear scaling
+(lr * B/B0, Goyal et al. 2017, for SGD) and square-root scaling (lr * sqrt(B/B0), often better
+for Adam-type optimizers). They are starting points for tuning, not answers.
 """
 
 from __future__ import annotations
@@ -16,101 +17,138 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.schema import Point, SweepResult
+from bench.errors import BenchError
+from bench.schema import OK, Point, SweepResult
 
 KNEE_FRACTION = 0.95
 
 
 @dataclass(frozen=True)
 class Choice:
+    """One recommended batch. ``samples_per_sec`` is None when that size was not measured."""
+
     batch_size: int
     samples_per_sec: float | None
     why: str
-    lr_linear: float | None = None
-    lr_sqrt: float | None = None
+    lr_linear: float | None = None  # starting point: base_lr * batch / base_batch
+    lr_sqrt: float | None = None  # starting point: base_lr * sqrt(batch / base_batch)
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    best: Choice | None
+    best: Choice | None  # throughput-optimal
     knee: Choice | None
     safe_max: Choice | None
     base_batch: int | None = None
     base_lr: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def check_lr_reference(base_batch: int | None, base_lr: float | None) -> None:
+    """Both or neither, and positive (BenchError, one line)."""
+    if (base_batch is None) != (base_lr is None):
+        raise BenchError("give both --base-batch and --base-lr (your current batch and its LR), or neither")
+    if base_batch is not None and base_batch < 1:
+        raise BenchError(f"--base-batch must be a positive integer, got {base_batch}")
+    if base_lr is not None and not (base_lr > 0 and math.isfinite(base_lr)):
+        raise BenchError(f"--base-lr must be a positive number, got {base_lr}")
+
+
+def _ok(points: list[Point]) -> list[Point]:
+    return sorted((p for p in points if p.status == OK and p.samples_per_sec), key=lambda p: p.batch_size)
 
 
 def knee_point(points: list[Point], fraction: float = KNEE_FRACTION) -> Point | None:
-    """The smallest batch whose samples/sec is within ``fraction`` of the best."""
-    ok = sorted((p for p in points if p.status == "ok" and p.samples_per_sec), key=lambda p: p.batch_size)
+    """The smallest batch whose samples/sec is within ``fraction`` of the best (None: nothing ran)."""
+    ok = _ok(points)
     if not ok:
         return None
-    best = max(p.samples_per_sec for p in ok)
-    return next(p for p in ok if p.samples_per_sec >= fraction * best)
+    best = max(p.samples_per_sec for p in ok)  # type: ignore[type-var]
+    return next(p for p in ok if p.samples_per_sec >= fraction * best)  # type: ignore[operator]
 
 
 def scaled_lr(base_lr: float, base_batch: int, batch: int) -> tuple[float, float]:
-    """(linear, square-root) scaled learning rates for ``batch`` from a reference."""
+    """(linear, square-root) scaled learning rates for ``batch`` from a reference batch and LR."""
     ratio = batch / base_batch
     return base_lr * ratio, base_lr * math.sqrt(ratio)
 
 
 def recommend(
-    sweep: SweepResult | None,
+    sweep_result: SweepResult | None,
     max_result: Any = None,
     base_batch: int | None = None,
     base_lr: float | None = None,
 ) -> Recommendation:
+    """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
+
+    ``max_result``: a ``bench.maxbatch.MaxBatchResult`` (anything with ``safe_batch_size``,
+    ``max_batch_size`` and ``headroom_fraction``). Throughputs are only ever measured values.
+    """
+    check_lr_reference(base_batch, base_lr)
+
     def choice(batch: int, sps: float | None, why: str) -> Choice:
         lin = sq = None
-        if base_batch and base_lr:
+        if base_batch is not None and base_lr is not None:
             lin, sq = scaled_lr(base_lr, base_batch, batch)
         return Choice(batch, sps, why, lin, sq)
 
     best = knee = safe = None
-    points = list(sweep.points) if sweep is not None else []
-    top = sweep.best_point() if sweep is not None else None
-    if top is not None:
+    notes: list[str] = []
+    ok = _ok(list(sweep_result.points)) if sweep_result is not None else []
+    if ok:
+        top = max(ok, key=lambda p: p.samples_per_sec or 0.0)
         best = choice(top.batch_size, top.samples_per_sec, "highest measured samples/sec")
-        k = knee_point(points)
-        if k is not None:
-            knee = choice(
-                k.batch_size,
-                k.samples_per_sec,
-                f"smallest batch within {KNEE_FRACTION:.0%} of the best "
-                f"({k.samples_per_sec / top.samples_per_sec:.0%})",
-            )
+        k = knee_point(ok)
+        assert k is not None and top.samples_per_sec
+        share = k.samples_per_sec / top.samples_per_sec  # type: ignore[operator]
+        knee = choice(
+            k.batch_size,
+            k.samples_per_sec,
+            f"smallest batch within {KNEE_FRACTION:.0%} of the best ({share:.1%})",
+        )
+        if top.batch_size == ok[-1].batch_size:
+            notes.append("the largest measured batch was the fastest: larger ones may be faster still")
+    elif sweep_result is not None:
+        notes.append("no batch size completed in the sweep")
     if max_result is not None and getattr(max_result, "safe_batch_size", None):
-        measured = {p.batch_size: p.samples_per_sec for p in points if p.status == "ok"}
+        measured = {p.batch_size: p.samples_per_sec for p in ok}
         safe = choice(
             max_result.safe_batch_size,
             measured.get(max_result.safe_batch_size),
-            f"largest batch with {max_result.headroom_fraction:.0%} headroom below the exact max "
-            f"{max_result.max_batch_size}; soaked {max_result.soak_steps} steps",
+            f"{max_result.headroom_fraction:.0%} headroom below the exact max {max_result.max_batch_size}",
         )
-    return Recommendation(best, knee, safe, base_batch, base_lr)
+    if base_batch is not None:
+        notes.append(
+            "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
+        )
+    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes))
 
 
 def render(rec: Recommendation) -> Any:
-    """A rich table of the recommendation."""
+    """A rich table of the recommendation, notes as its caption."""
     from rich.table import Table
 
     table = Table(title="recommended batch sizes", title_justify="left")
     table.add_column("pick")
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")
-    lr = bool(rec.base_batch and rec.base_lr)
+    lr = rec.base_batch is not None and rec.base_lr is not None
     if lr:
-        table.add_column(f"LR (linear, from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
-        table.add_column("LR (sqrt)", justify="right")
+        table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
+        table.add_column("LR start, sqrt", justify="right")
     table.add_column("why")
     for name, c in (("throughput-optimal", rec.best), ("knee", rec.knee), ("safe max", rec.safe_max)):
         if c is None:
             continue
-        row = [name, str(c.batch_size), "-" if c.samples_per_sec is None else f"{c.samples_per_sec:,.1f}"]
+        row = [
+            name,
+            str(c.batch_size),
+            "not measured" if c.samples_per_sec is None else f"{c.samples_per_sec:,.1f}",
+        ]
         if lr:
             row += [f"{c.lr_linear:.4g}", f"{c.lr_sqrt:.4g}"]
         row.append(c.why)
         table.add_row(*row)
-    if lr:
-        table.caption = "learning rates are starting points for tuning, not answers"
+    if rec.notes:
+        table.caption = "; ".join(rec.notes)
     return table

@@ -1,22 +1,40 @@
+"""Real max-batch probes on CPU (child processes under an RSS budget), OOM cleanup, headroom."""
+
 import gc
+import json
 
 import pytest
+import torch
 
+from bench.cli import main
 from bench.errors import BenchError
 from bench.hw.device import CpuDevice
-from bench.maxbatch import find_max_batch, parse_bytes, probe_in_process, probe_isolated
+from bench.maxbatch import (
+    MemoryModelInfo,
+    ProbeRecord,
+    find_max_batch,
+    headroom,
+    parse_bytes,
+    probe_in_process,
+    probe_isolated,
+    safe_batch,
+)
 from bench.schema import Workload
-from bench.search import Probe, search_max_batch
-from tests import tiny_models
+from bench.search import ProbeResult, search_max_batch
+from tests import helpers_maxbatch, tiny_models
+from tests.tiny_models import TinyCNN
 
 MiB = 2**20
+GiB = 2**30
 
 
 def test_parse_bytes():
-    assert parse_bytes("4GiB") == 4 * 2**30
+    assert parse_bytes("4GiB") == 4 * GiB
     assert parse_bytes("3000MB") == 3_000_000_000
-    assert parse_bytes("1.5g") == int(1.5 * 2**30)
-    for bad in ("lots", "4XB", "-1GiB", "0"):
+    assert parse_bytes("1.5g") == int(1.5 * GiB)
+    assert parse_bytes(" 512 MiB ") == 512 * MiB
+    assert parse_bytes(12345) == 12345
+    for bad in ("lots", "4XB", "-1GiB", "0", "", 0):
         with pytest.raises(BenchError):
             parse_bytes(bad)
 
@@ -34,46 +52,164 @@ def test_oom_cleanup_in_process_nothing_leaks():
         outcomes.append((b, rec.outcome))
         gc.collect()
         assert all(ref() is None for ref in tiny_models.LIVE_MODELS), f"leak after batch {b}"
-        return Probe(b, rec.outcome == "fit", None, rec.seconds, rec.outcome)
+        return ProbeResult(b, rec.fits, None, rec.seconds, rec.outcome)
 
     res = search_max_batch(try_batch, budget_bytes=None)
     assert res.max_batch_size == 4 and res.failed_batch_size == 5
-    assert ("5", "oom") not in outcomes and (5, "oom") in outcomes
-    assert len(tiny_models.LIVE_MODELS) == len(outcomes)
+    assert (5, "oom") in outcomes and (4, "fit") in outcomes
+    assert all(outcome == ("fit" if b <= 4 else "oom") for b, outcome in outcomes)
+    assert len(tiny_models.LIVE_MODELS) == len(outcomes) + 0  # one model per probe, all dead
 
 
-def test_real_cpu_search_matches_brute_force():
-    """Real child-process probes under an RSS budget, against brute force over the same probe.
+def test_leak_check_reports_what_is_left_allocated():
+    """The allocated-bytes baseline check: a clean factory leaves nothing, a leaky one is reported."""
+    device = helpers_maxbatch.CountingDevice()
+    helpers_maxbatch.LIVE.clear()
+    helpers_maxbatch.KEPT.clear()
+    clean = probe_in_process(
+        Workload(model="tests.helpers_maxbatch:tracked", image_size=8), 2, device, baseline_allocated_bytes=0
+    )
+    assert clean.fits and clean.leaked_bytes == 0
+    leaky = probe_in_process(
+        Workload(model="tests.helpers_maxbatch:leaky", image_size=8), 2, device, baseline_allocated_bytes=0
+    )
+    assert leaky.fits and leaky.leaked_bytes == 1000  # one model kept alive by the factory
+    helpers_maxbatch.KEPT.clear()
 
-    ~100 MiB of activations per 256x256 sample keeps the boundary well above RSS noise (~50 MiB).
-    """
+
+def test_real_cpu_search_matches_brute_force(tmp_path):
+    """Real child-process probes under an RSS budget, against brute force over the same probe, via
+    the CLI (live lines, summary, JSON). ~60-100 MiB of activations per 256x256 sample keeps the
+    boundary well above RSS noise."""
     wl = Workload(model="tests.tiny_models:fat", image_size=256, device="cpu")
     base = probe_isolated(wl, 1, None)
-    assert base.outcome == "fit" and base.peak_bytes > 0
+    assert base.fits and base.peak_bytes > 0
     limit = base.peak_bytes + 250 * MiB
-    res = find_max_batch(wl, granularity=1, memory_limit=limit, soak_steps=3)
-    assert res.max_batch_size is not None and res.budget_bytes == limit
-    by_size = {p.batch_size: p for p in res.probes}
-    assert by_size[res.max_batch_size].outcome == "fit"
-    assert by_size[res.max_batch_size + 1].outcome in ("over_budget", "oom")
-    assert res.probe_count <= 6
-    truth = 0
-    for b in range(1, 10):  # brute force: every size up to the first failure
-        if probe_isolated(wl, b, limit).outcome != "fit":
+    out = tmp_path / "max.json"
+    code = main(
+        ["max-batch", "tests.tiny_models:fat", "--image-size", "256", "--device", "cpu",
+         "--memory-limit", str(limit), "--soak-steps", "5", "--out", str(out), "--db", str(tmp_path / "h.db")]
+    )  # fmt: skip
+    assert code == 0
+    d = json.loads(out.read_text())
+    assert list(d)[:13] == [
+        "schema_version", "kind", "workload", "environment", "max_batch_size", "safe_batch_size",
+        "granularity", "budget_bytes", "memory_model", "probes", "probe_count", "seconds", "soak",
+    ]  # fmt: skip
+    assert d["kind"] == "max_batch" and d["budget_bytes"] == limit and d["exact"]
+    by_size = {p["batch_size"]: p for p in d["probes"] + d["soak"]["probes"]}
+    mx = d["max_batch_size"]
+    assert by_size[mx]["outcome"] == "fit" and by_size[mx]["peak_bytes"] <= limit
+    assert by_size[mx + 1]["outcome"] == "over_budget"
+    assert d["probe_count"] == len(d["probes"]) <= 6
+    assert d["soak"]["ok"] and d["soak"]["steps"] == 5
+    truth = 1  # base: batch 1 fit well within the limit
+    for b in range(2, 12):  # brute force: every size up to the first failure, same probe, same budget
+        if not probe_isolated(wl, b, limit).fits:
             break
         truth = b
-    assert res.max_batch_size == truth
-    assert 1 <= res.safe_batch_size <= res.max_batch_size
-    assert res.soak_ok is True
-    d = res.to_dict()
-    assert d["kind"] == "max_batch" and d["probe_count"] == res.probe_count
-    assert d["memory_model"]["per_sample_bytes"] > 50 * MiB
+    assert mx == truth
+    assert 1 <= d["safe_batch_size"] < mx or d["safe_batch_size"] is None
+    assert d["memory_model"]["per_sample_bytes"] > 30 * MiB
+
+
+def test_your_model_and_optimizer_are_left_untouched():
+    """find_max_batch(model) copies the module: weights, grads, mode and the caller's optimizer
+    state are as they were, and the search's probes ran on its own copies."""
+    torch.manual_seed(0)
+    model = TinyCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    opt_state = {k: v["momentum_buffer"].clone() for k, v in opt.state.items()}
+
+    res = find_max_batch(model, device="cpu", image_size=16, cap=2, soak_steps=2, memory_limit="3GiB")
+    assert res.max_batch_size == 2 and res.cap_reached and res.soak.ok
+    assert [p.batch_size for p in res.probes] == [1, 2]
+    assert res.workload.model == "tests.tiny_models.TinyCNN" and res.workload.mode == "train"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
+    assert [p.data_ptr() for p in model.parameters()] == ptrs and not model.training
+    assert all(torch.equal(opt_state[k], v["momentum_buffer"]) for k, v in opt.state.items())
+
+
+def test_a_model_that_cannot_be_copied_is_one_line():
+    class Local(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(BenchError, match="define its class at module level"):
+        find_max_batch(Local(), device="cpu")
 
 
 def test_bad_arguments():
+    wl = Workload(model="resnet18", image_size=8, device="cpu")
     with pytest.raises(BenchError, match="granularity"):
-        find_max_batch(Workload(model="resnet18", image_size=8), granularity=0)
+        find_max_batch(wl, granularity=0)
     with pytest.raises(BenchError, match="below the granularity"):
-        find_max_batch(Workload(model="resnet18", image_size=8), granularity=8, cap=4)
+        find_max_batch(wl, granularity=8, cap=4)
     with pytest.raises(BenchError, match="unknown model"):
-        find_max_batch(Workload(model="resnet_nope", image_size=8))
+        find_max_batch(Workload(model="resnet_nope", image_size=8, device="cpu"))
+    with pytest.raises(BenchError, match="training"):
+        find_max_batch(wl, mode="infer")
+    with pytest.raises(BenchError, match="OOM killer"):
+        find_max_batch(wl, memory_limit="900TiB")
+    with pytest.raises(BenchError, match="not understood"):
+        find_max_batch(wl, memory_limit="lots")
+    with pytest.raises(BenchError, match="nn.Module"):
+        find_max_batch(42)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "infer"], "training only"),
+        (["--memory-limit", "lots"], "not understood"),
+        (["--granularity", "0"], "granularity"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(args, message, capsys, tmp_path):
+    code = main(["max-batch", "tests.tiny_models:tiny_cnn", *args, "--db", str(tmp_path / "h.db")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_recommend_needs_both_lr_flags(capsys):
+    code = main(["recommend", "tests.tiny_models:tiny_cnn", "--device", "cpu", "--base-batch", "256"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--base-lr" in err and len(err.splitlines()) == 1
+
+
+def rec(b, outcome, peak=None, allocated=None, reserved=None, retries=0):
+    return ProbeRecord(b, outcome, peak, 1.0, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved,
+                       alloc_retries=retries)  # fmt: skip
+
+
+def test_headroom_from_allocator_overhead_retries_and_model_error():
+    exact = MemoryModelInfo(GiB, 100 * MiB, 0.0)
+    probes = [rec(8, "fit", allocated=10 * GiB, reserved=11 * GiB), rec(100, "oom")]
+    assert headroom("cuda", exact, probes)[0] == pytest.approx(0.10)  # reserved 10% over allocated
+    probes.append(rec(4, "fit", allocated=GiB, reserved=GiB, retries=3))
+    margin, why = headroom("cuda", exact, probes)
+    assert margin == pytest.approx(0.15) and "3 allocator retries" in why
+    assert headroom("cpu", MemoryModelInfo(GiB, 100 * MiB, 0.04), [rec(8, "fit", 2 * GiB)])[
+        0
+    ] == pytest.approx(0.08)
+    assert headroom("cpu", exact, [rec(8, "fit", 2 * GiB)])[0] == pytest.approx(0.02)  # the floor
+    assert headroom("cpu", MemoryModelInfo(GiB, MiB, 0.5), [])[0] == 0.25  # the ceiling
+
+
+def test_safe_batch_arithmetic():
+    model = MemoryModelInfo(fixed_bytes=GiB, per_sample_bytes=100 * MiB, max_relative_error=0.0)
+    budget = 11 * GiB  # max by the model: 102
+    # 10% headroom: (0.9 * 11 GiB - 1 GiB) / 100 MiB = 91.1 -> 91; granularity 8 -> 88
+    assert safe_batch(102, 1, budget, model, 0.10) == 91
+    assert safe_batch(96, 8, budget, model, 0.10) == 88
+    assert safe_batch(102, 1, budget, model, 0.0) == 101  # at least one granule below the max
+    assert safe_batch(1, 1, int(GiB + 100 * MiB), model, 0.10) is None  # batch 1 leaves no headroom
+    assert safe_batch(100, 1, budget, None, 0.10) == 90  # no model: a share of the max
