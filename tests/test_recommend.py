@@ -1,7 +1,15 @@
-import pytest
+"""Recommendations from a sweep (and a max-batch result) with known answers."""
 
-from bench.recommend import knee_point, recommend, scaled_lr
-from bench.schema import Point
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from bench.errors import BenchError
+from bench.recommend import check_lr_reference, knee_point, recommend, render, scaled_lr
+from bench.schema import Point, load_result
 
 
 def pt(b, sps, status="ok"):
@@ -12,24 +20,86 @@ def pt(b, sps, status="ok"):
 CURVE = [pt(1, 130), pt(8, 1004), pt(32, 3401), pt(64, 4656), pt(128, 5001), pt(256, 5154)]
 
 
+def sweep_of(points):
+    """A real SweepResult (the stored reference run) with these points."""
+    return dataclasses.replace(load_result("tests/data/cpu_resnet18.json"), points=tuple(points))
+
+
+def max_result(safe=224, mx=240, headroom=0.06):
+    return SimpleNamespace(safe_batch_size=safe, max_batch_size=mx, headroom_fraction=headroom)
+
+
 def test_knee_on_reference_curve():
-    assert knee_point(CURVE).batch_size == 128  # 5001 >= 0.95 * 5154; 64 is not
+    assert knee_point(CURVE).batch_size == 128  # 5001 >= 0.95 * 5154 = 4896.3; 64's 4656 is not
     assert knee_point(CURVE, fraction=0.90).batch_size == 64  # 4656 is 90.3% of 5154
     assert knee_point(CURVE, fraction=0.99).batch_size == 256
+    assert knee_point(list(reversed(CURVE))).batch_size == 128  # order of the points does not matter
     assert knee_point([pt(8, None, "oom")]) is None
 
 
 def test_scaled_lr():
     lin, sq = scaled_lr(0.1, 256, 1024)
     assert lin == pytest.approx(0.4) and sq == pytest.approx(0.2)
+    lin, sq = scaled_lr(0.1, 256, 64)
+    assert lin == pytest.approx(0.025) and sq == pytest.approx(0.05)
 
 
-def test_recommend_from_sweep_and_max(tmp_path):
-    from types import SimpleNamespace
+def test_recommend_from_sweep_and_max():
+    rec = recommend(sweep_of([*CURVE, pt(512, None, "oom")]), max_result(), base_batch=256, base_lr=0.1)
+    assert (rec.best.batch_size, rec.knee.batch_size, rec.safe_max.batch_size) == (256, 128, 224)
+    assert rec.best.samples_per_sec == 5154 and rec.knee.samples_per_sec == 5001
+    assert "97.0%" in rec.knee.why  # 5001 / 5154
+    assert rec.knee.lr_linear == pytest.approx(0.05) and rec.knee.lr_sqrt == pytest.approx(0.1 / math.sqrt(2))
+    assert rec.safe_max.lr_linear == pytest.approx(0.0875)
+    assert rec.safe_max.samples_per_sec is None  # 224 was not measured: never invented
+    assert "6% headroom below the exact max 240" in rec.safe_max.why
+    assert any("starting points" in n for n in rec.notes)
+    assert any("larger ones may be faster" in n for n in rec.notes)  # 256 fastest and largest ok
 
-    sweep = SimpleNamespace(points=CURVE + [pt(512, None, "oom")], best_point=lambda: CURVE[-1])
-    mx = SimpleNamespace(safe_batch_size=224, max_batch_size=240, headroom_fraction=0.06, soak_steps=20)
-    rec = recommend(sweep, mx, base_batch=256, base_lr=0.1)
-    assert rec.best.batch_size == 256 and rec.knee.batch_size == 128 and rec.safe_max.batch_size == 224
-    assert rec.knee.lr_linear == pytest.approx(0.05)
-    assert rec.safe_max.samples_per_sec is None  # not measured: never invented
+
+def test_safe_max_throughput_when_measured_and_best_not_at_the_edge():
+    points = [pt(16, 100.0), pt(32, 180.0), pt(64, 200.0), pt(100, 190.0)]
+    rec = recommend(sweep_of(points), max_result(safe=100, mx=110))
+    assert rec.best.batch_size == 64 and rec.knee.batch_size == 64  # 180 < 0.95 * 200
+    assert rec.safe_max.samples_per_sec == 190.0
+    assert rec.best.lr_linear is None and not any("larger ones" in n for n in rec.notes)
+
+
+def test_nothing_completed():
+    rec = recommend(sweep_of([pt(8, None, "oom")]))
+    assert rec.best is None and rec.knee is None and rec.safe_max is None
+    assert rec.notes == ("no batch size completed in the sweep",)
+
+
+def test_max_batch_only():
+    rec = recommend(None, max_result(safe=48, mx=52), base_batch=32, base_lr=0.01)
+    assert rec.best is None and rec.safe_max.batch_size == 48
+    assert rec.safe_max.lr_linear == pytest.approx(0.015)
+
+
+@pytest.mark.parametrize(
+    ("batch", "lr", "message"),
+    [(256, None, "both"), (None, 0.1, "both"), (0, 0.1, "positive integer"), (256, -1.0, "positive number")],
+)
+def test_bad_lr_reference(batch, lr, message):
+    with pytest.raises(BenchError, match=message):
+        check_lr_reference(batch, lr)
+    with pytest.raises(BenchError, match=message):
+        recommend(sweep_of(CURVE), base_batch=batch, base_lr=lr)
+
+
+def test_render_shows_the_picks_and_labels_lr_as_starting_points():
+    rec = recommend(sweep_of(CURVE), max_result(safe=224), base_batch=256, base_lr=0.1)
+    console = Console(width=250, record=True)
+    console.print(render(rec))
+    text = console.export_text()
+    for expected in (
+        "throughput-optimal",
+        "knee",
+        "safe max",
+        "5,154.0",
+        "not measured",
+        "0.05",
+        "starting points",
+    ):
+        assert expected in text
