@@ -90,6 +90,9 @@ def sweep(
         Path | None, typer.Option("--db", help="results history (default .bench/results.db)")
     ] = Path(".bench/results.db"),
     no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
+    no_nvtx: Annotated[
+        bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
+    ] = False,
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
     from bench.display import LiveSweep, sweep_table
@@ -111,7 +114,9 @@ def sweep(
     history = None if no_history else db
     try:
         with LiveSweep(err_console) as live:
-            result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
+            result = run_sweep(
+                workload, sizes, settings, out_path=out_path, on_event=live, annotate_steps=not no_nvtx
+            )
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
         _store(history, str(out_path))
