@@ -42,6 +42,36 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
+    def report(
+        runs: Annotated[
+            list[str], typer.Argument(help="sweep (or max-batch) runs: JSON files, history ids, or 'latest'")
+        ],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="directory for index.html, report.md, PNGs")
+        ] = Path("bench_report"),
+        title: Annotated[str | None, typer.Option("--title", help="page title")] = None,
+        screenshot: Annotated[
+            bool,
+            typer.Option("--screenshot", help="also render the page to report.png with headless Chromium"),
+        ] = False,
+        db: DbOpt = Path(".bench/results.db"),
+    ) -> None:
+        """Write an HTML page and a Markdown file with plots; several runs overlay on each plot."""
+        from bench.report import build_report, load_runs
+        from bench.report import screenshot as render_png
+
+        loaded = load_runs(runs, db)
+        files = build_report(loaded, out, title=title)
+        console.print(
+            f"report: [bold]{files.html}[/] (HTML) and [bold]{files.markdown}[/] (Markdown, PNG plots)"
+        )
+        for line in files.omitted:
+            console.print(f"[dim]not plotted: {line}[/]")
+        if screenshot:
+            png = render_png(files.html, out / "report.png")
+            console.print(f"screenshot: {png}")
+
+    @app.command()
     def history(
         model: Annotated[str | None, typer.Option("--model", help="only this model")] = None,
         gpu: Annotated[str | None, typer.Option("--gpu", "--device", help="GPU/CPU name contains")] = None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import BenchError
-from bench.schema import OK, Point, SweepResult
+from bench.schema import OK, OOM, Point, SweepResult
 
 KNEE_FRACTION = 0.95
 
@@ -106,8 +106,17 @@ def recommend(
             k.samples_per_sec,
             f"smallest batch within {KNEE_FRACTION:.0%} of the best ({share:.1%})",
         )
+        oom_above = [
+            p.batch_size for p in sweep_result.points if p.status == OOM and p.batch_size > top.batch_size
+        ]
         if top.batch_size == ok[-1].batch_size:
-            notes.append("the largest measured batch was the fastest: larger ones may be faster still")
+            if oom_above:
+                notes.append(
+                    f"the largest batch that fit was the fastest: sizes between {top.batch_size} and "
+                    f"{min(oom_above)} (out of memory) may be faster still"
+                )
+            else:
+                notes.append("the largest measured batch was the fastest: larger ones may be faster still")
     elif sweep_result is not None:
         notes.append("no batch size completed in the sweep")
     if max_result is not None and getattr(max_result, "safe_batch_size", None):

@@ -210,25 +210,45 @@ def list_runs(
         conn.close()
 
 
-def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
-    """A sweep by file path, by id in the history, or ``latest``."""
+def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
+    """(where it came from, its JSON) for a run named by file path, history id, or ``latest``
+    (the newest sweep). Sweeps and max-batch results alike; a bad ref is one BenchError line."""
     if ref != "latest" and not ref.isdigit():
-        return load_result(ref)
+        try:
+            data = json.loads(Path(ref).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')") from None
+        except IsADirectoryError:
+            raise BenchError(f"{ref}: is a directory, not a result file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BenchError(f"{ref}: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise BenchError(f"{ref}: cannot read ({exc.strerror})") from None
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise BenchError(f"{ref}: not a bench result (no schema_version)")
+        return ref, data
     if not Path(db_path).exists():
         raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
     conn = connect(db_path)
     try:
         if ref == "latest":
             row = conn.execute(
-                "SELECT json FROM runs WHERE kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1"
+                "SELECT id, json FROM runs WHERE kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1"
             ).fetchone()
         else:
-            row = conn.execute("SELECT json FROM runs WHERE id = ?", (int(ref),)).fetchone()
+            row = conn.execute("SELECT id, json FROM runs WHERE id = ?", (int(ref),)).fetchone()
     finally:
         conn.close()
     if row is None:
         raise BenchError(f"no run {ref!r} in {db_path}")
-    data = json.loads(row[0])
+    return f"history #{row[0]}", json.loads(row[1])
+
+
+def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
+    """A sweep by file path, by id in the history, or ``latest``."""
+    if ref != "latest" and not ref.isdigit():
+        return load_result(ref)
+    source, data = load_run_data(ref, db_path)
     if data.get("kind", "sweep") != "sweep":
         raise BenchError(f"run {ref} is a {data.get('kind')} run, not a sweep")
     return result_from_dict(data)

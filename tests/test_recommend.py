@@ -54,7 +54,7 @@ def test_recommend_from_sweep_and_max():
     assert rec.safe_max.samples_per_sec is None  # 224 was not measured: never invented
     assert "6% headroom below the exact max 240" in rec.safe_max.why
     assert any("starting points" in n for n in rec.notes)
-    assert any("larger ones may be faster" in n for n in rec.notes)  # 256 fastest and largest ok
+    assert any("sizes between 256 and 512 (out of memory) may be faster" in n for n in rec.notes)
 
 
 def test_safe_max_throughput_when_measured_and_best_not_at_the_edge():
