@@ -23,6 +23,7 @@ def find_max_batch(workload, **kwargs):
 
     return _find(workload, **kwargs)
 
+
 __all__ = [
     "BenchError",
     "MeasureSettings",

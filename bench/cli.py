@@ -70,7 +70,10 @@ def sweep(
         float, typer.Option("--min-time", help="seconds of timed steps per point at least")
     ] = 1.0,
     target_ci: Annotated[
-        float, typer.Option("--target-ci", help="stop when the 95%% CI half-width is within this fraction of the median")
+        float,
+        typer.Option(
+            "--target-ci", help="stop when the 95%% CI half-width is within this fraction of the median"
+        ),
     ] = 0.02,
     sample_interval: Annotated[
         float, typer.Option("--sample-interval", help="telemetry period, seconds")
@@ -132,8 +135,7 @@ def sweep(
         if best is not None:
             console.print(render(recommend(result)))
             console.print(
-                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
-                f"results: {out_path}"
+                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
             )
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
@@ -200,9 +202,7 @@ def models(
     for n in names:
         print(n)
     if not timm:
-        err_console.print(
-            "[dim]also: timm:NAME (bench models --timm), or your own package.module:factory[/]"
-        )
+        err_console.print("[dim]also: timm:NAME (bench models --timm), or your own package.module:factory[/]")
 
 
 def _register_extensions() -> None:

@@ -19,12 +19,10 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[
             bool, typer.Option("--resume", help="skip cells already measured here with this configuration")
         ] = False,
-        device: Annotated[
-            str | None, typer.Option("--device", help="override the profile's device")
-        ] = None,
-        db: Annotated[
-            Path, typer.Option("--db", help="results history database")
-        ] = Path(".bench/results.db"),
+        device: Annotated[str | None, typer.Option("--device", help="override the profile's device")] = None,
+        db: Annotated[Path, typer.Option("--db", help="results history database")] = Path(
+            ".bench/results.db"
+        ),
         out: Annotated[
             Path | None, typer.Option("--out", help="report directory (default: the profile's report)")
         ] = None,
@@ -66,6 +64,8 @@ def register(app: typer.Typer) -> None:
             elif state == "start":
                 overall.update(task, description=f"{entry.label}")
                 live.clear()
+            elif state == "trace":
+                overall.update(task, description=f"{entry.label}: tracing the best batch")
             elif state == "done":
                 overall.advance(task)
 

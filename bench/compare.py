@@ -170,7 +170,15 @@ def to_table(cmp: Comparison):
     from rich.table import Table
 
     table = Table(title=f"compare (threshold {cmp.threshold:.0%})", title_justify="left")
-    for col in ("batch", "baseline samples/s", "current samples/s", "change", "95% CI", "peak memory", "verdict"):
+    for col in (
+        "batch",
+        "baseline samples/s",
+        "current samples/s",
+        "change",
+        "95% CI",
+        "peak memory",
+        "verdict",
+    ):
         table.add_column(col, justify="right" if col not in ("verdict", "95% CI") else "left")
     for c in cmp.changes:
         colour = "red" if c.regression else ("green" if c.improvement else "white")

@@ -148,7 +148,14 @@ class _Checker:
 
 
 def _names(kinds: tuple[type, ...]) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list", dict: "a table"}
+    words = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(words.get(k, k.__name__) for k in kinds)
 
 
@@ -182,9 +189,7 @@ def load_profile(name_or_path: str, device_override: str | None = None) -> Profi
     return parse_profile(data, where, path.stem, device_override)
 
 
-def parse_profile(
-    data: dict[str, Any], where: str, name: str, device_override: str | None = None
-) -> Profile:
+def parse_profile(data: dict[str, Any], where: str, name: str, device_override: str | None = None) -> Profile:
     from bench.hw.device import default_device, parse_device
 
     c = _Checker(where, data)
@@ -275,9 +280,7 @@ def parse_profile(
                 trace=trace,
             )
         )
-    return Profile(
-        name=name, path=where, description=description, entries=tuple(entries), report_dir=report
-    )
+    return Profile(name=name, path=where, description=description, entries=tuple(entries), report_dir=report)
 
 
 def available_profiles() -> list[tuple[str, str]]:

@@ -45,6 +45,7 @@ class ReportRun:
     result: SweepResult
     source: str = ""  # where it came from: a file path or "history #12"
     max_batch: dict[str, Any] | None = None  # a max-batch run's JSON for the same workload
+    trace: str | None = None  # a trace folder for this run, relative to the report
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class RunSummary:
     recommendation: Recommendation
     rows: list[dict[str, str]] = field(default_factory=list)
     notices: tuple[str, ...] = ()
+    max_batch: str | None = None  # "exact max 240 (probes 5, 31 s), safe 224"
+    trace: str | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -275,7 +278,27 @@ def _summarise(run: ReportRun) -> RunSummary:
         recommendation=rec,
         rows=[_point_row(p, gpu) for p in r.points],
         notices=r.notices,
+        max_batch=_max_batch_line(run.max_batch),
+        trace=run.trace,
     )
+
+
+def _max_batch_line(search: dict[str, Any] | None) -> str | None:
+    if not search:
+        return None
+    mx, safe = search.get("max_batch_size"), search.get("safe_batch_size")
+    probes = search.get("probe_count", len(search.get("probes") or []))
+    secs = search.get("seconds")
+    budget = search.get("budget_bytes")
+    parts = [f"exact max {mx}" if mx else "not even the smallest batch fit"]
+    if search.get("failed_batch_size"):
+        parts.append(f"{search['failed_batch_size']} ran out")
+    if safe:
+        parts.append(f"safe {safe}")
+    if budget:
+        parts.append(f"budget {fmt_bytes(budget)} ({search.get('budget_source', '')})".replace(" ()", ""))
+    parts.append(f"{probes} probes" + (f", {secs:.0f} s" if secs else ""))
+    return "max batch: " + ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- plots

@@ -152,17 +152,15 @@ def measure(
                 "measure",
                 len(times),
                 None,
-                samples_per_sec=stats.samples_per_sec(batch_size, len(times), window)
-                if window > 0
-                else None,
-                rel_ci_half_width=stats.summarize(times).rel_ci_half_width
-                if len(times) > 1
-                else None,
+                samples_per_sec=stats.samples_per_sec(batch_size, len(times), window) if window > 0 else None,
+                rel_ci_half_width=stats.summarize(times).rel_ci_half_width if len(times) > 1 else None,
                 window_seconds=window,
             )
         )
-        if len(times) >= settings.min_steps and window >= settings.min_time_seconds and (
-            is_converged or window >= settings.max_time_seconds or len(times) >= settings.max_steps
+        if (
+            len(times) >= settings.min_steps
+            and window >= settings.min_time_seconds
+            and (is_converged or window >= settings.max_time_seconds or len(times) >= settings.max_steps)
         ):
             break
         if len(times) >= settings.max_steps:

@@ -65,9 +65,7 @@ class Workload:
         if self.mode not in MODES:
             raise BenchError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
-            raise BenchError(
-                f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}"
-            )
+            raise BenchError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.optimizer not in ("sgd", "adamw"):
             raise BenchError(f"unknown optimizer {self.optimizer!r}: choose sgd or adamw")
         if not isinstance(self.image_size, int) or self.image_size <= 0:

@@ -35,6 +35,7 @@ class CellOutcome:
     sweep: SweepResult | None = None
     max_batch: Any = None  # MaxBatchResult when searched
     error: str | None = None
+    trace_dir: str | None = None  # PyTorch profiler trace of the best batch, when the profile asks
 
 
 @dataclass
@@ -173,6 +174,10 @@ def run_profile(
         result = run_sweep(
             entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
         )
+        trace_dir = None
+        if entry.trace and (best := result.best_point()) is not None:
+            notify(index, total, entry, "trace")
+            trace_dir = _trace_best(entry, best.batch_size, out_dir / "traces" / cell_name)
         manifest.record(key, str(sweep_path), max_path)
         suite.cells.append(
             CellOutcome(
@@ -181,6 +186,7 @@ def run_profile(
                 max_batch_path=max_path,
                 sweep=result,
                 max_batch=max_result,
+                trace_dir=trace_dir,
             )
         )
         notify(index, total, entry, "done")
@@ -191,21 +197,64 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | N
     """Max-batch search for one cell; its JSON beside the sweep's."""
     from bench.maxbatch import find_max_batch  # noqa: PLC0415 - optional feature
 
-    result = find_max_batch(
-        entry.workload, granularity=entry.granularity, memory_limit=entry.memory_limit
-    )
+    result = find_max_batch(entry.workload, granularity=entry.granularity, memory_limit=entry.memory_limit)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result, str(out_path)
 
 
+def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
+    """A PyTorch profiler trace (Perfetto/HTA) and top-operator table of the best batch; the Nsight
+    Systems capture of the same workload is ``bench trace`` (it needs nsys on the machine)."""
+    from bench import trace  # noqa: PLC0415 - optional step
+
+    steps, warmup = 5, 3
+    recorded = trace.record_torch_trace(
+        entry.workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
+    )
+    table = trace.ops_table_markdown(recorded.ops, recorded.measured_steps, recorded.device_kind)
+    w = entry.workload
+    (out_dir / "ops.md").write_text(
+        f"# {w.model}, batch {batch_size}, {w.device}, {w.precision}, {w.mode}\n\n{table}\n", encoding="utf-8"
+    )
+    return str(out_dir)
+
+
+def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
+    """One report over every cell of the matrix (resumed cells included), max batches attached."""
+    from bench.report import ReportRun, build_report, run_labels
+
+    cells = [c for c in suite.cells if c.sweep is not None]
+    if not cells:
+        return None
+    labels = run_labels([c.sweep for c in cells])
+    runs = []
+    for cell, label in zip(cells, labels, strict=True):
+        search = None
+        if cell.max_batch is not None:
+            search = cell.max_batch.to_dict()
+        elif cell.max_batch_path and Path(cell.max_batch_path).is_file():
+            search = json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+        trace = None
+        if cell.trace_dir:
+            trace = os.path.relpath(cell.trace_dir, report_dir)
+        runs.append(
+            ReportRun(
+                label=label, result=cell.sweep, source=cell.sweep_path or "", max_batch=search, trace=trace
+            )
+        )
+    profile = suite.profile
+    title = f"bench run {profile.name}" + (f": {profile.description}" if profile.description else "")
+    files = build_report(runs, report_dir, title=title)
+    suite.report_paths[:] = [str(files.html), str(files.markdown)]
+    return files
+
+
 def finish_profile(
     suite: SuiteResult, *, db_path: Path | str, report_dir: Path | str | None, console: Any
 ) -> SuiteResult:
-    """Store every measured run in the history and print the recommendations.
-
-    (The HTML/Markdown report of a profile is not written yet: see the open report issue.)
-    """
+    """Store every measured run in the history, write the report (``report_dir``, else the
+    profile's ``report``), and print the recommendations."""
     from rich.table import Table
 
     from bench.store import save_run
@@ -236,4 +285,10 @@ def finish_profile(
             cell.sweep_path or "-",
         )
     console.print(table)
+    files = write_profile_report(suite, report_dir or suite.profile.report_dir)
+    if files is not None:
+        console.print(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")
+    for cell in suite.cells:
+        if cell.trace_dir:
+            console.print(f"trace of {cell.label}: {cell.trace_dir} (PyTorch profiler, ops.md)")
     return suite

@@ -174,6 +174,7 @@ def prepare(
 
     loss_fn = spec.loss or (lambda out, tgt: torch.nn.functional.cross_entropy(_first_output(out), tgt))
     net = torch.compile(model) if workload.compile else model
+
     def autocast() -> AbstractContextManager[Any]:  # a fresh context per step
         return _autocast(torch, workload.precision, device.kind)
 

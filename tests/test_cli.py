@@ -42,7 +42,11 @@ def test_sweep_end_to_end_writes_valid_json(tmp_path):
         )
         assert p["memory"]["host_peak_rss_bytes"] > 0
         assert p["memory"]["host_rss_method"] == "child-maxrss"  # one process per point on CPU
-        assert p["step_stats"]["p10_seconds"] <= p["step_stats"]["median_seconds"] <= p["step_stats"]["p90_seconds"]
+        assert (
+            p["step_stats"]["p10_seconds"]
+            <= p["step_stats"]["median_seconds"]
+            <= p["step_stats"]["p90_seconds"]
+        )
     assert "samples/s" in proc.stdout  # the final table
 
 

@@ -111,7 +111,7 @@ def test_cli_exit_codes(base, tmp_path, capsys):
         ('{"schema_version": 1, "kind": "sweep", "poin', "not valid JSON"),
         ('{"hello": "world"}', "not a bench result"),
         ('{"schema_version": 99, "kind": "sweep"}', "newer than this bench"),
-        ('[1, 2, 3]', "not a bench result"),
+        ("[1, 2, 3]", "not a bench result"),
     ],
 )
 def test_corrupt_truncated_or_foreign_files(content, message, tmp_path, capsys):

@@ -21,7 +21,12 @@ FAST = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_ti
         (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
         (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"), True),
         (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), True),
-        (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes."), True),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes."
+            ),
+            True,
+        ),
         (MemoryError(), True),
         (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"), False),
         (ValueError("out of memory"), False),  # only RuntimeErrors carry library OOMs

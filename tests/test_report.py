@@ -178,6 +178,7 @@ def test_max_batch_result_adds_the_safe_max(tmp_path):
     files = build_report(runs, tmp_path / "page")
     row = parse(files.html).tables["recommendation"][1]
     assert row[5] == "36"
+    assert "max batch: exact max 40, safe 36, 0 probes" in files.html.read_text()
     with pytest.raises(BenchError, match="at least one sweep"):
         load_runs([str(path)], tmp_path / "none.db")
 

@@ -45,7 +45,9 @@ def test_adaptive_keeps_going_until_ci_target():
     clock = FakeClock()
     noise = itertools.cycle([0.100, 0.104, 0.096, 0.102, 0.098])
     step = ScriptedStep(clock, [next(noise) for _ in range(5000)])
-    win = measure(step, 1, settings(target_rel_ci=0.005, max_time_seconds=60.0), device=FakeDevice(clock), clock=clock)
+    win = measure(
+        step, 1, settings(target_rel_ci=0.005, max_time_seconds=60.0), device=FakeDevice(clock), clock=clock
+    )
     assert win.converged
     assert len(win.step_seconds) > 10  # needed more than the minimum to reach +-0.5%
 

@@ -18,7 +18,9 @@ def _writer(db, base_json, worker, count):
 
     base = result_from_dict(json.loads(base_json))
     for i in range(count):
-        save_run(db, replace(base, run_id=f"w{worker}-{i}", started_at=f"2026-11-{10 + worker:02d}T00:00:{i:02d}"))
+        save_run(
+            db, replace(base, run_id=f"w{worker}-{i}", started_at=f"2026-11-{10 + worker:02d}T00:00:{i:02d}")
+        )
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):

@@ -35,8 +35,20 @@ def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
     from bench.store import list_runs
     from bench.suite import finish_profile
 
-    finish_profile(suite, db_path=tmp_path / "h.db", report_dir=None, console=Console(file=open(os.devnull, "w")))
+    finish_profile(
+        suite,
+        db_path=tmp_path / "h.db",
+        report_dir=tmp_path / "rep",
+        console=Console(file=open(os.devnull, "w")),
+    )
     assert len(list_runs(tmp_path / "h.db")) == 2  # every run is in the history
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert suite.report_paths == [str(tmp_path / "rep" / "index.html"), str(tmp_path / "rep" / "report.md")]
+    for cell in suite.cells:  # one recommendation row and one points table per cell, labelled by precision
+        best = cell.sweep.best_point()
+        assert f'data-run="{cell.sweep.workload.precision}"' in html
+        assert f"{best.samples_per_sec:,.1f}" in html
+    assert 'id="plot-throughput"' in html and (tmp_path / "rep" / "throughput.png").is_file()
 
     again = run_profile(prof, resume=True, manifest_dir=tmp_path / "m")
     assert [c.skipped for c in again.cells] == [True, True]
@@ -69,3 +81,27 @@ def test_fingerprint_depends_on_environment(tmp_path):
     assert a != fingerprint(prof.entries[1], e)
     m = Manifest("x", tmp_path)
     assert m.done(a) is None
+
+
+def test_profile_with_trace_and_default_report_dir(tmp_path, monkeypatch):
+    """`trace = true` records a PyTorch profiler trace of each cell's best batch, linked from the
+    report, which goes to the profile's own `report` folder when none is given."""
+    monkeypatch.chdir(tmp_path)
+    from rich.console import Console
+
+    from bench.suite import finish_profile
+
+    prof = parse_profile(
+        {**TINY, "precisions": ["fp32"], "trace": True, "report": "out/rep"}, "tiny.toml", "tiny"
+    )
+    states = []
+    suite = run_profile(prof, on_cell=lambda i, n, e, s: states.append(s), manifest_dir=tmp_path / "m")
+    assert states == ["start", "trace", "done"]
+    (cell,) = suite.cells
+    assert (Path(cell.trace_dir) / "pytorch" / "rank0.pt.trace.json.gz").is_file()
+    assert f"batch {cell.sweep.best_point().batch_size}" in (Path(cell.trace_dir) / "ops.md").read_text()
+    finish_profile(
+        suite, db_path=tmp_path / "h.db", report_dir=None, console=Console(file=open(os.devnull, "w"))
+    )
+    md = (tmp_path / "out" / "rep" / "report.md").read_text()
+    assert "trace of the best batch: [../../bench_results/tiny/traces/" in md

@@ -82,7 +82,9 @@ def bench_point(args: argparse.Namespace, device_name: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="efficientnet_b0")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=128)
@@ -112,7 +114,9 @@ def main() -> None:
         b = bench_point(args, args.device)
         hand.append(h)
         ours.append(b)
-        print(f"  round {r + 1}: hand-written {h:10.1f} samples/s   bench {b:10.1f} samples/s   ratio {b / h:.3f}")
+        print(
+            f"  round {r + 1}: hand-written {h:10.1f} samples/s   bench {b:10.1f} samples/s   ratio {b / h:.3f}"
+        )
     ratio = statistics.median(ours) / statistics.median(hand)
     print(
         f"median: hand-written {statistics.median(hand):.1f} samples/s, bench {statistics.median(ours):.1f} "

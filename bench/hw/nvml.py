@@ -178,9 +178,7 @@ def _import_pynvml() -> Any:
     return pynvml
 
 
-def open_monitor(
-    cuda_index: int | None, uuid: str | None = None, nvml: Any | None = None
-) -> GpuMonitor:
+def open_monitor(cuda_index: int | None, uuid: str | None = None, nvml: Any | None = None) -> GpuMonitor:
     """Monitor for one CUDA device, or a NullMonitor saying why not.
 
     ``uuid`` (from torch's device properties) picks the right NVML device even when
