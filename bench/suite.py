@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,17 @@ def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     return str(out_dir)
 
 
+def _copy_beside(path: str | None, report_dir: Path | str) -> str:
+    """Copy a result file into ``report_dir/results/`` so the report travels with its data;
+    returns the copy's path relative to the report."""
+    if not path or not Path(path).is_file():
+        return path or ""
+    dest = Path(report_dir) / "results" / Path(path).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    return f"results/{dest.name}"
+
+
 def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
     """One report over every cell of the matrix (resumed cells included), max batches attached."""
     from bench.report import ReportRun, build_report, run_labels
@@ -238,11 +250,9 @@ def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
         trace = None
         if cell.trace_dir:
             trace = os.path.relpath(cell.trace_dir, report_dir)
-        runs.append(
-            ReportRun(
-                label=label, result=cell.sweep, source=cell.sweep_path or "", max_batch=search, trace=trace
-            )
-        )
+        source = _copy_beside(cell.sweep_path, report_dir)
+        _copy_beside(cell.max_batch_path, report_dir)
+        runs.append(ReportRun(label=label, result=cell.sweep, source=source, max_batch=search, trace=trace))
     profile = suite.profile
     title = f"bench run {profile.name}" + (f": {profile.description}" if profile.description else "")
     files = build_report(runs, report_dir, title=title)
@@ -266,8 +276,12 @@ def finish_profile(
             if run is not None:
                 suite.run_ids.append(save_run(db_path, run))
 
+    from bench.display import sweep_table
     from bench.recommend import knee_point
 
+    for cell in suite.cells:
+        if cell.sweep is not None and not cell.skipped:
+            console.print(sweep_table(cell.sweep))
     table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
     for col in ("configuration", "best batch", "best samples/s", "knee batch", "max batch", "results"):
         table.add_column(col)

@@ -122,3 +122,13 @@ def test_corrupt_truncated_or_foreign_files(content, message, tmp_path, capsys):
     code = main(["compare", str(good), str(bad)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_reference_runs_a_ten_percent_slower_gpu_run_fails_the_gate(capsys):
+    """Reference files (tests/data): the same modelled GPU run, then one 10% slower at every batch."""
+    data = Path(__file__).parent / "data"
+    base, slow = str(data / "gpu_resnet50_fp32.json"), str(data / "gpu_resnet50_fp32_slow10.json")
+    assert main(["compare", base, slow]) == 1
+    cmp = compare(load_result(base), load_result(slow), 0.05)
+    assert {c.batch_size for c in cmp.regressions} == {8, 16, 32, 64, 128, 256}
+    assert main(["compare", base, base]) == 0  # a run against itself: nothing

@@ -105,3 +105,48 @@ def test_profile_with_trace_and_default_report_dir(tmp_path, monkeypatch):
     )
     md = (tmp_path / "out" / "rep" / "report.md").read_text()
     assert "trace of the best batch: [../../bench_results/tiny/traces/" in md
+
+
+TINY_TOML = """
+# tiny: two precisions of a tiny CNN, for the end-to-end test.
+description = "tiny end-to-end profile"
+models = ["tests.tiny_models:tiny_cnn"]
+precisions = ["fp32", "bf16"]
+device = "cpu"
+image_size = 8
+batch_sizes = [1, 2]
+report = "reports/tiny"
+
+[measure]
+warmup = 1
+min_steps = 3
+max_time = 0.2
+min_time = 0.0
+isolate = false
+"""
+
+
+def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, capsys):
+    """`bench run FILE` as a user runs it: history rows, the profile's report, then --resume."""
+    from bench.cli import main
+    from bench.store import list_runs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    assert main(["run", "tiny.toml"]) == 0
+    out = capsys.readouterr().out
+    assert "recommendations" in out and "reports/tiny/index.html" in out
+    assert len(list_runs(tmp_path / ".bench" / "results.db")) == 2
+    assert (tmp_path / "reports" / "tiny" / "report.md").is_file()
+    copies = sorted(p.name for p in (tmp_path / "reports" / "tiny" / "results").iterdir())
+    assert copies == [
+        "tests_tiny_models_tiny_cnn_train_bf16.json",
+        "tests_tiny_models_tiny_cnn_train_fp32.json",
+    ]
+    assert main(["run", "tiny.toml", "--resume", "--out", "again"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("skip (already measured)") == 2
+    assert len(list_runs(tmp_path / ".bench" / "results.db")) == 2  # nothing re-measured, nothing re-stored
+    assert "fp32" in (tmp_path / "again" / "index.html").read_text()  # the report covers resumed cells
+    assert main(["run", "missing.toml"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
