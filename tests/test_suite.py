@@ -140,8 +140,8 @@ def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, c
     assert (tmp_path / "reports" / "tiny" / "report.md").is_file()
     copies = sorted(p.name for p in (tmp_path / "reports" / "tiny" / "results").iterdir())
     assert copies == [
-        "tests_tiny_models_tiny_cnn_train_bf16.json",
-        "tests_tiny_models_tiny_cnn_train_fp32.json",
+        "tests.tiny_models_tiny_cnn_train_bf16.json",
+        "tests.tiny_models_tiny_cnn_train_fp32.json",
     ]
     assert main(["run", "tiny.toml", "--resume", "--out", "again"]) == 0
     captured = capsys.readouterr()
