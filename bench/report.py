@@ -596,7 +596,7 @@ def _templates() -> Any:
 
     env = Environment(
         loader=PackageLoader("bench", "templates"),
-        autoescape=select_autoescape(["html"], default_for_string=False),
+        autoescape=select_autoescape(["html", "html.j2"], default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

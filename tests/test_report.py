@@ -263,3 +263,12 @@ def test_page_renders_in_headless_chromium_with_its_plots(gpu_report, tmp_path):
     assert (img < 0.5).mean() > 0.005  # text and axes, not an empty page
     if os.environ.get("BENCH_KEEP_SCREENSHOT"):
         Path(os.environ["BENCH_KEEP_SCREENSHOT"]).write_bytes(png.read_bytes())
+
+
+def test_text_from_the_user_is_escaped_in_the_page(tmp_path):
+    files = build_report(
+        load_runs([CPU], tmp_path / "none.db"), tmp_path / "esc", title="<script>alert(1)</script>"
+    )
+    html = files.html.read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<svg") == len(files.plots)  # the plots themselves are not escaped
