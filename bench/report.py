@@ -217,7 +217,7 @@ def _point_row(p: Point, gpu: bool) -> dict[str, str]:
         return {"batch": str(p.batch_size), "status": p.status.upper(), "note": reason}
     row = {
         "batch": str(p.batch_size),
-        "status": "ok" if p.converged else "ok (CI not met)",
+        "status": "ok" if p.converged else "ok (budget)",
         "samples_per_sec": fmt_num(p.samples_per_sec),
         "step_median_ms": fmt_ms(s.median_seconds if s else None),
         "step_p10_p90_ms": f"{fmt_ms(s.p10_seconds)}–{fmt_ms(s.p90_seconds)}" if s else "–",
