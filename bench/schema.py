@@ -303,17 +303,28 @@ def dumps(obj: Any) -> str:
     return json.dumps(to_dict(obj), indent=2, allow_nan=False)
 
 
-def load_result(path: str) -> SweepResult:
-    """Read a sweep JSON file; any problem becomes one BenchError line naming the file."""
+def read_result_json(path: str) -> dict[str, Any]:
+    """The JSON object of a result file (any kind); a missing, unreadable, corrupt or foreign file
+    is one BenchError line naming it."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
         raise BenchError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BenchError(f"{path}: is a directory, not a result file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise BenchError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise BenchError(f"{path}: not a bench result (no schema_version)")
+    return data
+
+
+def load_result(path: str) -> SweepResult:
+    """Read a sweep JSON file; any problem becomes one BenchError line naming the file."""
+    data = read_result_json(path)
     try:
         return result_from_dict(data)
     except BenchError as exc:

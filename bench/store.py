@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.schema import SweepResult, load_result, result_from_dict, to_dict
+from bench.schema import SweepResult, load_result, read_result_json, result_from_dict, to_dict
 
 DEFAULT_DB = Path(".bench") / "results.db"
 BUSY_TIMEOUT_MS = 60_000
@@ -161,14 +161,9 @@ def save_run(db_path: Path | str, result: Any) -> int:
 
 def import_file(db_path: Path | str, path: str) -> int:
     """Import one JSON result file (sweep or max-batch); a bad file is one BenchError line."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "schema_version" not in data or "kind" not in data:
-        raise BenchError(f"{path}: not a bench result (no schema_version/kind)")
+    data = read_result_json(path)
+    if "kind" not in data:
+        raise BenchError(f"{path}: not a bench result (no kind)")
     if data["kind"] == "sweep":
         load_result(path)  # full validation
     return save_run(db_path, data)
@@ -214,19 +209,9 @@ def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict
     """(where it came from, its JSON) for a run named by file path, history id, or ``latest``
     (the newest sweep). Sweeps and max-batch results alike; a bad ref is one BenchError line."""
     if ref != "latest" and not ref.isdigit():
-        try:
-            data = json.loads(Path(ref).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')") from None
-        except IsADirectoryError:
-            raise BenchError(f"{ref}: is a directory, not a result file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BenchError(f"{ref}: not valid JSON ({exc})") from None
-        except OSError as exc:
-            raise BenchError(f"{ref}: cannot read ({exc.strerror})") from None
-        if not isinstance(data, dict) or "schema_version" not in data:
-            raise BenchError(f"{ref}: not a bench result (no schema_version)")
-        return ref, data
+        if not Path(ref).exists():
+            raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')")
+        return ref, read_result_json(ref)
     if not Path(db_path).exists():
         raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
     conn = connect(db_path)
