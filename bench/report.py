@@ -110,8 +110,24 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     runs = []
     for (source, result), label in zip(sweeps, labels, strict=True):
         match = next((d for _, d in searches if _same_workload(result, d)), None)
+        if match is None:
+            match = _search_in_history(result, db_path)
         runs.append(ReportRun(label=label, result=result, source=source, max_batch=match))
     return runs
+
+
+def _search_in_history(result: SweepResult, db_path: Path | str) -> dict[str, Any] | None:
+    """The newest max-batch search in the history for this sweep's model, precision, layout,
+    input size and hardware: ``bench max-batch`` run earlier fills in the safe max."""
+    from bench.store import list_runs, load_run_data
+
+    if not Path(db_path).is_file():
+        return None
+    for row in list_runs(db_path, model=result.workload.model, kind="max_batch", limit=50):
+        _, data = load_run_data(str(row.id), db_path)
+        if _same_workload(result, data):
+            return data
+    return None
 
 
 def _same_workload(result: SweepResult, search: dict[str, Any]) -> bool:

@@ -183,6 +183,30 @@ def test_max_batch_result_adds_the_safe_max(tmp_path):
         load_runs([str(path)], tmp_path / "none.db")
 
 
+def test_safe_max_comes_from_the_history_when_a_matching_search_is_there(tmp_path):
+    """`bench max-batch` then `bench report latest`: the stored search of the same workload and
+    hardware fills in the safe max; one of another precision does not."""
+    from bench.store import import_file
+
+    cpu = json.loads(Path(CPU).read_text())
+    db = tmp_path / "h.db"
+    for run_id, precision, safe in (("s-fp32", "fp32", 36), ("s-bf16", "bf16", 80)):
+        search = {
+            "schema_version": 1, "kind": "max_batch", "run_id": run_id, "started_at": cpu["started_at"],
+            "workload": {**cpu["workload"], "precision": precision}, "environment": cpu["environment"],
+            "max_batch_size": safe + 4, "safe_batch_size": safe, "headroom_fraction": 0.1, "probes": [],
+        }  # fmt: skip
+        (tmp_path / f"{run_id}.json").write_text(json.dumps(search))
+        import_file(db, str(tmp_path / f"{run_id}.json"))
+    (run,) = load_runs([CPU], db)
+    assert run.max_batch["safe_batch_size"] == 36
+    other = json.loads(Path(CPU).read_text())
+    other["workload"]["image_size"] = 64  # a different input size: no search matches
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    (run,) = load_runs([str(tmp_path / "other.json")], db)
+    assert run.max_batch is None
+
+
 def test_cli_by_file_history_id_and_latest(tmp_path, capsys):
     db = tmp_path / "h.db"
     assert main(["import", FP32, BF16, "--db", str(db)]) == 0
