@@ -221,6 +221,11 @@ def run_sweep(
         notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
     if workload.precision == "tf32" and kind == "cpu":
         notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
+    if kind == "cpu":
+        from bench.telemetry import busy_cpu_notice
+
+        if busy := busy_cpu_notice(0.2):
+            notices.append(busy)
 
     device = monitor = None
     if not isolate:

@@ -126,3 +126,25 @@ class Sampler:
             process_cpu_percent=_mean([r.process_cpu_percent for r in inside]),
             system_cpu_percent=_mean([r.system_cpu_percent for r in inside]),
         )
+
+
+BUSY_CPU_PERCENT = 25.0  # other processes using more than this share of all cores: warn
+
+
+def busy_cpu_notice(
+    interval_seconds: float = 0.5, cpu_percent: Callable[[float], float] | None = None
+) -> str | None:
+    """A notice when the machine is already busy before measuring starts (None when it is idle).
+
+    On a CPU run, another CPU-bound process competes for the same cores, and with PyTorch's
+    spinning worker threads that can slow steps down several-fold: the numbers would measure the
+    neighbour, not the model. ``cpu_percent(interval)`` is psutil's system-wide reading (0-100).
+    """
+    read = cpu_percent or (lambda s: psutil.cpu_percent(interval=s))
+    busy = read(interval_seconds)
+    if busy is None or busy <= BUSY_CPU_PERCENT:
+        return None
+    return (
+        f"the machine was {busy:.0f}% busy before the sweep started (other processes): "
+        "CPU-bound numbers will be slower and noisier than on an idle machine"
+    )

@@ -103,3 +103,22 @@ def test_background_thread_samples_and_stops():
     tel = s.summary(s.readings[0].t, s.readings[-1].t)
     assert tel.gpu_kernel_active_percent is None
     assert tel.process_cpu_percent is not None
+
+
+def test_busy_machine_is_noticed_before_a_cpu_sweep():
+    from bench.telemetry import busy_cpu_notice
+
+    asked = []
+
+    def reading(value):
+        def read(interval):
+            asked.append(interval)
+            return value
+
+        return read
+
+    assert busy_cpu_notice(0.3, cpu_percent=reading(5.0)) is None
+    assert busy_cpu_notice(0.3, cpu_percent=reading(25.0)) is None  # at the threshold: quiet
+    note = busy_cpu_notice(0.3, cpu_percent=reading(93.0))
+    assert note is not None and "93% busy" in note
+    assert asked == [0.3, 0.3, 0.3]
