@@ -96,12 +96,18 @@ def sweep(
     no_nvtx: Annotated[
         bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
     ] = False,
+    base_batch: Annotated[
+        int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
+    ] = None,
+    base_lr: Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")] = None,
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
     from bench.display import LiveSweep, sweep_table
+    from bench.recommend import check_lr_reference
     from bench.schema import dumps
     from bench.sweep import default_out_path, parse_batch_sizes, run_sweep
 
+    check_lr_reference(base_batch, base_lr)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
@@ -133,7 +139,10 @@ def sweep(
         console.print(sweep_table(result))
         best = result.best_point()
         if best is not None:
-            console.print(render(recommend(result)))
+            from bench.store import matching_max_batch
+
+            search = matching_max_batch(history, result)  # `bench max-batch` run earlier, same workload
+            console.print(render(recommend(result, search, base_batch=base_batch, base_lr=base_lr)))
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
             )

@@ -560,6 +560,6 @@ def find_max_batch(
         headroom_reason=why,
         leaks=tuple(leaks),
         notices=tuple(notices),
-        run_id=f"maxbatch-{started_wall.strftime('%Y%m%d-%H%M%S')}-{workload.model}-{workload.device}",
+        run_id=f"maxbatch-{started_wall.strftime('%Y%m%d-%H%M%S')}-{workload.model}-{workload.device}-{uuid.uuid4().hex[:8]}",
         started_at=started_wall.isoformat(timespec="seconds"),
     )

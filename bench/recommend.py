@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from bench.errors import BenchError
@@ -82,9 +83,16 @@ def recommend(
     """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
 
     ``max_result``: a ``bench.maxbatch.MaxBatchResult`` (anything with ``safe_batch_size``,
-    ``max_batch_size`` and ``headroom_fraction``). Throughputs are only ever measured values.
+    ``max_batch_size`` and ``headroom_fraction``) or its JSON dict. Throughputs are only ever
+    measured values.
     """
     check_lr_reference(base_batch, base_lr)
+    if isinstance(max_result, dict):
+        max_result = SimpleNamespace(
+            safe_batch_size=max_result.get("safe_batch_size"),
+            max_batch_size=max_result.get("max_batch_size"),
+            headroom_fraction=max_result.get("headroom_fraction") or 0.0,
+        )
 
     def choice(batch: int, sps: float | None, why: str) -> Choice:
         lin = sq = None

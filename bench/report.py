@@ -26,7 +26,6 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from bench.errors import BenchError
@@ -91,7 +90,7 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     """Resolve each ref (a JSON file, a history id, or ``latest``) to a run; max-batch results
     attach to the sweep of the same model and training workload. BenchError (one line) on a bad ref.
     """
-    from bench.store import load_run_data
+    from bench.store import load_run_data, matching_max_batch, same_workload
 
     sweeps: list[tuple[str, SweepResult]] = []
     searches: list[tuple[str, dict[str, Any]]] = []
@@ -109,39 +108,11 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     labels = run_labels([r for _, r in sweeps])
     runs = []
     for (source, result), label in zip(sweeps, labels, strict=True):
-        match = next((d for _, d in searches if _same_workload(result, d)), None)
+        match = next((d for _, d in searches if same_workload(result, d)), None)
         if match is None:
-            match = _search_in_history(result, db_path)
+            match = matching_max_batch(db_path, result)
         runs.append(ReportRun(label=label, result=result, source=source, max_batch=match))
     return runs
-
-
-def _search_in_history(result: SweepResult, db_path: Path | str) -> dict[str, Any] | None:
-    """The newest max-batch search in the history for this sweep's model, precision, layout,
-    input size and hardware: ``bench max-batch`` run earlier fills in the safe max."""
-    from bench.store import list_runs, load_run_data
-
-    if not Path(db_path).is_file():
-        return None
-    for row in list_runs(db_path, model=result.workload.model, kind="max_batch", limit=50):
-        _, data = load_run_data(str(row.id), db_path)
-        if _same_workload(result, data):
-            return data
-    return None
-
-
-def _same_workload(result: SweepResult, search: dict[str, Any]) -> bool:
-    wl = search.get("workload") or {}
-    env = search.get("environment") or {}
-    gpus = env.get("gpus") or []
-    label = gpus[0].get("name") if gpus else env.get("cpu_model")
-    return (
-        wl.get("model") == result.workload.model
-        and wl.get("precision") == result.workload.precision
-        and bool(wl.get("channels_last")) == result.workload.channels_last
-        and wl.get("image_size") == result.workload.image_size
-        and label == result.environment.device_label
-    )
 
 
 def _short_device(result: SweepResult) -> str:
@@ -257,14 +228,7 @@ def _summarise(run: ReportRun) -> RunSummary:
     r = run.result
     env = r.environment
     wl = r.workload
-    max_result = None
-    if run.max_batch and run.max_batch.get("safe_batch_size"):
-        max_result = SimpleNamespace(
-            safe_batch_size=run.max_batch["safe_batch_size"],
-            max_batch_size=run.max_batch.get("max_batch_size"),
-            headroom_fraction=run.max_batch.get("headroom_fraction") or 0.0,
-        )
-    rec = recommend(r, max_result)
+    rec = recommend(r, run.max_batch)
     gpu = bool(env.gpus)
     parts = [
         env.device_label if gpu else f"{env.cpu_model} ({env.cpu_logical_cores} threads)",

@@ -237,3 +237,31 @@ def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
     if data.get("kind", "sweep") != "sweep":
         raise BenchError(f"run {ref} is a {data.get('kind')} run, not a sweep")
     return result_from_dict(data)
+
+
+def same_workload(result: SweepResult, search: dict[str, Any]) -> bool:
+    """Does a max-batch search (its JSON) apply to this sweep: same model, precision, layout,
+    input size and hardware? (The search is of the training step; it bounds inference too.)"""
+    wl = search.get("workload") or {}
+    env = search.get("environment") or {}
+    gpus = env.get("gpus") or []
+    label = gpus[0].get("name") if gpus else env.get("cpu_model")
+    return (
+        wl.get("model") == result.workload.model
+        and wl.get("precision") == result.workload.precision
+        and bool(wl.get("channels_last")) == result.workload.channels_last
+        and wl.get("image_size") == result.workload.image_size
+        and label == result.environment.device_label
+    )
+
+
+def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[str, Any] | None:
+    """The newest max-batch search in the history that applies to ``result`` (None: none, or no
+    history)."""
+    if db_path is None or not Path(db_path).is_file():
+        return None
+    for row in list_runs(db_path, model=result.workload.model, kind="max_batch", limit=50):
+        _, data = load_run_data(str(row.id), db_path)
+        if same_workload(result, data):
+            return data
+    return None

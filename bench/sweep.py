@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,9 @@ DEFAULT_BATCH_SIZES = {
     "cpu": (1, 2, 4, 8, 16, 32),
     "cuda": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 }
+
+
+MAX_FAILURES_IN_ROW = 2  # sizes failing (not OOM) one after another before the sweep gives up
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -243,7 +247,7 @@ def run_sweep(
 
     started = _now()
     result = SweepResult(
-        run_id=writer.path.stem,
+        run_id=f"{writer.path.stem}-{uuid.uuid4().hex[:8]}",  # unique: re-runs to one path keep their history
         status="running",
         started_at=started,
         finished_at=None,
@@ -259,6 +263,7 @@ def run_sweep(
         emit(SweepEvent("notice", message=note))
 
     points: list[Point] = []
+    failures_in_row = 0
     status = "complete"
     try:
         for b in sizes:
@@ -287,11 +292,23 @@ def run_sweep(
                 emit(SweepEvent("notice", message=note))
                 break
             if point.status == ERROR:
-                note = f"batch {b} failed ({point.error}); stopped the sweep"
+                # One size can fail where others work (BatchNorm at batch 1, a kernel without a
+                # path for one shape): record it and go on. Two failures in a row mean the
+                # workload itself is broken: stop rather than fail at every size.
+                failures_in_row += 1
+                stop = failures_in_row >= MAX_FAILURES_IN_ROW
+                then = (
+                    f"{failures_in_row} sizes in a row failed: stopped"
+                    if stop
+                    else "going on with the next size"
+                )
+                note = f"batch {b} failed ({point.error}); {then}"
                 result = replace(result, notices=(*result.notices, note))
                 emit(SweepEvent("notice", message=note))
-                status = "failed"
-                break
+                if stop:
+                    break
+            else:
+                failures_in_row = 0
     except KeyboardInterrupt:
         result = replace(result, status="interrupted", finished_at=_now())
         writer.write(result)

@@ -137,3 +137,49 @@ def test_bench_console_script_exists():
 
     names = {ep.name for ep in entry_points(group="console_scripts")}
     assert "bench" in names
+
+
+def test_a_failing_size_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = [
+        "sweep",
+        "tests.tiny_models:fails_at_batch_1",
+        "-b",
+        "1,2,4",
+        *FAST,
+        "--no-isolate",
+        "-o",
+        str(out),
+    ]
+    assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
+    data = json.loads(out.read_text())
+    assert [p["status"] for p in data["points"]] == ["error", "ok", "ok"]
+    assert "Expected more than 1 value" in data["points"][0]["error"]
+    assert any("going on with the next size" in n for n in data["notices"])
+
+
+def test_a_workload_failing_at_every_size_stops_after_two(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = [
+        "sweep",
+        "tests.tiny_models:fails_in_training",
+        "-b",
+        "1,2,4,8",
+        *FAST,
+        "--no-isolate",
+        "-o",
+        str(out),
+    ]
+    assert main([*args, "--db", str(tmp_path / "h.db")]) == 1
+    data = json.loads(out.read_text())
+    assert [p["status"] for p in data["points"]] == ["error", "error"] and data["status"] == "failed"
+    assert "no batch size completed" in capsys.readouterr().err
+
+
+def test_rerunning_to_the_same_file_keeps_both_runs_in_the_history(tmp_path):
+    from bench.store import list_runs
+
+    args = ["sweep", TINY, "-b", "2", *FAST, "--no-isolate", "-o", str(tmp_path / "r.json")]
+    assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
+    assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
+    assert len({r.run_id for r in list_runs(tmp_path / "h.db")}) == 2

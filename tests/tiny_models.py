@@ -79,3 +79,26 @@ class Fat(nn.Module):
 
 def fat() -> nn.Module:
     return Fat()
+
+
+class OddOne(nn.Module):
+    """Fails in training at some batch sizes only (as BatchNorm does at batch 1 on a 1x1 map),
+    with a plain error, not an OOM; every size fails when ``fail_all`` is set."""
+
+    def __init__(self, fail_all: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.fail_all = fail_all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and (self.fail_all or x.shape[0] == 1):
+            raise ValueError("Expected more than 1 value per channel when training")
+        return self.fc(x.flatten(1)[:, :4])
+
+
+def fails_at_batch_1() -> nn.Module:
+    return OddOne()
+
+
+def fails_in_training() -> nn.Module:
+    return OddOne(fail_all=True)
