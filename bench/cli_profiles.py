@@ -71,10 +71,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             with live:
-                suite = run_profile(prof, resume=resume, on_cell=on_cell, on_sweep_event=live)
+                suite = run_profile(prof, resume=resume, on_cell=on_cell, on_sweep_event=live, db_path=db)
         except KeyboardInterrupt:
             err_console.print(
-                "[yellow]interrupted[/]: finished configurations are saved; `--resume` continues"
+                "[yellow]interrupted[/]: finished configurations are saved and in the history; `--resume` continues"
             )
             raise typer.Exit(130) from None
         finish_profile(suite, db_path=db, report_dir=out, console=console)

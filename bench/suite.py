@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class CellOutcome:
     max_batch: Any = None  # MaxBatchResult when searched
     error: str | None = None
     trace_dir: str | None = None  # PyTorch profiler trace of the best batch, when the profile asks
+    stored: bool = False  # its runs are in the history
 
 
 @dataclass
@@ -134,10 +135,13 @@ def run_profile(
     on_cell: Callable[[int, int, ProfileEntry, str], None] | None = None,
     on_sweep_event: Callable[[Any], None] | None = None,
     manifest_dir: Path = MANIFEST_DIR,
+    db_path: Path | str | None = None,
 ) -> SuiteResult:
     """Run every cell of ``profile`` in order. KeyboardInterrupt propagates; finished cells stay saved.
 
-    ``on_cell(index, total, entry, state)`` is called with state "start", "skip" or "done".
+    ``on_cell(index, total, entry, state)`` is called with state "start", "trace", "skip" or "done".
+    ``db_path``: store each run in the history as soon as its cell finishes (resumed cells too, if
+    they are not there yet), so an interruption or a later failure loses nothing.
     """
     from bench import env as env_mod
     from bench.sweep import run_sweep
@@ -153,15 +157,14 @@ def run_profile(
         cell_name = slug(entry.label)
         if resume and (done := manifest.done(key)):
             notify(index, total, entry, "skip")
-            suite.cells.append(
-                CellOutcome(
-                    label=entry.label,
-                    sweep_path=done["sweep"],
-                    max_batch_path=done.get("max_batch"),
-                    skipped=True,
-                    sweep=load_result(done["sweep"]),
-                )
+            cell = CellOutcome(
+                label=entry.label,
+                sweep_path=done["sweep"],
+                max_batch_path=done.get("max_batch"),
+                skipped=True,
+                sweep=load_result(done["sweep"]),
             )
+            suite.cells.append(_stored(cell, db_path, suite))
             continue
         notify(index, total, entry, "start")
         max_result = None
@@ -172,26 +175,47 @@ def run_profile(
             if entry.up_to_max and max_result is not None:
                 sizes = powers_of_two_up_to(max_result.safe_batch_size)
         sweep_path = out_dir / f"{cell_name}.json"
-        result = run_sweep(
-            entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
-        )
+        try:
+            result = run_sweep(
+                entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
+            )
+        except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
+            if db_path is not None and sweep_path.is_file():
+                from bench.store import import_file
+
+                import_file(db_path, str(sweep_path))
+            raise
         trace_dir = None
         if entry.trace and (best := result.best_point()) is not None:
             notify(index, total, entry, "trace")
             trace_dir = _trace_best(entry, best.batch_size, out_dir / "traces" / cell_name)
         manifest.record(key, str(sweep_path), max_path)
-        suite.cells.append(
-            CellOutcome(
-                label=entry.label,
-                sweep_path=str(sweep_path),
-                max_batch_path=max_path,
-                sweep=result,
-                max_batch=max_result,
-                trace_dir=trace_dir,
-            )
+        cell = CellOutcome(
+            label=entry.label,
+            sweep_path=str(sweep_path),
+            max_batch_path=max_path,
+            sweep=result,
+            max_batch=max_result,
+            trace_dir=trace_dir,
         )
+        suite.cells.append(_stored(cell, db_path, suite))
         notify(index, total, entry, "done")
     return suite
+
+
+def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -> CellOutcome:
+    """Save the cell's runs in the history (replacing by run id: storing twice adds nothing)."""
+    if db_path is None:
+        return cell
+    from bench.store import save_run
+
+    search = cell.max_batch
+    if search is None and cell.max_batch_path and Path(cell.max_batch_path).is_file():
+        search = json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+    for run in (cell.sweep, search):
+        if run is not None:
+            suite.run_ids.append(save_run(db_path, run))
+    return replace(cell, stored=True)
 
 
 def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | None]:
@@ -267,14 +291,7 @@ def finish_profile(
     profile's ``report``), and print the recommendations."""
     from rich.table import Table
 
-    from bench.store import save_run
-
-    for cell in suite.cells:
-        if cell.skipped:
-            continue
-        for run in (cell.sweep, cell.max_batch):
-            if run is not None:
-                suite.run_ids.append(save_run(db_path, run))
+    suite.cells[:] = [cell if cell.stored else _stored(cell, db_path, suite) for cell in suite.cells]
 
     from bench.display import sweep_table
     from bench.recommend import knee_point

@@ -150,3 +150,37 @@ def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, c
     assert "fp32" in (tmp_path / "again" / "index.html").read_text()  # the report covers resumed cells
     assert main(["run", "missing.toml"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path, monkeypatch):
+    """Each cell is stored as it finishes: trouble in the next one (here a model that breaks at
+    every size, interrupted as it starts) loses nothing already measured."""
+    from bench.store import list_runs
+
+    monkeypatch.chdir(tmp_path)
+    prof = parse_profile(
+        {
+            **TINY,
+            "models": ["tests.tiny_models:tiny_cnn", "tests.tiny_models:fails_in_training"],
+            "precisions": ["fp32"],
+        },
+        "tiny.toml",
+        "tiny",
+    )
+    db = tmp_path / "h.db"
+    calls = []
+
+    def on_cell(i, n, entry, state):
+        calls.append((i, state))
+        if (i, state) == (1, "start"):
+            raise KeyboardInterrupt  # Ctrl-C as the second configuration starts
+
+    import pytest
+
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(prof, on_cell=on_cell, manifest_dir=tmp_path / "m", db_path=db)
+    rows = list_runs(db)
+    assert [r.model for r in rows] == ["tests.tiny_models:tiny_cnn"]
+    again = run_profile(prof, resume=True, manifest_dir=tmp_path / "m", db_path=db)
+    assert [c.skipped for c in again.cells] == [True, False]
+    assert len(list_runs(db)) == 2  # the resumed cell is not stored twice; the new one is added
