@@ -67,8 +67,11 @@ def sweep(
         float, typer.Option("--max-time", help="seconds of timed steps per point at most")
     ] = 10.0,
     min_time: Annotated[
-        float, typer.Option("--min-time", help="seconds of timed steps per point at least")
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--min-time", help="seconds of timed steps per point at least (default 1, or --max-time if less)"
+        ),
+    ] = None,
     target_ci: Annotated[
         float,
         typer.Option(

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from bench.errors import BenchError
-from bench.schema import MeasureSettings, Workload
+from bench.schema import MeasureSettings, Workload, default_min_time
 
 # Results and tables go to stdout, progress and notices to stderr. Redirected to a file or a CI
 # log, rich would wrap tables at 80 columns; give them room instead.
@@ -80,6 +80,7 @@ def build_workload(
 
 
 def build_settings(**kwargs: object) -> MeasureSettings:
+    default_min_time(kwargs)
     try:
         return MeasureSettings(**kwargs)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - programming error

@@ -43,7 +43,7 @@ from typing import Any
 import tomllib
 
 from bench.errors import BenchError
-from bench.schema import MODES, PRECISIONS, MeasureSettings, Workload
+from bench.schema import MODES, PRECISIONS, MeasureSettings, Workload, default_min_time
 from bench.sweep import parse_batch_sizes
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -101,12 +101,13 @@ class Profile:
 class _Checker:
     """Reads typed values out of the parsed TOML, raising errors that name file and key."""
 
-    def __init__(self, path: str, data: dict[str, Any]) -> None:
+    def __init__(self, path: str, data: dict[str, Any], prefix: str = "") -> None:
         self.path = path
         self.data = data
+        self.prefix = prefix  # "measure." for keys of the [measure] table
 
     def fail(self, key: str, what: str) -> BenchError:
-        return BenchError(f"{self.path}: key '{key}': {what}")
+        return BenchError(f"{self.path}: key '{self.prefix}{key}': {what}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         if key not in self.data:
@@ -190,7 +191,9 @@ def load_profile(name_or_path: str, device_override: str | None = None) -> Profi
 
 
 def parse_profile(data: dict[str, Any], where: str, name: str, device_override: str | None = None) -> Profile:
-    from bench.hw.device import default_device, parse_device
+    from bench.hw.device import check_device, default_device
+    from bench.maxbatch import parse_bytes
+    from bench.models import resolve
 
     c = _Checker(where, data)
     unknown = sorted(set(data) - _TOP_KEYS)
@@ -199,6 +202,13 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     if "models" not in data:
         raise c.fail("models", "required: a list of model names")
     models = c.str_list("models", [])
+    if not models:
+        raise c.fail("models", "expected a non-empty list of model names")
+    for model in models:  # an unknown model fails now, not after the configurations before it ran
+        try:
+            resolve(model)
+        except BenchError as exc:
+            raise c.fail("models", str(exc)) from None
     modes = c.str_list("modes", ["train"], MODES)
     precisions = c.str_list("precisions", ["fp32"], PRECISIONS)
     channels_last = c.bool_list("channels_last")
@@ -207,8 +217,10 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     if device == "auto":
         device = default_device()
     try:
-        parse_device(device)
+        check_device(device)  # a GPU asked for where there is none fails here, not mid-run
     except BenchError as exc:
+        if device_override:
+            raise BenchError(f"--device: {exc}") from None
         raise c.fail("device", str(exc)) from None
     image_size = c.positive_int("image_size", 224)
     seq_len = c.positive_int("seq_len", None)
@@ -220,6 +232,11 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     max_batch = c.get("max_batch", bool, False)
     granularity = c.positive_int("granularity", 1)
     memory_limit = c.get("memory_limit", str, None)
+    if memory_limit is not None:
+        try:
+            parse_bytes(memory_limit)
+        except BenchError as exc:
+            raise c.fail("memory_limit", str(exc)) from None
     trace = c.get("trace", bool, False)
     report = c.get("report", str, f"reports/{name}")
     description = c.get("description", str, "")
@@ -243,7 +260,7 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
             raise c.fail("batch_sizes", str(exc)) from None
 
     measure = c.get("measure", dict, {})
-    mc = _Checker(f"{where} [measure]", measure)
+    mc = _Checker(where, measure, prefix="measure.")
     unknown = sorted(set(measure) - set(_MEASURE_KEYS))
     if unknown:
         raise mc.fail(unknown[0], f"unknown key (known keys: {', '.join(sorted(_MEASURE_KEYS))})")
@@ -251,10 +268,21 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     for key, (field_name, kind) in _MEASURE_KEYS.items():
         if key in measure:
             settings_kwargs[field_name] = mc.get(key, kind, None)
+    default_min_time(settings_kwargs)
     try:
         settings = MeasureSettings(**settings_kwargs)
     except BenchError as exc:
-        raise BenchError(f"{where} [measure]: {exc}") from None
+        culprit = next(
+            (
+                k
+                for k, (f, _) in _MEASURE_KEYS.items()
+                if f in settings_kwargs and _fails_alone(f, settings_kwargs[f])
+            ),
+            None,
+        )
+        if culprit is not None:
+            raise mc.fail(culprit, str(exc)) from None
+        raise BenchError(f"{where}: table [measure]: {exc}") from None
 
     entries = []
     for model, mode, precision, cl, comp in itertools.product(
@@ -281,6 +309,15 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
             )
         )
     return Profile(name=name, path=where, description=description, entries=tuple(entries), report_dir=report)
+
+
+def _fails_alone(field_name: str, value: Any) -> bool:
+    """Is this one [measure] value invalid on its own (other settings at their defaults)?"""
+    try:
+        MeasureSettings(**{field_name: value})
+    except BenchError:
+        return True
+    return False
 
 
 def available_profiles() -> list[tuple[str, str]]:

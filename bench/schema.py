@@ -107,6 +107,17 @@ class MeasureSettings:
             raise BenchError("sample interval must be > 0 seconds")
 
 
+def default_min_time(kwargs: dict[str, Any]) -> None:
+    """An unset minimum window defaults to 1 s, or to the maximum when that is shorter (so
+    ``--max-time 0.5`` alone is valid)."""
+    if kwargs.get("min_time_seconds") is None:
+        kwargs.pop("min_time_seconds", None)
+        default = MeasureSettings.min_time_seconds
+        max_time = kwargs.get("max_time_seconds")
+        if isinstance(max_time, (int, float)) and 0 < max_time < default:
+            kwargs["min_time_seconds"] = float(max_time)
+
+
 @dataclass(frozen=True)
 class StepStats:
     """Statistics of the timed step durations (seconds), derived from the raw samples."""

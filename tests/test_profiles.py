@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from bench.errors import BenchError
 from bench.profiles import available_profiles, load_profile, parse_profile
@@ -52,8 +53,21 @@ warmup = 1
         ("models = ['resnet18']\nbatch_sizes = 'max'", "batch_sizes", "needs max_batch"),
         ("models = ['resnet18']\nchannels_last = 'yes'", "channels_last", "expected true/false"),
         ("models = ['resnet18']\ndevice = 'tpu'", "device", "unknown device"),
-        ("models = ['resnet18']\n[measure]\nmax_tme = 3", "max_tme", "unknown key"),
-        ("models = ['resnet18']\n[measure]\nmax_time = 'long'", "max_time", "expected a number"),
+        ("models = ['resnet18']\n[measure]\nmax_tme = 3", "measure.max_tme", "unknown key"),
+        ("models = ['resnet18']\n[measure]\nmax_time = 'long'", "measure.max_time", "expected a number"),
+        (
+            "models = ['resnet18']\n[measure]\nmax_time = -3",
+            "measure.max_time",
+            "max time per point must be > 0",
+        ),
+        ("models = ['resnet18', 'resnt18']", "models", "unknown model 'resnt18'"),
+        pytest.param(
+            "models = ['resnet18']\ndevice = 'cuda'",
+            "device",
+            "no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),  # fmt: skip
+        ("models = ['resnet18']\nmax_batch = true\nmemory_limit = 'lots'", "memory_limit", "lots"),
     ],
 )
 def test_validation_names_file_key_and_problem(tmp_path, text, key, what):
@@ -64,10 +78,14 @@ def test_validation_names_file_key_and_problem(tmp_path, text, key, what):
     assert path in msg and f"'{key}'" in msg and what in msg, msg
 
 
-def test_invalid_measure_value(tmp_path):
-    path = write(tmp_path, "models = ['resnet18']\n[measure]\nmax_time = -1")
-    with pytest.raises(BenchError, match=r"\[measure\].*max time"):
+def test_invalid_measure_values_together(tmp_path):
+    path = write(tmp_path, "models = ['resnet18']\n[measure]\nmax_time = 2\nmin_time = 3")
+    with pytest.raises(
+        BenchError, match=r"table \[measure\]: min time per point must be between 0 and the max"
+    ):
         load_profile(path)
+    short = load_profile(write(tmp_path, "models = ['resnet18']\n[measure]\nmax_time = 0.5", "short.toml"))
+    assert short.entries[0].settings.min_time_seconds == 0.5  # the minimum follows a short maximum
 
 
 def test_bad_toml_and_missing_file(tmp_path):
