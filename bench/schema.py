@@ -263,11 +263,32 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return _clean(dataclasses.asdict(obj))
 
 
+def _type_ok(annotation: str, value: Any) -> bool:
+    """Does a JSON value fit a field's annotation (a string, as ``from __future__`` leaves it)?
+    Only scalar fields are checked; nested objects are built (and checked) by their own class."""
+    if value is None:
+        return "None" in annotation
+    kinds = {k.strip() for k in annotation.split("|")}
+    if kinds & {"float"}:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kinds & {"int"}:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kinds & {"bool"}:
+        return isinstance(value, bool)
+    if kinds & {"str"}:
+        return isinstance(value, str)
+    return True
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise BenchError(f"{where}: expected an object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in names}  # ignore fields from newer versions
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in fields}  # ignore fields from newer versions
+    for key, value in kwargs.items():
+        annotation = fields[key].type
+        if isinstance(annotation, str) and not _type_ok(annotation, value):
+            raise BenchError(f"{where}: field {key!r} should be {annotation}, got {value!r:.40}")
     try:
         return cls(**kwargs)
     except TypeError as exc:

@@ -227,15 +227,21 @@ def test_cli_by_file_history_id_and_latest(tmp_path, capsys):
         ('{"hello": "world"}', "not a bench result"),
         ('{"schema_version": 99, "kind": "sweep"}', "newer than this bench"),
         ('{"schema_version": 1, "kind": "sweep", "points": [{"batch_size": 2}]}', ""),
+        ("TYPED", "point 2: field 'samples_per_sec' should be float"),  # a real file, one field mistyped
     ],
 )
 def test_bad_result_files_are_one_line_and_exit_2(content, message, tmp_path, capsys):
     bad = tmp_path / "bad.json"
+    if content == "TYPED":
+        data = json.loads(Path(CPU).read_text())
+        data["points"][0]["samples_per_sec"] = "fast"
+        content = json.dumps(data)
     bad.write_text(content)
-    assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    assert message in err and "bad.json" in err
+    for command in (["report", str(bad), "--out", str(tmp_path / "r")], ["compare", CPU, str(bad)]):
+        assert main(command) == 2  # never 1: a corrupt file is not a regression
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+        assert message in err and "bad.json" in err
 
 
 def test_unknown_history_id_and_unwritable_out(tmp_path, capsys):
