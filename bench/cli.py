@@ -75,7 +75,7 @@ def sweep(
     target_ci: Annotated[
         float,
         typer.Option(
-            "--target-ci", help="stop when the 95%% CI half-width is within this fraction of the median"
+            "--target-ci", help="stop when the 95% CI half-width is within this fraction of the median"
         ),
     ] = 0.02,
     sample_interval: Annotated[

@@ -147,6 +147,10 @@ def register(app: typer.Typer) -> None:
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
         )  # fmt: skip
+        if out is not None:  # an unwritable output is bad input: say so before minutes of probing
+            from bench.sweep import ResultWriter
+
+            ResultWriter(out)
         res = _search(
             workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
             soak_steps=soak_steps,
@@ -177,7 +181,7 @@ def register(app: typer.Typer) -> None:
         base_batch: Annotated[int | None, typer.Option("--base-batch", help="your reference batch")] = None,
         base_lr: Annotated[float | None, typer.Option("--base-lr", help="its learning rate")] = None,
         out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="sweep JSON (default: runs/...)")
+            Path | None, typer.Option("--out", "-o", help="sweep JSON (default: bench_results/...)")
         ] = None,
         db: DbOpt = Path(".bench/results.db"),
     ) -> None:

@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
         cmp = run_compare(load_run(baseline, db), load_run(current, db), limit)
         for w in cmp.warnings:
             err_console.print(f"[yellow]warning:[/] {w}")
+        if not cmp.changes:  # a gate that compared nothing must not pass
+            from bench.errors import BenchError
+
+            raise BenchError("nothing to compare: no batch size was measured ok in both runs")
         if markdown:
             print(to_markdown(cmp))
         else:
@@ -84,6 +88,15 @@ def register(app: typer.Typer) -> None:
 
         from bench.store import list_runs
 
+        if since is not None:
+            import datetime as dt
+
+            from bench.errors import BenchError
+
+            try:
+                dt.datetime.fromisoformat(since)
+            except ValueError:
+                raise BenchError(f"--since {since!r} is not a date: use e.g. 2026-11-01") from None
         rows = list_runs(db, model=model, device=gpu, since=since, limit=limit)
         table = Table(title=f"history ({db})", title_justify="left")
         for col in ("id", "when", "kind", "model", "device", "mode", "precision", "status", "best"):

@@ -183,3 +183,25 @@ def test_rerunning_to_the_same_file_keeps_both_runs_in_the_history(tmp_path):
     assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
     assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
     assert len({r.run_id for r in list_runs(tmp_path / "h.db")}) == 2
+
+
+def test_max_batch_checks_its_output_path_before_probing(tmp_path, capsys):
+    """An output that cannot be written is bad input, said before minutes of probing."""
+    code = main(
+        [
+            "max-batch",
+            TINY,
+            "--image-size",
+            "8",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path),
+            "--db",
+            str(tmp_path / "h.db"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot write results to" in err and "it is a directory" in err
+    assert "searching" not in err  # no probe ran

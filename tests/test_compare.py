@@ -132,3 +132,18 @@ def test_reference_runs_a_ten_percent_slower_gpu_run_fails_the_gate(capsys):
     cmp = compare(load_result(base), load_result(slow), 0.05)
     assert {c.batch_size for c in cmp.regressions} == {8, 16, 32, 64, 128, 256}
     assert main(["compare", base, base]) == 0  # a run against itself: nothing
+
+
+def test_gate_with_nothing_in_common_is_bad_input_not_a_pass(base, tmp_path, capsys):
+    """Runs that share no measured batch size compare nothing: exit 2, never a green gate."""
+    other = replace(base, points=tuple(replace(p, batch_size=p.batch_size * 1000) for p in base.points))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(dumps(base))
+    b.write_text(dumps(other))
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "nothing to compare" in capsys.readouterr().err
+
+
+def test_history_since_must_be_a_date(tmp_path, capsys):
+    assert main(["history", "--since", "notadate", "--db", str(tmp_path / "h.db")]) == 2
+    assert "--since 'notadate' is not a date" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.precision == "tf32" or (args.precision == "fp32" and args.device.startswith("cuda")):
         # match bench's precision_mode for the hand loop
@@ -110,8 +110,12 @@ def main() -> None:
     )
     hand, ours = [], []
     for r in range(args.rounds):
-        h = hand_loop(args, args.device)
-        b = bench_point(args, args.device)
+        if r % 2 == 0:  # alternate which goes first, so neither always inherits a warmer machine
+            h = hand_loop(args, args.device)
+            b = bench_point(args, args.device)
+        else:
+            b = bench_point(args, args.device)
+            h = hand_loop(args, args.device)
         hand.append(h)
         ours.append(b)
         print(
