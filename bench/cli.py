@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the typer app, turning user errors into one line and exit code 2."""
     click_error, usage_error, exit_error, abort_error = _click_exceptions()
     command = typer.main.get_command(app)
+    previous = _sigterm_as_interrupt()
     try:
         rv = command.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
@@ -289,7 +292,23 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_as_interrupt() -> object | None:
+    """SIGTERM (a batch scheduler's time limit, ``kill``) ends a run the way Ctrl-C does: finished
+    points saved, the file marked "interrupted", the run in the history, child processes killed.
+    Returns the previous handler to restore (None where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -205,3 +205,32 @@ def test_max_batch_checks_its_output_path_before_probing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot write results to" in err and "it is a directory" in err
     assert "searching" not in err  # no probe ran
+
+
+def test_sigterm_ends_a_sweep_like_ctrl_c_nothing_lost(tmp_path):
+    """A scheduler's SIGTERM mid-sweep: exit 130, finished points kept, file marked interrupted,
+    the run in the history."""
+    import signal
+    import time
+
+    out, db = tmp_path / "r.json", tmp_path / "h.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    slow = ["--image-size", "8", "--warmup", "1", "--min-steps", "3", "--max-time", "2", "--min-time", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "sweep", TINY, "-b", "1,2,4,8,16,32,64", *slow, "--no-isolate", "-o", str(out), "--db", str(db)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the first point is finished and saved
+        if out.exists() and json.loads(out.read_text())["points"]:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    data = json.loads(out.read_text())
+    assert data["status"] == "interrupted"
+    assert 1 <= len(data["points"]) < 7 and all(p["status"] == "ok" for p in data["points"])
+    from bench.store import list_runs
+
+    assert [r.status for r in list_runs(db)] == ["interrupted"]
