@@ -203,15 +203,22 @@ def run_profile(
     return suite
 
 
+def _search_dict(cell: CellOutcome) -> dict[str, Any] | None:
+    """The cell's max-batch search as JSON: from this run, or from its file when resumed."""
+    if cell.max_batch is not None:
+        return cell.max_batch.to_dict()
+    if cell.max_batch_path and Path(cell.max_batch_path).is_file():
+        return json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+    return None
+
+
 def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -> CellOutcome:
     """Save the cell's runs in the history (replacing by run id: storing twice adds nothing)."""
     if db_path is None:
         return cell
     from bench.store import save_run
 
-    search = cell.max_batch
-    if search is None and cell.max_batch_path and Path(cell.max_batch_path).is_file():
-        search = json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+    search = cell.max_batch if cell.max_batch is not None else _search_dict(cell)
     for run in (cell.sweep, search):
         if run is not None:
             suite.run_ids.append(save_run(db_path, run))
@@ -266,11 +273,7 @@ def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
     labels = run_labels([c.sweep for c in cells])
     runs = []
     for cell, label in zip(cells, labels, strict=True):
-        search = None
-        if cell.max_batch is not None:
-            search = cell.max_batch.to_dict()
-        elif cell.max_batch_path and Path(cell.max_batch_path).is_file():
-            search = json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+        search = _search_dict(cell)
         trace = None
         if cell.trace_dir:
             trace = os.path.relpath(cell.trace_dir, report_dir)
@@ -300,19 +303,29 @@ def finish_profile(
         if cell.sweep is not None and not cell.skipped:
             console.print(sweep_table(cell.sweep))
     table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
-    for col in ("configuration", "best batch", "best samples/s", "knee batch", "max batch", "results"):
+    for col in (
+        "configuration",
+        "best batch",
+        "best samples/s",
+        "knee batch",
+        "max batch",
+        "safe max",
+        "results",
+    ):
         table.add_column(col)
     for cell in suite.cells:
         best = knee = None
         if cell.sweep is not None:
             best = cell.sweep.best_point()
             knee = knee_point(list(cell.sweep.points))
+        search = _search_dict(cell)
         table.add_row(
             cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
             f"{best.samples_per_sec:,.1f}" if best else "-",
             str(knee.batch_size) if knee else "-",
-            str(cell.max_batch.max_batch_size) if cell.max_batch is not None else "-",
+            str(search.get("max_batch_size") or "-") if search else "-",
+            str(search.get("safe_batch_size") or "-") if search else "-",
             cell.sweep_path or "-",
         )
     console.print(table)
