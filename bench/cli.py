@@ -126,6 +126,11 @@ def sweep(
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
+    from bench.hw.device import check_device
+    from bench.models import resolve
+
+    check_device(workload.device)  # bad input is one line, before the live display starts
+    resolve(workload.model)
     try:
         with LiveSweep(err_console) as live:
             result = run_sweep(

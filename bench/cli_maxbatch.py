@@ -119,6 +119,11 @@ def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
     )
     if kwargs.get("memory_limit") is not None:
         parse_bytes(kwargs["memory_limit"])
+    from bench.hw.device import check_device
+    from bench.models import resolve
+
+    check_device(workload.device)
+    resolve(workload.model)  # bad input is the only line printed
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
     return find_max_batch(workload, on_probe=print_probe, **kwargs)
 

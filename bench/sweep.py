@@ -64,7 +64,12 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
         if sizes[-1] != high:
             sizes.append(high)
         return tuple(sizes)
-    values = [one(t) for t in text.split(",") if t.strip()]
+    tokens = text.split(",")
+    if tokens[-1].strip() == "":  # a trailing comma is harmless; an empty item inside is a typo
+        tokens.pop()
+    if any(not t.strip() for t in tokens):
+        raise BenchError(f"batch sizes {text!r} have an empty item: give e.g. 1,2,4,8")
+    values = [one(t) for t in tokens]
     if not values:
         raise BenchError("batch sizes are empty: give e.g. 1,2,4,8 or 8:256")
     return tuple(dict.fromkeys(values))  # keep order, drop repeats

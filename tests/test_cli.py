@@ -69,6 +69,7 @@ BAD_INPUTS = [
     (["-b", "-4"], "batch size must be positive"),
     (["-b", "2.5"], "not an integer"),
     (["-b", "abc"], "not an integer"),
+    (["-b", "1,,2"], "empty item"),
     (["-b", "64:8"], "empty"),
     (["--image-size", "0"], "image size must be a positive integer"),
     (["--image-size", "-3"], "image size must be a positive integer"),
