@@ -670,6 +670,10 @@ def record_torch_trace(
     operator totals. The samples/sec it returns includes profiler overhead: a structure reading,
     not a throughput figure.
     """
+    if os.environ.get("KINETO_LOG_LEVEL") is None:
+        # Kineto logs "gpuGetDeviceCount failed" as an ERROR on every CPU-only trace; keep only fatal
+        # messages unless the user asked for more.
+        os.environ["KINETO_LOG_LEVEL"] = "5"
     import torch
 
     from bench.hw.device import open_device
