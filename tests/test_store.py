@@ -86,6 +86,43 @@ def test_killed_writer_leaves_database_intact(tmp_path):
     assert connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_sigkilled_writer_mid_transaction_loses_nothing_committed(tmp_path):
+    """A real writer process killed with SIGKILL in the middle of storing a run (its points half
+    inserted, the transaction open): the database stays intact, earlier runs stay, no half run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "h.db"
+    save_run(db, load_result(str(DATA)))
+    marker = tmp_path / "inside"
+    code = f"""
+import pathlib, time
+from bench.store import connect
+conn = connect({str(db)!r})
+conn.execute("BEGIN IMMEDIATE")
+cur = conn.execute("INSERT INTO runs (run_id, kind, created_at, json) VALUES ('half', 'sweep', 'x', '{{}}')")
+for b in range(1, 500):
+    conn.execute("INSERT INTO points (run_pk, batch_size, status) VALUES (?, ?, 'ok')", (cur.lastrowid, b))
+pathlib.Path({str(marker)!r}).write_text("1")
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the writer never reached the middle of its transaction"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert [r.run_id for r in list_runs(db)] == [load_result(str(DATA)).run_id]
+    conn = connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM points WHERE batch_size > 100").fetchone()[0] == 0
+    save_run(db, replace(load_result(str(DATA)), run_id="after"))  # and it takes writes again
+    assert len(list_runs(db)) == 2
+
+
 def test_import_rejects_bad_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
