@@ -494,8 +494,11 @@ def find_max_batch(
         if rec.fits and enforce_budget and rec.peak_bytes is not None and rec.peak_bytes > budget:
             rec = replace(rec, outcome=OVER_BUDGET)
         if rec.outcome == ERROR and b == granularity and steps == PROBE_STEPS:
+            hint = ""
+            if b == 1 and "value per channel" in (rec.detail or ""):
+                hint = " (BatchNorm cannot train on one sample here: use --granularity 2 or a larger --image-size)"
             raise BenchError(
-                f"{workload.model} failed at batch {b} for a reason other than memory: {rec.detail}"
+                f"{workload.model} failed at batch {b} for a reason other than memory: {rec.detail}{hint}"
             )
         if on_probe is not None:
             on_probe(rec)
