@@ -246,6 +246,8 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     sizes: tuple[int, ...] | None = None
     if up_to_max and not max_batch:
         raise c.fail("batch_sizes", '"max" needs max_batch = true')
+    if max_batch and "train" not in modes:
+        raise c.fail("max_batch", 'the search is of the training step: add "train" to modes, or drop it')
     if isinstance(raw_sizes, list):
         if not raw_sizes or not all(isinstance(b, int) and not isinstance(b, bool) for b in raw_sizes):
             raise c.fail("batch_sizes", "expected a non-empty list of integers")

@@ -51,6 +51,7 @@ warmup = 1
         ("models = ['resnet18']\nimage_size = 'big'", "image_size", "expected an integer"),
         ("models = ['resnet18']\nbatch_sizes = [0, 2]", "batch_sizes", "must be positive"),
         ("models = ['resnet18']\nbatch_sizes = 'max'", "batch_sizes", "needs max_batch"),
+        ("models = ['resnet18']\nmodes = ['infer']\nmax_batch = true", "max_batch", "training step"),
         ("models = ['resnet18']\nchannels_last = 'yes'", "channels_last", "expected true/false"),
         ("models = ['resnet18']\ndevice = 'tpu'", "device", "unknown device"),
         ("models = ['resnet18']\n[measure]\nmax_tme = 3", "measure.max_tme", "unknown key"),
