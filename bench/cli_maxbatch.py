@@ -167,6 +167,8 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             _write_json(out, res.to_dict())
             console.print(f"results: {out}")
+        if res.max_batch_size is None:  # recorded, but a script must not read it as an answer
+            raise typer.Exit(1)
 
     @app.command()
     def recommend(

@@ -235,3 +235,12 @@ def test_sigterm_ends_a_sweep_like_ctrl_c_nothing_lost(tmp_path):
     from bench.store import list_runs
 
     assert [r.status for r in list_runs(db)] == ["interrupted"]
+
+
+def test_max_batch_exits_1_when_nothing_fits(tmp_path, capsys):
+    out = tmp_path / "max.json"
+    code = main(["max-batch", TINY, "--image-size", "8", "--device", "cpu", "--memory-limit", "1MiB",
+                 "-o", str(out), "--db", str(tmp_path / "h.db")])  # fmt: skip
+    assert code == 1
+    assert "no batch fits" in capsys.readouterr().out
+    assert json.loads(out.read_text())["max_batch_size"] is None  # the finding is still recorded
