@@ -57,6 +57,12 @@ for model in $MODELS; do
 done
 step maxbatch_isolate "${B[@]}" max-batch "$FIRST" --device "$DEVICE" --isolate "${LIMIT[@]}" \
     -o "$R/maxbatch_${FIRST}_fp32_isolate.json" --db "$DB"
+for model in $MODELS; do  # Lightning's and Accelerate's finders on the same workloads (both installed there)
+    for prec in fp32 bf16; do
+        step "peers_${model}_${prec}" python3 -m bench.benchmarks.peer_finders --model "$model" --device "$DEVICE" \
+            --precision "$prec" --image-size "$IMAGE" --json "$R/peers_${model}_${prec}.json"
+    done
+done
 step maxbatch_vs_doubling python3 -m bench.benchmarks.maxbatch_vs_doubling --model "$FIRST" --device "$DEVICE" \
     "${LIMIT[@]}"
 
