@@ -172,8 +172,12 @@ def run_profile(
         sizes = entry.batch_sizes
         if entry.max_batch:
             max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
-            if entry.up_to_max and max_result is not None:
+            if entry.up_to_max and max_result is not None and max_result.safe_batch_size:
                 sizes = powers_of_two_up_to(max_result.safe_batch_size)
+        elif entry.up_to_max:  # an inference cell sweeps up to its training twin's searched max
+            safe = _twin_safe_batch(suite, entry, profile)
+            if safe:
+                sizes = powers_of_two_up_to(safe)
         sweep_path = out_dir / f"{cell_name}.json"
         try:
             result = run_sweep(
@@ -201,6 +205,16 @@ def run_profile(
         suite.cells.append(_stored(cell, db_path, suite))
         notify(index, total, entry, "done")
     return suite
+
+
+def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) -> int | None:
+    """The safe max searched for the training cell with the same model, precision, layout and
+    input (training needs more memory than inference, so it is a safe bound for both)."""
+    twin = replace(entry.workload, mode="train")
+    for cell, done in zip(suite.cells, profile.entries, strict=False):
+        if done.workload == twin and (search := _search_dict(cell)):
+            return search.get("safe_batch_size")
+    return None
 
 
 def _search_dict(cell: CellOutcome) -> dict[str, Any] | None:

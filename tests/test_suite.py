@@ -184,3 +184,41 @@ def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path,
     again = run_profile(prof, resume=True, manifest_dir=tmp_path / "m", db_path=db)
     assert [c.skipped for c in again.cells] == [True, False]
     assert len(list_runs(db)) == 2  # the resumed cell is not stored twice; the new one is added
+
+
+def test_inference_cells_sweep_up_to_their_training_twins_max(tmp_path, monkeypatch):
+    """batch_sizes = "max" with train and infer: the search runs for the train cell only, and the
+    infer cell of the same model/precision sweeps up to that searched safe max too."""
+    import types
+
+    import bench.suite as suite_mod
+
+    monkeypatch.chdir(tmp_path)
+    searched = []
+
+    def fake_search(entry, out_path):  # the search itself is tested elsewhere; here only its use
+        searched.append(entry.workload.mode)
+        result = types.SimpleNamespace(safe_batch_size=4, max_batch_size=5)
+        result.to_dict = lambda: {
+            "kind": "max_batch",
+            "schema_version": 1,
+            "safe_batch_size": 4,
+            "max_batch_size": 5,
+        }
+        return result, None
+
+    monkeypatch.setattr(suite_mod, "_search_max_batch", fake_search)
+    prof = parse_profile(
+        {
+            **TINY,
+            "precisions": ["fp32"],
+            "modes": ["train", "infer"],
+            "max_batch": True,
+            "batch_sizes": "max",
+        },
+        "tiny.toml",
+        "tiny",
+    )
+    suite = run_profile(prof, manifest_dir=tmp_path / "m")
+    assert searched == ["train"]
+    assert [[p.batch_size for p in c.sweep.points] for c in suite.cells] == [[1, 2, 4], [1, 2, 4]]
