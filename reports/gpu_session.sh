@@ -23,6 +23,7 @@ MODELS="${MODELS:-efficientnet_b0 resnet50}"
 IMAGE="${IMAGE:-224}"
 BATCH="${BATCH:-256}"
 TRACE_BATCH="${TRACE_BATCH:-128}"
+ANNOT_BATCH="${ANNOT_BATCH:-32}"  # small steps: where per-step annotation cost shows most
 SWEEP=(${SWEEP_BATCHES:+-b "$SWEEP_BATCHES"} --image-size "$IMAGE")
 LIMIT=(${MAXBATCH_LIMIT:+--memory-limit "$MAXBATCH_LIMIT"} --image-size "$IMAGE")
 FIRST="${MODELS%% *}"
@@ -71,7 +72,7 @@ step maxbatch_vs_doubling python3 -m bench.benchmarks.maxbatch_vs_doubling --mod
 step trace "${B[@]}" trace "$FIRST" --device "$DEVICE" --image-size "$IMAGE" --batch-size "$TRACE_BATCH" --memory \
     -o "$R/trace_${FIRST}_b${TRACE_BATCH}"
 step annotation_overhead python3 -m bench.benchmarks.annotation_overhead --model "$FIRST" --device "$DEVICE" \
-    --image-size "$IMAGE"
+    --image-size "$IMAGE" --batch-size "$ANNOT_BATCH"
 
 # Issue 5: the report over the sweeps (screenshot it later where Chromium is installed).
 step report "${B[@]}" report "$R/sweep_${FIRST}_fp32.json" "$R/sweep_${FIRST}_bf16_cl.json" --out "$R/report" --db "$DB"

@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-import torchvision
 
 from bench.hw.device import open_device
 from bench.models import resolve
@@ -28,9 +27,12 @@ from bench.schema import MeasureSettings, Workload
 def hand_loop(args: argparse.Namespace, device: str) -> float:
     """The minimal training loop, written out by hand. Returns samples/sec."""
     torch.manual_seed(0)
-    model = torchvision.models.get_model(args.model, weights=None).to(device)
+    model = resolve(args.model).build().to(device)  # the same constructor bench uses, nothing else
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
-    y = torch.randint(0, 1000, (args.batch_size,), device=device)
+    with torch.no_grad():
+        classes = model.eval()(x[:2]).shape[-1]
+    model.train()
+    y = torch.randint(0, classes, (args.batch_size,), device=device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
