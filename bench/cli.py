@@ -30,6 +30,7 @@ from bench.cli_common import (
     PrecisionOpt,
     build_settings,
     build_workload,
+    check_workload,
     console,
     err_console,
     fmt_bytes,
@@ -126,11 +127,7 @@ def sweep(
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
-    from bench.hw.device import check_device
-    from bench.models import resolve
-
-    check_device(workload.device)  # bad input is one line, before the live display starts
-    resolve(workload.model)
+    check_workload(workload)  # bad input is one line, before the live display starts
     try:
         with LiveSweep(err_console) as live:
             result = run_sweep(

@@ -79,6 +79,15 @@ def build_workload(
     )
 
 
+def check_workload(workload: Workload) -> None:
+    """Device and model are the user's to fix: say so in one line before any display or banner."""
+    from bench.hw.device import check_device
+    from bench.models import resolve
+
+    check_device(workload.device)
+    resolve(workload.model)
+
+
 def build_settings(**kwargs: object) -> MeasureSettings:
     default_min_time(kwargs)
     try:

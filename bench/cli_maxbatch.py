@@ -18,6 +18,7 @@ from bench.cli_common import (
     OptimizerOpt,
     PrecisionOpt,
     build_workload,
+    check_workload,
     console,
     err_console,
     fmt_bytes,
@@ -119,11 +120,7 @@ def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
     )
     if kwargs.get("memory_limit") is not None:
         parse_bytes(kwargs["memory_limit"])
-    from bench.hw.device import check_device
-    from bench.models import resolve
-
-    check_device(workload.device)
-    resolve(workload.model)  # bad input is the only line printed
+    check_workload(workload)  # bad input is the only line printed
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
     return find_max_batch(workload, on_probe=print_probe, **kwargs)
 

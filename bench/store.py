@@ -233,7 +233,7 @@ def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
     """A sweep by file path, by id in the history, or ``latest``."""
     if ref != "latest" and not ref.isdigit():
         return load_result(ref)
-    source, data = load_run_data(ref, db_path)
+    _, data = load_run_data(ref, db_path)
     if data.get("kind", "sweep") != "sweep":
         raise BenchError(f"run {ref} is a {data.get('kind')} run, not a sweep")
     return result_from_dict(data)
@@ -260,8 +260,12 @@ def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[
     history)."""
     if db_path is None or not Path(db_path).is_file():
         return None
-    for row in list_runs(db_path, model=result.workload.model, kind="max_batch", limit=50):
-        _, data = load_run_data(str(row.id), db_path)
-        if same_workload(result, data):
-            return data
-    return None
+    conn = connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT json FROM runs WHERE kind = 'max_batch' AND model = ? ORDER BY created_at DESC, id DESC LIMIT 50",
+            (result.workload.model,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return next((d for (text,) in rows if same_workload(result, d := json.loads(text))), None)

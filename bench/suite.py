@@ -34,7 +34,8 @@ class CellOutcome:
     max_batch_path: str | None = None
     skipped: bool = False  # resumed: already measured for this environment and configuration
     sweep: SweepResult | None = None
-    max_batch: Any = None  # MaxBatchResult when searched
+    max_batch: Any = None  # MaxBatchResult when searched in this run
+    search: dict[str, Any] | None = None  # the max-batch search as JSON (this run's, or a resumed file's)
     error: str | None = None
     trace_dir: str | None = None  # PyTorch profiler trace of the best batch, when the profile asks
     stored: bool = False  # its runs are in the history
@@ -157,12 +158,14 @@ def run_profile(
         cell_name = slug(entry.label)
         if resume and (done := manifest.done(key)):
             notify(index, total, entry, "skip")
+            search_path = done.get("max_batch")
             cell = CellOutcome(
                 label=entry.label,
                 sweep_path=done["sweep"],
-                max_batch_path=done.get("max_batch"),
+                max_batch_path=search_path,
                 skipped=True,
                 sweep=load_result(done["sweep"]),
+                search=_read_search(search_path),
             )
             suite.cells.append(_stored(cell, db_path, suite))
             continue
@@ -200,6 +203,7 @@ def run_profile(
             max_batch_path=max_path,
             sweep=result,
             max_batch=max_result,
+            search=max_result.to_dict() if max_result is not None else None,
             trace_dir=trace_dir,
         )
         suite.cells.append(_stored(cell, db_path, suite))
@@ -212,17 +216,15 @@ def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) 
     input (training needs more memory than inference, so it is a safe bound for both)."""
     twin = replace(entry.workload, mode="train")
     for cell, done in zip(suite.cells, profile.entries, strict=False):
-        if done.workload == twin and (search := _search_dict(cell)):
-            return search.get("safe_batch_size")
+        if done.workload == twin and cell.search:
+            return cell.search.get("safe_batch_size")
     return None
 
 
-def _search_dict(cell: CellOutcome) -> dict[str, Any] | None:
-    """The cell's max-batch search as JSON: from this run, or from its file when resumed."""
-    if cell.max_batch is not None:
-        return cell.max_batch.to_dict()
-    if cell.max_batch_path and Path(cell.max_batch_path).is_file():
-        return json.loads(Path(cell.max_batch_path).read_text(encoding="utf-8"))
+def _read_search(path: str | None) -> dict[str, Any] | None:
+    """A resumed cell's max-batch search, read once from its file (None: none was run)."""
+    if path and Path(path).is_file():
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     return None
 
 
@@ -232,8 +234,7 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
         return cell
     from bench.store import save_run
 
-    search = cell.max_batch if cell.max_batch is not None else _search_dict(cell)
-    for run in (cell.sweep, search):
+    for run in (cell.sweep, cell.search):
         if run is not None:
             suite.run_ids.append(save_run(db_path, run))
     return replace(cell, stored=True)
@@ -287,13 +288,14 @@ def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
     labels = run_labels([c.sweep for c in cells])
     runs = []
     for cell, label in zip(cells, labels, strict=True):
-        search = _search_dict(cell)
         trace = None
         if cell.trace_dir:
             trace = os.path.relpath(cell.trace_dir, report_dir)
         source = _copy_beside(cell.sweep_path, report_dir)
         _copy_beside(cell.max_batch_path, report_dir)
-        runs.append(ReportRun(label=label, result=cell.sweep, source=source, max_batch=search, trace=trace))
+        runs.append(
+            ReportRun(label=label, result=cell.sweep, source=source, max_batch=cell.search, trace=trace)
+        )
     profile = suite.profile
     title = f"bench run {profile.name}" + (f": {profile.description}" if profile.description else "")
     files = build_report(runs, report_dir, title=title)
@@ -332,7 +334,7 @@ def finish_profile(
         if cell.sweep is not None:
             best = cell.sweep.best_point()
             knee = knee_point(list(cell.sweep.points))
-        search = _search_dict(cell)
+        search = cell.search
         table.add_row(
             cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
