@@ -73,7 +73,6 @@ class RunSummary:
     source: str
     run_id: str
     status: str
-    device: str
     environment: str
     workload: str
     recommendation: Recommendation
@@ -252,7 +251,6 @@ def _summarise(run: ReportRun) -> RunSummary:
         source=run.source,
         run_id=r.run_id,
         status=r.status,
-        device=_short_device(r),
         environment=", ".join(str(p) for p in parts),
         workload=workload,
         recommendation=rec,
@@ -611,7 +609,6 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
         "plots": plots,
         "omitted": omitted,
         "knee_fraction": f"{KNEE_FRACTION:.0%}",
-        "fmt_bytes": fmt_bytes,
         "any_gpu": any(run.result.environment.gpus for run in runs),
     }
     env = _templates()
