@@ -166,6 +166,27 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Where the wall time of one point (or one max-batch probe) went, in seconds.
+
+    ``first_step_seconds`` is the first training step of a new shape, synchronised: cuDNN
+    autotuning, torch.compile and allocator growth land there. ``warmup_seconds`` covers the other
+    warm-up steps; ``measure_seconds`` the timed window; ``teardown_seconds`` releasing the model and
+    returning memory. ``spawn_seconds``: starting a child process and importing torch (isolated
+    points only). ``total_seconds`` is the whole point as the caller saw it, so the parts may add up
+    to a little less (progress reporting, telemetry start/stop).
+    """
+
+    build_seconds: float | None = None  # model, optimizer, batch (and class count) ready
+    first_step_seconds: float | None = None
+    warmup_seconds: float | None = None  # warm-up steps after the first
+    measure_seconds: float | None = None
+    teardown_seconds: float | None = None
+    total_seconds: float | None = None
+    spawn_seconds: float | None = None  # child start-up; None in-process
+
+
+@dataclass(frozen=True)
 class Point:
     """One batch size, measured."""
 
@@ -183,6 +204,7 @@ class Point:
     joules_per_sample: float | None = None
     memory: MemoryStats = field(default_factory=MemoryStats)
     telemetry: Telemetry = field(default_factory=Telemetry)
+    timing: Timing = field(default_factory=Timing)
 
 
 @dataclass(frozen=True)
@@ -234,6 +256,7 @@ class SweepResult:
     points: tuple[Point, ...] = ()
     notices: tuple[str, ...] = ()
     tool_version: str = ""
+    wall_seconds: float | None = None  # the whole command so far, setup included
     kind: str = "sweep"
     schema_version: int = SCHEMA_VERSION
 
@@ -303,6 +326,7 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     tel = dict(d.get("telemetry") or {})
     tel["clock_event_reasons"] = tuple(tel.get("clock_event_reasons") or ())
     d["telemetry"] = _build(Telemetry, tel, "telemetry")
+    d["timing"] = _build(Timing, d.get("timing") or {}, "timing")
     d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
     return _build(Point, d, f"point {d.get('batch_size')}")
 
