@@ -1,0 +1,107 @@
+"""FLOPs per sample against hand counts; the peak table and MFU arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import flops
+from bench.models import ModelSpec, resolve
+from tests import flop_models
+
+IN, OUT = flop_models.IN_FEATURES, flop_models.OUT_FEATURES
+
+
+def test_linear_infer_is_two_in_out_per_sample():
+    spec = resolve("tests.flop_models:linear")
+    assert flops.count_flops_per_sample(spec, "infer") == 2 * IN * OUT
+
+
+def test_linear_train_is_forward_plus_weight_gradient():
+    spec = resolve("tests.flop_models:linear")
+    assert flops.count_flops_per_sample(spec, "train") == 2 * (2 * IN * OUT)
+
+
+def test_hidden_layer_trains_at_three_times_forward():
+    spec = resolve("tests.flop_models:mlp")
+    first, second = 2 * IN * IN, 2 * IN * OUT
+    assert flops.count_flops_per_sample(spec, "infer") == first + second
+    assert flops.count_flops_per_sample(spec, "train") == 2 * first + 3 * second
+
+
+def test_depthwise_backward_is_not_multiplied_by_groups():
+    """torch's formula counts a grouped conv's backward groups-times over; ours counts each gradient
+    as one forward. Conv forward: 4 channels x 9 taps x 64 pixels x 2; the first layer's input
+    needs no gradient, so train = forward + grad-weight for the conv, 3x for the head."""
+    spec = ModelSpec(name="dw", source="factory", build=flop_models.depthwise, input_shape=(4, 8, 8))
+    conv = 2 * 4 * 9 * 64
+    head = 2 * 256 * 2
+    assert flops.count_flops_per_sample(spec, "infer") == conv + head
+    assert flops.count_flops_per_sample(spec, "train") == 2 * conv + 3 * head
+
+
+def test_count_is_cached_per_workload():
+    calls = []
+
+    def build():
+        calls.append(1)
+        return flop_models.linear()
+
+    spec = ModelSpec(name="cached-linear", source="factory", build=build, input_shape=(IN,))
+    first = flops.count_flops_per_sample(spec, "infer")
+    assert flops.count_flops_per_sample(spec, "infer") == first
+    assert len(calls) == 1
+
+
+def test_uncountable_model_is_none():
+    def build():
+        raise RuntimeError("cannot build")
+
+    spec = ModelSpec(name="broken", source="factory", build=build, input_shape=(IN,))
+    assert flops.count_flops_per_sample(spec, "train") is None
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H100 NVL", "H100 NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100-PCIE-40GB", "A100"),
+        ("NVIDIA A10", "A10"),
+        ("NVIDIA L4", "L4"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L40", "L40"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("NVIDIA GeForce RTX 5090", "RTX 5090"),
+        ("Tesla V100-SXM2-16GB", "V100 SXM"),
+        ("Tesla V100-PCIE-32GB", "V100 PCIe"),
+        ("Tesla T4", "T4"),
+        ("NVIDIA A10G", None),
+        ("Intel(R) Xeon(R) Processor", None),
+        (None, None),
+    ],
+)
+def test_gpu_names_match_the_table(name, key):
+    assert flops.gpu_key(name) == key
+
+
+def test_peaks_are_dense_figures():
+    assert flops.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4)
+    assert flops.peak_tflops("NVIDIA A100-SXM4-80GB", "tf32") == pytest.approx(156.0)
+    assert flops.peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None
+    assert flops.peak_tflops("cpu", "fp32") is None
+
+
+def test_mfu_of_efficientnet_like_point_on_h100():
+    """2.29 GFLOP/sample (EfficientNet-b0 train) at 4,941 samples/s is ~11.3 TFLOP/s: ~1.1% of 989."""
+    fig = flops.figures(2.2932e9, 4941.0, "NVIDIA H100 80GB HBM3", "bf16")
+    assert fig.achieved_tflops == pytest.approx(11.33, rel=1e-3)
+    assert fig.mfu == pytest.approx(0.01145, rel=1e-2)
+
+
+def test_mfu_is_none_without_a_peak_or_a_count():
+    assert flops.figures(1e9, 100.0, "cpu", "fp32").mfu is None
+    assert flops.figures(1e9, 100.0, "cpu", "fp32").achieved_tflops == pytest.approx(0.1)
+    assert flops.figures(None, 100.0, "NVIDIA H100 PCIe", "bf16") == flops.FlopFigures()
