@@ -103,6 +103,29 @@ class Hooks:
 NO_HOOKS = Hooks()
 
 
+class Sync:
+    """Keeps the ranks of a data-parallel run measuring the same window (``bench.distributed``
+    implements it with collectives); the default is a single process and changes nothing.
+
+    Every rank must run the same number of steps, or DDP's gradient all-reduce would wait for a
+    rank that has stopped: so the chunk length and the stop decision are agreed, not local.
+    """
+
+    def window_start(self) -> None:
+        """Right after the synchronise that opens the timed window (ranks align here)."""
+
+    def chunk_steps(self, steps: int) -> int:
+        """The number of steps every rank runs in the next chunk (called before its clock read)."""
+        return steps
+
+    def should_stop(self, stop: bool) -> bool:
+        """The stop decision every rank follows, given this rank's own."""
+        return stop
+
+
+NO_SYNC = Sync()
+
+
 def measure(
     step: Callable[[], None],
     batch_size: int,
@@ -113,6 +136,7 @@ def measure(
     monitor: GpuMonitor | None = None,
     on_progress: ProgressFn | None = None,
     hooks: Hooks = NO_HOOKS,
+    sync: Sync = NO_SYNC,
 ) -> Window:
     """Warm up, then time steps until the CI target or the time budget is met."""
     monitor = monitor or NullMonitor("no GPU")
@@ -128,6 +152,7 @@ def measure(
     window = 0.0
     device.synchronize()
     hooks.window_start()
+    sync.window_start()
     energy0 = monitor.energy_millijoules()
     t_start = clock()
     t_end = t_start
@@ -135,6 +160,7 @@ def measure(
     while True:
         n = _next_chunk(len(times), times, window, settings)
         device.synchronize()
+        n = sync.chunk_steps(n)
         c0 = clock()
         for i in range(len(times), len(times) + n):
             with hooks.step("measure", i):
@@ -157,13 +183,12 @@ def measure(
                 window_seconds=window,
             )
         )
-        if (
+        stop = len(times) >= settings.max_steps or (
             len(times) >= settings.min_steps
             and window >= settings.min_time_seconds
-            and (is_converged or window >= settings.max_time_seconds or len(times) >= settings.max_steps)
-        ):
-            break
-        if len(times) >= settings.max_steps:
+            and (is_converged or window >= settings.max_time_seconds)
+        )
+        if sync.should_stop(stop):
             break
     energy1 = monitor.energy_millijoules()
     hooks.window_stop()
@@ -225,11 +250,14 @@ def run_point(
     hooks: Hooks = NO_HOOKS,
     clock: Callable[[], float] = time.perf_counter,
     own_process: bool = False,
+    wrap: Callable[[Any], Any] | None = None,
+    sync: Sync = NO_SYNC,
 ) -> Point:
     """Measure one batch size end to end. OOM becomes a Point with status "oom", never a raise.
 
     ``own_process``: this process exists only for this point, so its lifetime peak RSS is the
     point's peak (exact); otherwise host peak RSS is the sampler's maximum (sampled).
+    ``wrap`` and ``sync``: a data-parallel run's model wrapper (DDP) and rank agreement.
     """
     from bench.workload import precision_mode, prepare
 
@@ -244,7 +272,7 @@ def run_point(
     try:
         with precision_mode(workload.precision, device.kind):
             report(Progress(batch_size, "build", 0, None))
-            prepared = prepare(workload, spec, batch_size, device, annotate=annotate)
+            prepared = prepare(workload, spec, batch_size, device, annotate=annotate, wrap=wrap)
             win = measure(
                 prepared.step,
                 batch_size,
@@ -254,6 +282,7 @@ def run_point(
                 monitor=monitor,
                 on_progress=report,
                 hooks=hooks,
+                sync=sync,
             )
             sampler.sample_now()
             memory = MemoryStats(

@@ -163,6 +163,11 @@ class Telemetry:
     clock_event_reasons: tuple[str, ...] = ()  # union of throttle reasons seen in the window
     process_cpu_percent: float | None = None  # 100 = one core fully busy
     system_cpu_percent: float | None = None  # 0-100 over all cores
+    # NVML GPM (Hopper and newer, where the driver offers it); None elsewhere. Unlike kernel-active
+    # these see inside the kernels: share of SMs busy, of tensor-core pipes busy, of DRAM bandwidth.
+    gpm_sm_active_percent: float | None = None
+    gpm_tensor_active_percent: float | None = None
+    gpm_dram_bandwidth_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,28 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Diagnosis:
+    """A bottleneck verdict for one point and the readings behind it, in words and numbers."""
+
+    verdict: str  # see bench.diagnose.VERDICTS
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """Median seconds per step of each annotated phase over the timed steps (CUDA events on GPU,
+    host clocks on CPU). ``None`` where the phase does not run (no optimizer when inferring, no data
+    phase with a batch already on the device). The parts need not add up to the step median."""
+
+    forward_seconds: float | None = None  # forward and loss
+    backward_seconds: float | None = None
+    optimizer_seconds: float | None = None  # step and zero_grad
+    data_seconds: float | None = None  # waiting for the next batch and copying it in
+    steps: int = 0  # timed steps the medians are taken over
+    data_wait_fraction: float | None = None  # total data time / total step time over the window
+
+
+@dataclass(frozen=True)
 class Point:
     """One batch size, measured."""
 
@@ -205,6 +232,12 @@ class Point:
     memory: MemoryStats = field(default_factory=MemoryStats)
     telemetry: Telemetry = field(default_factory=Telemetry)
     timing: Timing = field(default_factory=Timing)
+    diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
+    flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
+    achieved_tflops: float | None = None  # flops_per_sample * samples_per_sec / 1e12
+    mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
+    breakdown: StepBreakdown | None = None  # where a step's time goes
+    num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
 
 
 @dataclass(frozen=True)
@@ -327,6 +360,15 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     tel["clock_event_reasons"] = tuple(tel.get("clock_event_reasons") or ())
     d["telemetry"] = _build(Telemetry, tel, "telemetry")
     d["timing"] = _build(Timing, d.get("timing") or {}, "timing")
+    diag = d.get("diagnosis")
+    if diag:
+        diag = dict(diag)
+        diag["evidence"] = tuple(str(e) for e in diag.get("evidence") or ())
+        d["diagnosis"] = _build(Diagnosis, diag, "diagnosis")
+    else:
+        d["diagnosis"] = None
+    bd = d.get("breakdown")
+    d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
     d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
     return _build(Point, d, f"point {d.get('batch_size')}")
 

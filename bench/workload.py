@@ -133,11 +133,14 @@ def prepare(
     batch_size: int,
     device: Device,
     annotate: Annotate | None = None,
+    wrap: Callable[[Any], Any] | None = None,
 ) -> PreparedStep:
     """Build a fresh model, optimizer and synthetic batch (random values, never zeros) on the device.
 
     A fresh model per batch size keeps peak-memory readings honest (no optimizer state or cached
     compile artefacts carried over) and avoids torch.compile's recompile limit across many sizes.
+    ``wrap(model)`` returns what the training step calls instead of the model (DDP in a
+    data-parallel run: its gradient buckets are allocated and its all-reduce runs every step).
     """
     import torch
 
@@ -173,7 +176,8 @@ def prepare(
         host_y = y.detach().cpu().pin_memory() if hasattr(y, "cpu") else None
 
     loss_fn = spec.loss or (lambda out, tgt: torch.nn.functional.cross_entropy(_first_output(out), tgt))
-    net = torch.compile(model) if workload.compile else model
+    net = wrap(model) if wrap is not None and train else model  # inference has no gradients to sync
+    net = torch.compile(net) if workload.compile else net
 
     def autocast() -> AbstractContextManager[Any]:  # a fresh context per step
         return _autocast(torch, workload.precision, device.kind)
