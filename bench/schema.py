@@ -271,6 +271,7 @@ class Point:
     memory: MemoryStats = field(default_factory=MemoryStats)
     telemetry: Telemetry = field(default_factory=Telemetry)
     timing: Timing = field(default_factory=Timing)
+    distributed: PointDistributed | None = None  # data-parallel figures; None for one process
     diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
     flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
     achieved_tflops: float | None = None  # flops_per_sample * samples_per_sec / 1e12
@@ -283,6 +284,56 @@ class Point:
     mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
     breakdown: StepBreakdown | None = None  # where a step's time goes
     num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
+
+
+@dataclass(frozen=True)
+class RankStats:
+    """One rank's own reading of a data-parallel point (gathered to rank 0)."""
+
+    rank: int
+    status: str = OK
+    error: str | None = None
+    samples_per_sec: float | None = None  # this rank's batch * steps / its window
+    window_seconds: float | None = None
+    step_stats: StepStats | None = None
+    memory: MemoryStats = field(default_factory=MemoryStats)
+    allreduce_seconds: float | None = None  # gradient all-reduce in the timed window (comm hook)
+    allreduce_calls: int = 0  # bucket all-reduces timed
+
+
+@dataclass(frozen=True)
+class PointDistributed:
+    """A point measured by ``world_size`` ranks under torchrun, each with its own batch.
+
+    ``global_samples_per_sec`` = world_size * per-rank batch * steps / the slowest rank's window
+    (the same value as the point's ``samples_per_sec``). ``allreduce_seconds_per_step`` is the
+    mean over ranks of the time from launching a gradient bucket's all-reduce to its completion,
+    summed over buckets, per step: it overlaps backward, so it is not time added to the step.
+    ``scaling_efficiency`` = global / (world_size * the 1-rank run's samples/sec at this batch),
+    filled in by ``bench sweep --nproc 1,...``.
+    """
+
+    world_size: int = 1
+    per_rank_batch_size: int | None = None
+    global_batch_size: int | None = None
+    global_samples_per_sec: float | None = None
+    allreduce_seconds_per_step: float | None = None  # None in inference (no gradients)
+    allreduce_method: str | None = None  # "comm-hook": wall time of each bucket's all-reduce future
+    single_device_samples_per_sec: float | None = None
+    scaling_efficiency: float | None = None
+    ranks: tuple[RankStats, ...] = ()
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How a run was spread over processes (torchrun). Absent (None) for a one-process run."""
+
+    world_size: int = 1
+    backend: str | None = None  # "nccl" | "gloo"
+    ddp: bool = True  # model wrapped in DistributedDataParallel (training)
+    local_world_size: int | None = None  # ranks on rank 0's node
+    nnodes: int | None = None
+    timeout_seconds: float | None = None  # on every collective
 
 
 @dataclass(frozen=True)
@@ -335,8 +386,13 @@ class SweepResult:
     notices: tuple[str, ...] = ()
     tool_version: str = ""
     wall_seconds: float | None = None  # the whole command so far, setup included
+    distributed: Distributed | None = None  # None: one process (world size 1)
     kind: str = "sweep"
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def world_size(self) -> int:
+        return self.distributed.world_size if self.distributed is not None else 1
 
     def ok_points(self) -> list[Point]:
         return [p for p in self.points if p.status == OK]
@@ -424,7 +480,24 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     bd = d.get("breakdown")
     d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
     d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
+    if d.get("distributed") is not None:
+        d["distributed"] = _point_distributed_from_dict(d["distributed"])
     return _build(Point, d, f"point {d.get('batch_size')}")
+
+
+def _point_distributed_from_dict(d: dict[str, Any]) -> PointDistributed:
+    if not isinstance(d, dict):
+        raise BenchError(f"distributed: expected an object, got {type(d).__name__}")
+    d = dict(d)
+    ranks = []
+    for r in d.get("ranks") or ():
+        r = dict(r) if isinstance(r, dict) else r
+        if isinstance(r, dict):
+            r["step_stats"] = _build(StepStats, r["step_stats"], "step_stats") if r.get("step_stats") else None
+            r["memory"] = _build(MemoryStats, r.get("memory") or {}, "memory")
+        ranks.append(_build(RankStats, r, "rank"))
+    d["ranks"] = tuple(ranks)
+    return _build(PointDistributed, d, "distributed")
 
 
 def environment_from_dict(d: dict[str, Any]) -> Environment:
@@ -447,6 +520,8 @@ def result_from_dict(d: dict[str, Any]) -> SweepResult:
     d["workload"] = _build(Workload, d.get("workload") or {}, "workload")
     d["settings"] = _build(MeasureSettings, d.get("settings") or {}, "settings")
     d["points"] = tuple(point_from_dict(p) for p in d.get("points") or ())
+    if d.get("distributed") is not None:
+        d["distributed"] = _build(Distributed, d["distributed"], "distributed")
     d["notices"] = tuple(d.get("notices") or ())
     return _build(SweepResult, d, "result")
 
