@@ -135,9 +135,19 @@ _cache: dict[tuple[Any, ...], float | None] = {}
 
 
 def _conv_backward_flop(
-    grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any, _stride: Any, _padding: Any,
-    _dilation: Any, transposed: bool, _output_padding: Any, _groups: Any, output_mask: Any,
-    out_shape: Any, **kwargs: Any,
+    grad_out_shape: Any,
+    x_shape: Any,
+    w_shape: Any,
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: Any,
+    output_mask: Any,
+    out_shape: Any,
+    **kwargs: Any,
 ) -> int:
     """Each requested gradient (input, weight) of a convolution costs one forward convolution.
 

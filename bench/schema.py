@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DATA_SOURCES = ("synthetic", "loader")
+DATA_SOURCES = ("synthetic", "loader")
 
 # Point status values.
 OK = "ok"
@@ -66,6 +67,11 @@ class Workload:
     data: str = "synthetic"
     workers: int = 0  # DataLoader worker processes (0 = in the training process)
     data_dir: str | None = None  # an ImageFolder tree for --data loader; None = in-memory JPEGs
+    # Input pipeline: "synthetic" = a random batch already on the device (no input cost);
+    # "loader" = a DataLoader decoding and augmenting JPEGs in ``workers`` processes (bench.data).
+    data: str = "synthetic"
+    workers: int = 0  # DataLoader worker processes (0 = in the training process)
+    data_dir: str | None = None  # an ImageFolder tree for --data loader; None = in-memory JPEGs
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +86,12 @@ class Workload:
             raise BenchError(f"sequence length must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.dataset_size, int) or self.dataset_size <= 0:
             raise BenchError(f"dataset size must be a positive integer, got {self.dataset_size!r}")
+        if self.data not in DATA_SOURCES:
+            raise BenchError(f"unknown data source {self.data!r}: choose one of {', '.join(DATA_SOURCES)}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
+            raise BenchError(f"workers must be a non-negative integer, got {self.workers!r}")
+        if self.data_dir is not None and self.data != "loader":
+            raise BenchError("--data-dir needs --data loader")
         if self.data not in DATA_SOURCES:
             raise BenchError(f"unknown data source {self.data!r}: choose one of {', '.join(DATA_SOURCES)}")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
@@ -185,6 +197,11 @@ class Telemetry:
     gpm_sm_active_percent: float | None = None
     gpm_tensor_active_percent: float | None = None
     gpm_dram_bandwidth_percent: float | None = None
+    # NVML GPM (Hopper and newer, where the driver offers it); None elsewhere. Unlike kernel-active
+    # these see inside the kernels: share of SMs busy, of tensor-core pipes busy, of DRAM bandwidth.
+    gpm_sm_active_percent: float | None = None
+    gpm_tensor_active_percent: float | None = None
+    gpm_dram_bandwidth_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +270,28 @@ class StepBreakdown:
 
 
 @dataclass(frozen=True)
+class Diagnosis:
+    """A bottleneck verdict for one point and the readings behind it, in words and numbers."""
+
+    verdict: str  # see bench.diagnose.VERDICTS
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """Median seconds per step of each annotated phase over the timed steps (CUDA events on GPU,
+    host clocks on CPU). ``None`` where the phase does not run (no optimizer when inferring, no data
+    phase with a batch already on the device). The parts need not add up to the step median."""
+
+    forward_seconds: float | None = None  # forward and loss
+    backward_seconds: float | None = None
+    optimizer_seconds: float | None = None  # step and zero_grad
+    data_seconds: float | None = None  # waiting for the next batch and copying it in
+    steps: int = 0  # timed steps the medians are taken over
+    data_wait_fraction: float | None = None  # total data time / total step time over the window
+
+
+@dataclass(frozen=True)
 class Point:
     """One batch size, measured."""
 
@@ -271,6 +310,12 @@ class Point:
     memory: MemoryStats = field(default_factory=MemoryStats)
     telemetry: Telemetry = field(default_factory=Telemetry)
     timing: Timing = field(default_factory=Timing)
+    diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
+    flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
+    achieved_tflops: float | None = None  # flops_per_sample * samples_per_sec / 1e12
+    mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
+    breakdown: StepBreakdown | None = None  # where a step's time goes
+    num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
     distributed: PointDistributed | None = None  # data-parallel figures; None for one process
     diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
     flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
@@ -461,6 +506,15 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     tel["clock_event_reasons"] = tuple(tel.get("clock_event_reasons") or ())
     d["telemetry"] = _build(Telemetry, tel, "telemetry")
     d["timing"] = _build(Timing, d.get("timing") or {}, "timing")
+    diag = d.get("diagnosis")
+    if diag:
+        diag = dict(diag)
+        diag["evidence"] = tuple(str(e) for e in diag.get("evidence") or ())
+        d["diagnosis"] = _build(Diagnosis, diag, "diagnosis")
+    else:
+        d["diagnosis"] = None
+    bd = d.get("breakdown")
+    d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
     diag = d.get("diagnosis")
     if diag:
         diag = dict(diag)
