@@ -15,35 +15,108 @@ DbOpt = Annotated[Path, typer.Option("--db", help="results history database")]
 def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
-        baseline: Annotated[str, typer.Argument(help="file, history id, or 'latest'")],
-        current: Annotated[str, typer.Argument(help="file, history id, or 'latest'")],
+        runs: Annotated[
+            list[str],
+            typer.Argument(
+                help="BASELINE CURRENT (or only CURRENT with --baseline): file, history id, or 'latest'"
+            ),
+        ],
         threshold: Annotated[str, typer.Option("--threshold", help="e.g. 5% or 0.05")] = "5%",
+        baseline_name: Annotated[
+            str | None,
+            typer.Option("--baseline", help="compare with this named baseline (bench baseline set)"),
+        ] = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="also fail (exit 1) when a verdict is INCONCLUSIVE")
+        ] = False,
+        allow_mismatch: Annotated[
+            bool,
+            typer.Option(
+                "--allow-mismatch",
+                help="compare runs of different workloads, settings or environments (warns instead of refusing)",
+            ),
+        ] = False,
         markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
         db: DbOpt = Path(".bench/results.db"),
     ) -> None:
-        """Fail (exit 1) on a real slowdown: beyond the threshold and beyond measurement noise."""
+        """Fail (exit 1) on a real slowdown: beyond the threshold and beyond the noise between runs.
+
+        The noise comes from --repeat measurements, else from stored runs of the same
+        configuration in the history. Exit 2 when the runs are not like with like."""
         from bench.compare import compare as run_compare
-        from bench.compare import parse_threshold, to_markdown, to_table
+        from bench.compare import parse_threshold, summary, to_markdown, to_table
+        from bench.errors import BenchError
         from bench.store import load_run
 
         limit = parse_threshold(threshold)
-        cmp = run_compare(load_run(baseline, db), load_run(current, db), limit)
+        if baseline_name is not None:
+            if len(runs) != 1:
+                raise BenchError(
+                    "with --baseline NAME give one run to compare: bench compare --baseline NAME CURRENT"
+                )
+            base = _load_baseline(db, baseline_name)
+            cur = load_run(runs[0], db)
+        else:
+            if len(runs) != 2:
+                raise BenchError("give two runs: bench compare BASELINE CURRENT (or --baseline NAME CURRENT)")
+            base, cur = load_run(runs[0], db), load_run(runs[1], db)
+        noise = _history_noise(db, base, cur)
+        cmp = run_compare(base, cur, limit, history_noise=noise)
+        if cmp.mismatches and not allow_mismatch:
+            raise BenchError(
+                "not like with like: "
+                + "; ".join(cmp.mismatches)
+                + " (pass --allow-mismatch to compare anyway)"
+            )
         for w in cmp.warnings:
-            err_console.print(f"[yellow]warning:[/] {w}")
+            loud = w in cmp.mismatches
+            err_console.print(f"[{'bold red' if loud else 'yellow'}]warning:[/] {w}")
         if not cmp.changes:  # a gate that compared nothing must not pass
-            from bench.errors import BenchError
-
             raise BenchError("nothing to compare: no batch size was measured ok in both runs")
         if markdown:
             print(to_markdown(cmp))
         else:
             console.print(to_table(cmp))
-            n = len(cmp.regressions)
-            console.print(
-                f"[red]{n} regression(s)[/]" if n else "[green]no regression[/] (beyond noise and threshold)"
-            )
-        if cmp.regressions:
+            for note in cmp.notes:
+                err_console.print(f"[dim]{note}[/]")
+            colour = "red" if cmp.regressions else ("yellow" if cmp.inconclusive else "green")
+            console.print(f"[{colour}]{summary(cmp).replace('**', '')}[/]")
+        if cmp.regressions or (strict and cmp.inconclusive):
             raise typer.Exit(1)
+
+    @app.command("baseline")
+    def baseline_cmd(
+        action: Annotated[str, typer.Argument(help="set | list")],
+        name: Annotated[str | None, typer.Argument(help="baseline name (set)")] = None,
+        run: Annotated[
+            str | None, typer.Argument(help="run to name (set): file, history id, or 'latest'")
+        ] = None,
+        db: DbOpt = Path(".bench/results.db"),
+    ) -> None:
+        """Name a stored run as a baseline (`set NAME RUN`), or list the baselines (`list`).
+
+        A CI job then gates with `bench compare --baseline NAME CURRENT`."""
+        from bench.errors import BenchError
+        from bench.store import list_baselines, set_baseline
+
+        if action == "set":
+            if not name or not run:
+                raise BenchError("usage: bench baseline set NAME RUN (RUN: file, history id, or 'latest')")
+            row = set_baseline(db, name, run)
+            console.print(f"baseline [bold]{name}[/] = run {row.id} ({row.run_id})")
+        elif action == "list":
+            if name or run:
+                raise BenchError("usage: bench baseline list")
+            from rich.table import Table
+
+            table = Table(title=f"baselines ({db})", title_justify="left")
+            for col in ("name", "run", "when", "model", "device", "best"):
+                table.add_column(col)
+            for item in list_baselines(db):
+                table.add_row(*_baseline_cells(item))
+            console.print(table)
+        else:
+            raise BenchError(f"unknown baseline action {action!r}: use set or list")
 
     @app.command()
     def report(
@@ -124,3 +197,60 @@ def register(app: typer.Typer) -> None:
         for f in files:
             pk = import_file(db, f)
             console.print(f"imported {f} as run {pk}")
+
+
+def _load_baseline(db: Path, name: str):
+    """The sweep a named baseline points at."""
+    from bench.errors import BenchError
+    from bench.schema import result_from_dict
+    from bench.store import get_baseline
+
+    where, data = get_baseline(db, name)
+    if data.get("kind", "sweep") != "sweep":
+        raise BenchError(f"baseline {name!r} ({where}) is a {data.get('kind')} run, not a sweep")
+    try:
+        return result_from_dict(data)
+    except BenchError as exc:
+        raise BenchError(f"baseline {name!r} ({where}): {exc}") from None
+
+
+HISTORY_NOISE_RUNS = 200  # newest stored sweeps of the model looked at for the noise floor
+
+
+def _history_noise(db: Path, baseline, current) -> dict:
+    """The history's noise floor for the configuration being compared (empty without a history).
+    A stored run that no longer loads is skipped: the history only helps here."""
+    from bench.compare import noise_floor
+    from bench.errors import BenchError
+    from bench.schema import result_from_dict
+    from bench.store import list_runs, load_run_data
+
+    if not Path(db).is_file():
+        return {}
+    stored = []
+    for row in list_runs(db, model=current.workload.model, kind="sweep", limit=HISTORY_NOISE_RUNS):
+        try:
+            stored.append(result_from_dict(load_run_data(str(row.id), db)[1]))
+        except (BenchError, TypeError, ValueError, KeyError):
+            continue
+    return noise_floor(stored, current, exclude=(baseline.run_id, current.run_id))
+
+
+def _baseline_cells(item) -> list[str]:
+    """Table cells for one baseline from ``list_baselines`` (a name and a RunRow, or a row with a
+    ``name``)."""
+    if isinstance(item, tuple) and len(item) == 2:
+        name, row = item
+    else:
+        name, row = getattr(item, "name", "?"), getattr(item, "run", item)
+    best = "-"
+    if getattr(row, "best_samples_per_sec", None):
+        best = f"b{row.best_batch_size}: {row.best_samples_per_sec:,.1f}/s"
+    return [
+        str(name),
+        f"{row.id} ({row.run_id})",
+        row.created_at or "-",
+        row.model or "-",
+        row.device_label or "-",
+        best,
+    ]

@@ -38,7 +38,6 @@ SCHEMA_VERSION = 1
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DATA_SOURCES = ("synthetic", "loader")
-DATA_SOURCES = ("synthetic", "loader")
 
 # Point status values.
 OK = "ok"
@@ -67,11 +66,6 @@ class Workload:
     data: str = "synthetic"
     workers: int = 0  # DataLoader worker processes (0 = in the training process)
     data_dir: str | None = None  # an ImageFolder tree for --data loader; None = in-memory JPEGs
-    # Input pipeline: "synthetic" = a random batch already on the device (no input cost);
-    # "loader" = a DataLoader decoding and augmenting JPEGs in ``workers`` processes (bench.data).
-    data: str = "synthetic"
-    workers: int = 0  # DataLoader worker processes (0 = in the training process)
-    data_dir: str | None = None  # an ImageFolder tree for --data loader; None = in-memory JPEGs
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,12 +80,6 @@ class Workload:
             raise BenchError(f"sequence length must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.dataset_size, int) or self.dataset_size <= 0:
             raise BenchError(f"dataset size must be a positive integer, got {self.dataset_size!r}")
-        if self.data not in DATA_SOURCES:
-            raise BenchError(f"unknown data source {self.data!r}: choose one of {', '.join(DATA_SOURCES)}")
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
-            raise BenchError(f"workers must be a non-negative integer, got {self.workers!r}")
-        if self.data_dir is not None and self.data != "loader":
-            raise BenchError("--data-dir needs --data loader")
         if self.data not in DATA_SOURCES:
             raise BenchError(f"unknown data source {self.data!r}: choose one of {', '.join(DATA_SOURCES)}")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
@@ -113,6 +101,9 @@ class MeasureSettings:
     sample_interval_seconds: float = 0.05  # telemetry sampling period
     isolate: bool | None = None  # run each point in a child process; None = auto (CPU yes, CUDA no)
     stop_on_oom: bool = True  # stop growing the batch after the first OOM
+    # Independent measurements of every batch size (a fresh process on CPU, a fresh model on GPU),
+    # interleaved b1, b2, ..., b1, b2, ...: their spread is the run-to-run noise the gate needs.
+    repeat: int = 1
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
@@ -129,6 +120,8 @@ class MeasureSettings:
             raise BenchError("target relative CI must be between 0 and 1 (e.g. 0.02 for 2%)")
         if not self.sample_interval_seconds > 0:
             raise BenchError("sample interval must be > 0 seconds")
+        if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or self.repeat < 1:
+            raise BenchError(f"repeat must be a positive integer, got {self.repeat!r}")
 
 
 def default_min_time(kwargs: dict[str, Any]) -> None:
@@ -192,16 +185,6 @@ class Telemetry:
     gpm_sm_active_percent: float | None = None
     gpm_tensor_active_percent: float | None = None
     gpm_dram_bandwidth_percent: float | None = None
-    # NVML GPM (Hopper and newer, where the driver offers it); None elsewhere. Unlike kernel-active
-    # these see inside the kernels: share of SMs busy, of tensor-core pipes busy, of DRAM bandwidth.
-    gpm_sm_active_percent: float | None = None
-    gpm_tensor_active_percent: float | None = None
-    gpm_dram_bandwidth_percent: float | None = None
-    # NVML GPM (Hopper and newer, where the driver offers it); None elsewhere. Unlike kernel-active
-    # these see inside the kernels: share of SMs busy, of tensor-core pipes busy, of DRAM bandwidth.
-    gpm_sm_active_percent: float | None = None
-    gpm_tensor_active_percent: float | None = None
-    gpm_dram_bandwidth_percent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -226,47 +209,15 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class Diagnosis:
-    """A bottleneck verdict for one point and the readings behind it, in words and numbers."""
+class RepeatSample:
+    """One of a point's independent measurements (``--repeat``), in the order they ran."""
 
-    verdict: str  # see bench.diagnose.VERDICTS
-    evidence: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StepBreakdown:
-    """Median seconds per step of each annotated phase over the timed steps (CUDA events on GPU,
-    host clocks on CPU). ``None`` where the phase does not run (no optimizer when inferring, no data
-    phase with a batch already on the device). The parts need not add up to the step median."""
-
-    forward_seconds: float | None = None  # forward and loss
-    backward_seconds: float | None = None
-    optimizer_seconds: float | None = None  # step and zero_grad
-    data_seconds: float | None = None  # waiting for the next batch and copying it in
-    steps: int = 0  # timed steps the medians are taken over
-    data_wait_fraction: float | None = None  # total data time / total step time over the window
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """A bottleneck verdict for one point and the readings behind it, in words and numbers."""
-
-    verdict: str  # see bench.diagnose.VERDICTS
-    evidence: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StepBreakdown:
-    """Median seconds per step of each annotated phase over the timed steps (CUDA events on GPU,
-    host clocks on CPU). ``None`` where the phase does not run (no optimizer when inferring, no data
-    phase with a batch already on the device). The parts need not add up to the step median."""
-
-    forward_seconds: float | None = None  # forward and loss
-    backward_seconds: float | None = None
-    optimizer_seconds: float | None = None  # step and zero_grad
-    data_seconds: float | None = None  # waiting for the next batch and copying it in
-    steps: int = 0  # timed steps the medians are taken over
-    data_wait_fraction: float | None = None  # total data time / total step time over the window
+    status: str  # OK | OOM | ERROR
+    samples_per_sec: float | None = None  # batch * timed steps / window_seconds of this repeat
+    step_median_seconds: float | None = None
+    window_seconds: float | None = None
+    steps: int = 0  # timed steps in the window
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +244,14 @@ class StepBreakdown:
 
 @dataclass(frozen=True)
 class Point:
-    """One batch size, measured."""
+    """One batch size, measured.
+
+    With ``settings.repeat`` > 1 the headline fields describe all repeats: ``samples_per_sec`` is
+    the median over repeats; ``step_seconds``, ``step_stats``, ``window_seconds``, telemetry and
+    timing are those of the median repeat (the lower middle one for an even count); memory peaks
+    are the largest of any repeat; ``converged`` holds when every repeat converged. ``repeats``
+    keeps each repeat (empty in files written before repeats, and for a single measurement).
+    """
 
     batch_size: int
     status: str  # OK | OOM | ERROR | SKIPPED
@@ -310,12 +268,7 @@ class Point:
     memory: MemoryStats = field(default_factory=MemoryStats)
     telemetry: Telemetry = field(default_factory=Telemetry)
     timing: Timing = field(default_factory=Timing)
-    diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
-    flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
-    achieved_tflops: float | None = None  # flops_per_sample * samples_per_sec / 1e12
-    mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
-    breakdown: StepBreakdown | None = None  # where a step's time goes
-    num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
+    repeats: tuple[RepeatSample, ...] = ()  # every repeat when settings.repeat > 1
     distributed: PointDistributed | None = None  # data-parallel figures; None for one process
     diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
     flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
@@ -323,12 +276,13 @@ class Point:
     mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
     breakdown: StepBreakdown | None = None  # where a step's time goes
     num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
-    diagnosis: Diagnosis | None = None  # why not faster; None in files written before verdicts
-    flops_per_sample: float | None = None  # model FLOPs (train: forward + backward), FlopCounterMode
-    achieved_tflops: float | None = None  # flops_per_sample * samples_per_sec / 1e12
-    mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
-    breakdown: StepBreakdown | None = None  # where a step's time goes
-    num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
+
+    def repeat_samples_per_sec(self) -> tuple[float, ...]:
+        """Throughput of each successful repeat; the headline value alone when there are none."""
+        values = tuple(r.samples_per_sec for r in self.repeats if r.status == OK and r.samples_per_sec)
+        if values:
+            return values
+        return (self.samples_per_sec,) if self.samples_per_sec else ()
 
 
 @dataclass(frozen=True)
@@ -515,25 +469,8 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         d["diagnosis"] = None
     bd = d.get("breakdown")
     d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
-    diag = d.get("diagnosis")
-    if diag:
-        diag = dict(diag)
-        diag["evidence"] = tuple(str(e) for e in diag.get("evidence") or ())
-        d["diagnosis"] = _build(Diagnosis, diag, "diagnosis")
-    else:
-        d["diagnosis"] = None
-    bd = d.get("breakdown")
-    d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
-    diag = d.get("diagnosis")
-    if diag:
-        diag = dict(diag)
-        diag["evidence"] = tuple(str(e) for e in diag.get("evidence") or ())
-        d["diagnosis"] = _build(Diagnosis, diag, "diagnosis")
-    else:
-        d["diagnosis"] = None
-    bd = d.get("breakdown")
-    d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
     d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
+    d["repeats"] = tuple(_build(RepeatSample, r, "repeat") for r in d.get("repeats") or ())
     if d.get("distributed") is not None:
         d["distributed"] = _point_distributed_from_dict(d["distributed"])
     return _build(Point, d, f"point {d.get('batch_size')}")

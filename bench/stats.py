@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 
-from bench.schema import StepStats
+from bench.schema import OK, MemoryStats, Point, RepeatSample, StepStats
 
 # Two-sided 95% Student-t critical values for 1..30 degrees of freedom; beyond, the table below.
 _T95 = (
@@ -95,3 +96,190 @@ def samples_per_sec(batch_size: int, steps: int, window_seconds: float) -> float
 def epoch_seconds(dataset_size: int, throughput: float) -> float:
     """Estimated epoch time (seconds) at a measured throughput (samples/sec)."""
     return dataset_size / throughput
+
+
+# --------------------------------------------------------------------------- between-run statistics
+#
+# The regression gate works on repeat-level throughputs: each repeat is an independent measurement
+# (its own process on CPU, its own model on GPU), so their spread is the run-to-run noise that the
+# step times inside one run cannot show. Values are compared on a log scale (a 10% drop is the same
+# distance at 10 and at 10,000 samples/s), with a two-sample t-test on the pooled within-group
+# variance. With three repeats a rank test cannot reach any useful level (Mann-Whitney's smallest
+# two-sided p for 3 against 3 is 0.1), which is why bench does not use one here.
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, dof: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``dof`` degrees of freedom."""
+    if dof <= 0:
+        raise ValueError("need at least one degree of freedom")
+    if math.isinf(t):
+        return 0.0
+    return _betai(dof / 2.0, 0.5, dof / (dof + t * t))
+
+
+def t_critical(alpha: float, dof: float) -> float:
+    """The two-sided critical value: P(|T| >= value) = alpha."""
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, dof) > alpha:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if t_two_sided_p(mid, dof) > alpha:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-10 * hi:
+            break
+    return hi
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error control): compare each with alpha.
+
+    Why Holm: a sweep tests several batch sizes at once; without a correction, five sizes at 5%
+    each raise a false alarm on about one unchanged build in four. Holm keeps the family-wise rate
+    at alpha and is uniformly more powerful than Bonferroni."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def sum_of_squares(values: Sequence[float]) -> float:
+    """Sum of squared deviations from the mean (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    mean = statistics.fmean(values)
+    return sum((v - mean) ** 2 for v in values)
+
+
+def repeats_to_settle(
+    noise_sd: float, threshold: float, alpha: float = 0.05, max_repeats: int = 50
+) -> int | None:
+    """Repeats per side at which a two-sample interval of log throughput (noise ``noise_sd`` per
+    repeat, log units) would be at most ``threshold`` wide each way, so that no change and a change
+    of twice the threshold could not both fit in it. None: more than ``max_repeats``."""
+    if noise_sd <= 0:
+        return 2
+    for n in range(2, max_repeats + 1):
+        half = t_critical(alpha, 2 * n - 2) * noise_sd * math.sqrt(2.0 / n)
+        if half <= math.log1p(threshold):
+            return n
+    return None
+
+
+def repeat_sample(point: Point) -> RepeatSample:
+    """The part of one measurement of a batch size that the repeats keep."""
+    return RepeatSample(
+        status=point.status,
+        samples_per_sec=point.samples_per_sec,
+        step_median_seconds=point.step_stats.median_seconds if point.step_stats else None,
+        window_seconds=point.window_seconds,
+        steps=len(point.step_seconds),
+        error=point.error,
+    )
+
+
+def _max_or_none(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def combine_repeats(measured: Sequence[Point], dataset_size: int | None = None) -> Point:
+    """One point from a batch size's repeats (in the order they ran); see ``Point`` for what each
+    headline field then means. A single measurement comes back as it is (no ``repeats``), so
+    ``--repeat 1`` files look as they always did."""
+    if not measured:
+        raise ValueError("no repeats to combine")
+    if len(measured) == 1:
+        return measured[0]
+    ok = [p for p in measured if p.status == OK and p.samples_per_sec]
+    samples = tuple(repeat_sample(p) for p in measured)
+    if not ok:  # every repeat failed: the last one says why
+        return replace(measured[-1], repeats=samples)
+    ranked = sorted(ok, key=lambda p: p.samples_per_sec or 0.0)
+    middle = ranked[(len(ranked) - 1) // 2]  # the median repeat (lower middle for an even count)
+    headline = statistics.median(p.samples_per_sec or 0.0 for p in ok)
+    memory = MemoryStats(
+        **{
+            f: _max_or_none([getattr(p.memory, f) for p in ok])
+            for f in (
+                "device_peak_allocated_bytes",
+                "device_peak_reserved_bytes",
+                "device_process_used_bytes",
+                "host_peak_rss_bytes",
+            )
+        },
+        device_total_bytes=middle.memory.device_total_bytes,
+        host_rss_method=middle.memory.host_rss_method,
+    )
+    reasons = tuple(dict.fromkeys(r for p in ok for r in p.telemetry.clock_event_reasons))
+    return replace(
+        middle,
+        samples_per_sec=headline,
+        epoch_seconds_estimate=epoch_seconds(dataset_size, headline)
+        if dataset_size
+        else middle.epoch_seconds_estimate,
+        converged=all(p.converged for p in ok),
+        memory=memory,
+        telemetry=replace(middle.telemetry, clock_event_reasons=reasons),
+        repeats=samples,
+    )
+
+
+def repeat_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Interval of a point's typical throughput from the spread between its repeats (samples/s):
+    a t interval on the log scale, back-transformed. None for fewer than two repeats."""
+    logs = [math.log(v) for v in values if v > 0]
+    if len(logs) < 2:
+        return None
+    half = t_critical(1 - level, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    centre = statistics.fmean(logs)
+    return math.exp(centre - half), math.exp(centre + half)
