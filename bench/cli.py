@@ -133,10 +133,17 @@ def sweep(
             result = run_sweep(
                 workload, sizes, settings, out_path=out_path, on_event=live, annotate_steps=not no_nvtx
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
-        _store(history, str(out_path))
+        _store(history, getattr(exc, "partial_result", None) or str(out_path))
         raise typer.Exit(130) from None
+    except Exception as exc:  # a later point failed hard: keep what was measured, then the error
+        partial = getattr(exc, "partial_result", None)
+        if partial is not None and partial.points:
+            _store(history, partial)
+            kept = "" if history is None else " and the history"
+            err_console.print(f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {out_path}{kept}")
+        raise
     _store(history, result)
     if json_only:
         print(dumps(result))

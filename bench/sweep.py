@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.errors import BenchError
+from bench.errors import BenchError, first_line
 from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Workload, dumps
 
 DEFAULT_BATCH_SIZES = {
@@ -88,11 +88,41 @@ def default_out_path(workload: Workload, started: dt.datetime | None = None) -> 
     return Path("bench_results") / f"sweep-{model}-{device}-{workload.precision}-{workload.mode}-{stamp}.json"
 
 
+def _file_mode() -> int:
+    """0644 under the usual umask: what ``open()`` would give a new file (mkstemp gives 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_json_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename): a reader,
+    or a resume after a crash, never sees half a file. Every results file (sweep, max-batch,
+    profile cell) is written here, with one file mode. Raises OSError."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 class ResultWriter:
     """Writes the result file atomically (temp file + rename): a reader never sees half a file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.fallback: Path | None = None  # where results go after the first failed write
+        self.lost = False  # not even the fallback could be written: memory (and the history) only
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.is_dir():
@@ -103,20 +133,44 @@ class ResultWriter:
             raise BenchError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
 
     def write(self, result: SweepResult) -> None:
-        text = dumps(result)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        write_json_atomic(self.path, dumps(result))
+
+    def save(self, result: SweepResult) -> str | None:
+        """``write``, except that a failed write (a full disk) never loses the run: the result goes
+        to a file of the same name in the temp folder from then on, or, if that fails too, stays in
+        memory (the returned result, the history). Returns one line saying so the first time each
+        happens, else None."""
+        if self.lost:
+            return None
+        target = self.fallback or self.path
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
+            write_json_atomic(target, dumps(result))
+            return None
+        except OSError as exc:
+            why = f"{target}: {exc.strerror or exc}"
+        if self.fallback is None:
+            fallback = Path(tempfile.gettempdir()) / self.path.name
             try:
-                os.unlink(tmp)
+                write_json_atomic(fallback, dumps(result))
+                self.fallback = fallback
+                return f"cannot write {why}; every point is saved in {fallback} instead"
             except OSError:
                 pass
-            raise
+        self.lost = True
+        return f"cannot write {why}; the points are kept in memory only (the returned result, the history)"
+
+
+class NoWriter(ResultWriter):
+    """For the ranks other than 0 of a data-parallel run: rank 0 alone writes the file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def write(self, result: SweepResult) -> None:
+        pass
+
+    def save(self, result: SweepResult) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -197,6 +251,7 @@ def run_sweep(
     out_path: Path | str | None = None,
     on_event: EventFn | None = None,
     annotate_steps: bool = True,
+    ranks: Any = None,
 ) -> SweepResult:
     """Measure ``workload`` at each batch size (ascending as given). Returns the full result.
 
@@ -204,8 +259,14 @@ def run_sweep(
     cudaProfilerStart/Stop around each timed window (``bench.trace``); their cost measured
     0.04% of a CPU step (``bench.benchmarks.annotation_overhead``).
 
+    ``ranks``: a ``bench.distributed.Ranks`` when this process is one rank of a torchrun job:
+    points are measured in-process by every rank in DDP, and only rank 0 writes the file.
+
     Raises BenchError for bad input before anything runs. KeyboardInterrupt propagates after the
-    result file is marked "interrupted" with every finished point in it.
+    result file is marked "interrupted" with every finished point in it; any other exception
+    after the start propagates after the file is marked "failed" the same way. Either exception
+    carries the final result as ``exc.partial_result``. A results file that cannot be written
+    mid-sweep (a full disk) is a notice: measuring goes on (``ResultWriter.save``).
     """
     from bench import env
     from bench.hw.device import check_device, open_device, parse_device
@@ -222,8 +283,9 @@ def run_sweep(
     if any((not isinstance(b, int)) or b <= 0 for b in sizes):
         raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
     isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
+    isolate = isolate and ranks is None  # a rank measures in its own process already
     settings = replace(settings, isolate=isolate)
-    writer = ResultWriter(out_path or default_out_path(workload))
+    writer = (ResultWriter if ranks is None or ranks.is_main else NoWriter)(out_path or default_out_path(workload))
 
     notices: list[str] = []
     if workload.h2d and kind == "cpu":
@@ -238,7 +300,7 @@ def run_sweep(
 
     device = monitor = None
     if not isolate:
-        device = open_device(workload.device)
+        device = open_device(workload.device) if ranks is None else ranks.device
         monitor = open_monitor(device.index, device.uuid())
     else:  # the children open their own; here only to learn whether NVML works
         monitor = open_monitor(parse_device(workload.device)[1])
@@ -261,9 +323,21 @@ def run_sweep(
         settings=settings,
         notices=tuple(notices),
         tool_version=__version__,
+        distributed=ranks.info(workload.mode == "train") if ranks is not None else None,
     )
-    writer.write(result)
+    try:
+        writer.write(result)
+    except OSError as exc:  # nothing measured yet: a plain error
+        raise BenchError(f"cannot write results to {writer.path}: {exc.strerror or exc}") from None
     emit(SweepEvent("start", result=result))
+
+    def save(result: SweepResult) -> SweepResult:
+        """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
+        while (note := writer.save(result)) is not None:
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+        return result
+
     for note in notices:
         emit(SweepEvent("notice", message=note))
 
@@ -283,13 +357,12 @@ def run_sweep(
                 from bench.trace import sweep_instrumentation
 
                 annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-                point = run_point(
+                point = (run_point if ranks is None else ranks.run_point)(
                     workload, spec, b, settings, device, monitor,
                     on_progress=report, annotate=annotate, hooks=hooks,
                 )  # fmt: skip
             points.append(point)
-            result = replace(result, points=tuple(points))
-            writer.write(result)
+            result = save(replace(result, points=tuple(points)))
             emit(SweepEvent("point_done", batch_size=b, point=point))
             if point.status == OOM and settings.stop_on_oom:
                 note = f"out of memory at batch {b}: stopped growing the batch there"
@@ -314,15 +387,22 @@ def run_sweep(
                     break
             else:
                 failures_in_row = 0
-    except KeyboardInterrupt:
-        result = replace(result, status="interrupted", finished_at=_now())
-        writer.write(result)
+    except KeyboardInterrupt as exc:
+        result = save(replace(result, status="interrupted", finished_at=_now()))
+        exc.partial_result = result  # type: ignore[attr-defined]  # for the CLI's history
+        raise
+    except Exception as exc:
+        # A later point failed hard (a factory that stops returning a module, a bug): the file is
+        # finalised with every finished point, and the caller gets them with the exception.
+        why = str(exc) if isinstance(exc, BenchError) else first_line(exc)
+        note = f"stopped after {len(points)} measured point(s): {why}"
+        result = replace(result, notices=(*result.notices, note))
+        result = save(replace(result, status="failed", finished_at=_now()))
+        exc.partial_result = result  # type: ignore[attr-defined]
         raise
     finally:
         if monitor is not None:
             monitor.close()
     if status == "complete" and not any(p.status == OK for p in points):
         status = "failed"
-    result = replace(result, status=status, finished_at=_now())
-    writer.write(result)
-    return result
+    return save(replace(result, status=status, finished_at=_now()))

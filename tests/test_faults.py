@@ -116,3 +116,96 @@ def test_library_sweep_runs_from_a_script_without_main_guard(tmp_path):
     files = list((tmp_path / "bench_results").iterdir())
     assert len(files) == 1, files  # no stray files from children re-running the script
     assert json.loads(files[0].read_text())["status"] == "complete"
+
+
+# --------------------------------------------------------------------------- sweeps (items 1, 2)
+
+
+def run_cli(*args, cwd, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _history(db: Path) -> list[dict]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return [json.loads(text) for (text,) in conn.execute("SELECT json FROM runs ORDER BY id")]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolate", ["--isolate", "--no-isolate"])
+def test_a_later_point_failing_hard_keeps_the_finished_ones(tmp_path, isolate):
+    out, db = tmp_path / "r.json", tmp_path / "h.db"
+    proc = run_cli(
+        "sweep", "tests.fault_targets:builds_once", "-b", "2,4", *FAST, isolate, "-o", str(out), "--db", str(db),
+        cwd=tmp_path, env={"BENCH_TEST_BUILD_COUNT": str(tmp_path / "count")},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "not a torch.nn.Module" in proc.stderr and "Traceback" not in proc.stderr
+    data = json.loads(out.read_text())
+    assert data["status"] == "failed" and data["finished_at"]
+    assert [p["batch_size"] for p in data["points"]] == [2]
+    (stored,) = _history(db)
+    assert stored["run_id"] == data["run_id"] and len(stored["points"]) == 1
+
+
+def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
+    """The results file's folder fills up after ``writes`` successful writes (ENOSPC from then on);
+    the temp folder too when ``also_fallback``."""
+    import errno
+    import tempfile
+
+    from bench import sweep
+
+    real = sweep.write_json_atomic
+    done = {"n": 0}
+
+    def write(path, text):
+        in_tmp = Path(path).parent == Path(tempfile.gettempdir())
+        if in_tmp and not also_fallback:
+            return real(path, text)
+        done["n"] += 1
+        if done["n"] > writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(sweep, "write_json_atomic", write)
+
+
+@pytest.mark.parametrize("also_fallback", [False, True])
+def test_a_full_disk_mid_sweep_loses_no_point(tmp_path, monkeypatch, capsys, also_fallback):
+    from bench.cli import main
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    _full_disk_after(monkeypatch, 2, also_fallback=also_fallback)  # the start and the first point
+    out, db = tmp_path / "r.json", tmp_path / "h.db"
+    rc = main(["sweep", TINY, "-b", "2,4", *FAST, "--no-isolate", "-o", str(out), "--db", str(db)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "No space left on device" in err and "internal error" not in err
+    assert [p["batch_size"] for p in json.loads(out.read_text())["points"]] == [2]  # the file before
+    (stored,) = _history(db)
+    assert stored["status"] == "complete" and [p["batch_size"] for p in stored["points"]] == [2, 4]
+    fallback = tmp_path / "tmp" / "r.json"
+    if also_fallback:
+        assert not fallback.exists() and "memory only" in " ".join(err.split())
+    else:
+        assert json.loads(fallback.read_text())["status"] == "complete"
+        assert str(fallback) in err.replace("\n", "")
+
+
+def test_library_sweep_with_only_failed_points_raises(tmp_path):
+    from bench import MeasureSettings, Workload, run_sweep
+
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False)
+    out = tmp_path / "r.json"
+    with pytest.raises(BenchError, match="could be measured.*Expected more than 1 value"):
+        run_sweep(Workload(model="tests.tiny_models:fails_in_training", image_size=8), [2, 4], settings, out_path=out)
+    assert json.loads(out.read_text())["status"] == "failed"  # the file is kept, finalised
