@@ -149,6 +149,39 @@ def register(app: typer.Typer) -> None:
             console.print(f"screenshot: {png}")
 
     @app.command()
+    def diagnose(
+        run: Annotated[str, typer.Argument(help="sweep run: JSON file, history id, or 'latest'")],
+        as_json: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
+        db: DbOpt = Path(".bench/results.db"),
+    ) -> None:
+        """Why not faster: a bottleneck verdict per batch size, with the evidence behind it."""
+        from bench.diagnose import diagnose_run, mfu_note
+        from bench.display import diagnosis_table
+        from bench.store import load_run
+
+        result = load_run(run, db)
+        if as_json:
+            import json
+
+            points = [
+                {
+                    "batch_size": p.batch_size,
+                    "status": p.status,
+                    "samples_per_sec": p.samples_per_sec,
+                    "diagnosis": None if d is None else {"verdict": d.verdict, "evidence": list(d.evidence)},
+                    "flops_per_sample": p.flops_per_sample,
+                    "achieved_tflops": p.achieved_tflops,
+                    "mfu": p.mfu,
+                }
+                for p, d in zip(result.points, diagnose_run(result), strict=True)
+            ]
+            doc = {"run_id": result.run_id, "device": result.environment.device_label, "points": points}
+            doc["mfu_note"] = mfu_note(result)
+            print(json.dumps(doc, indent=2))
+        else:
+            console.print(diagnosis_table(result))
+
+    @app.command()
     def history(
         model: Annotated[str | None, typer.Option("--model", help="only this model")] = None,
         gpu: Annotated[str | None, typer.Option("--gpu", "--device", help="GPU/CPU name contains")] = None,

@@ -10,7 +10,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from bench.cli_common import fmt_bytes, fmt_seconds
-from bench.schema import OK, Point, SweepResult
+from bench.diagnose import diagnose_run, mfu_note
+from bench.schema import OK, Diagnosis, Point, SweepResult
 
 
 class LiveSweep:
@@ -113,9 +114,12 @@ def sweep_table(result: SweepResult) -> Table:
     else:
         table.add_column("peak RSS", justify="right")
         table.add_column("CPU (proc)", justify="right")
+    table.add_column("MFU", justify="right")
+    table.add_column("verdict")
     table.add_column("status")
     best = result.best_point()
-    for p in result.points:
+    verdicts = diagnose_run(result)
+    for p, verdict in zip(result.points, verdicts, strict=True):
         if p.status != OK or p.step_stats is None:
             cells = [str(p.batch_size)] + ["-"] * (len(table.columns) - 2)
             table.add_row(*cells, f"[red]{p.status}[/]")
@@ -143,11 +147,67 @@ def sweep_table(result: SweepResult) -> Table:
             ]
         else:
             row += [fmt_bytes(p.memory.host_peak_rss_bytes), _pct(t.process_cpu_percent)]
+        row.append(_mfu(p.mfu))
+        row.append(_verdict(verdict))
         row.append("ok" if p.converged else "ok (budget)")
         table.add_row(*row)
     table.caption = (
         "epoch = dataset_size / samples/s (estimate); ±CI95 = half-width of the mean step time's "
         "95% CI relative to the median; 'ok (budget)' = time budget hit before the CI target"
         + ("; kernel-active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
+        + "; MFU = model FLOP/s / dense peak; verdict: `bench diagnose` for the evidence"
     )
+    return table
+
+
+_VERDICT_STYLE = {
+    "host-bound": "yellow",
+    "input-bound": "yellow",
+    "allocator-pressure": "red",
+    "throttled": "red",
+    "memory-bound": "cyan",
+    "device-bound": "green",
+    "unclear": "dim",
+}
+
+
+def _verdict(d: Diagnosis | None) -> str:
+    if d is None:
+        return "-"
+    style = _VERDICT_STYLE.get(d.verdict, "")
+    return f"[{style}]{d.verdict}[/]" if style else d.verdict
+
+
+def _mfu(mfu: float | None) -> str:
+    if mfu is None:
+        return "-"
+    return f"{mfu * 100:.2f}%" if mfu < 0.1 else f"{mfu * 100:.0f}%"
+
+
+def diagnosis_table(result: SweepResult) -> Table:
+    """One row per point: verdict, the evidence behind it, achieved TFLOP/s and MFU."""
+    wl = result.workload
+    title = f"why not faster: {wl.model} · {wl.mode} · {wl.precision} · {result.environment.device_label}"
+    table = Table(title=title, title_justify="left", show_lines=True)
+    table.add_column("batch", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    table.add_column("TFLOP/s", justify="right")
+    table.add_column("MFU", justify="right")
+    for p, d in zip(result.points, diagnose_run(result), strict=True):
+        if d is None:
+            table.add_row(str(p.batch_size), "-", f"[red]{p.status}[/]", p.error or "", "-", "-")
+            continue
+        table.add_row(
+            str(p.batch_size),
+            "-" if p.samples_per_sec is None else f"{p.samples_per_sec:,.1f}",
+            _verdict(d),
+            "\n".join(d.evidence),
+            "-" if p.achieved_tflops is None else f"{p.achieved_tflops:.2f}",
+            _mfu(p.mfu),
+        )
+    note = mfu_note(result)
+    if note:
+        table.caption = note
     return table

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.diagnose import diagnose_run, mfu_note
 from bench.errors import BenchError
 from bench.recommend import KNEE_FRACTION, Recommendation, knee_point, recommend
 from bench.schema import OK, OOM, Point, SweepResult, result_from_dict
@@ -80,6 +81,8 @@ class RunSummary:
     notices: tuple[str, ...] = ()
     max_batch: str | None = None  # "exact max 240 (probes 5, 31 s), safe 224"
     trace: str | None = None
+    diagnoses: list[dict[str, str]] = field(default_factory=list)  # one per measured point
+    mfu_note: str | None = None  # why the MFU is tiny, when it is
 
 
 # --------------------------------------------------------------------------- loading
@@ -258,7 +261,26 @@ def _summarise(run: ReportRun) -> RunSummary:
         notices=r.notices,
         max_batch=_max_batch_line(run.max_batch),
         trace=run.trace,
+        diagnoses=_diagnosis_rows(r),
+        mfu_note=mfu_note(r),
     )
+
+
+def _diagnosis_rows(r: SweepResult) -> list[dict[str, str]]:
+    rows = []
+    for p, d in zip(r.points, diagnose_run(r), strict=True):
+        if d is None:
+            continue
+        rows.append(
+            {
+                "batch": str(p.batch_size),
+                "verdict": d.verdict,
+                "evidence": "; ".join(d.evidence),
+                "tflops": fmt_num(p.achieved_tflops, 2),
+                "mfu": "–" if p.mfu is None else f"{p.mfu * 100:.2f}%",
+            }
+        )
+    return rows
 
 
 def _max_batch_line(search: dict[str, Any] | None) -> str | None:
@@ -511,6 +533,39 @@ def plot_energy(runs: Sequence[ReportRun]) -> Any | None:
     return fig
 
 
+BREAKDOWN_PHASES = (
+    ("data", "data_seconds", "#8c564b"),
+    ("forward", "forward_seconds", "#1f77b4"),
+    ("backward", "backward_seconds", "#ff7f0e"),
+    ("optimizer", "optimizer_seconds", "#2ca02c"),
+)
+
+
+def plot_breakdown(runs: Sequence[ReportRun]) -> Any | None:
+    """Stacked bars per batch size: median seconds of each annotated phase, one panel per run."""
+    with_bd = [run for run in runs if any(p.breakdown is not None for p in run.result.ok_points())][:3]
+    if not with_bd:
+        return None
+    fig, axes = _figure("Where a step's time goes (median ms per phase)", ncols=len(with_bd))
+    for ax, run in zip(axes, with_bd, strict=True):
+        points = sorted((p for p in run.result.ok_points() if p.breakdown), key=lambda p: p.batch_size)
+        labels = [str(p.batch_size) for p in points]
+        bottom = [0.0] * len(points)
+        for phase, attr, color in BREAKDOWN_PHASES:
+            values = [(getattr(p.breakdown, attr) or 0.0) * 1000 for p in points]
+            if any(values):
+                ax.bar(labels, values, bottom=bottom, color=color, label=phase)
+                bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        steps = [(p.step_stats.median_seconds * 1000 if p.step_stats else 0.0) for p in points]
+        ax.plot(labels, steps, "k_", markersize=18, label="step median")
+        ax.set_title(run.label, fontsize=9)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("ms per step")
+        ax.grid(True, axis="y", alpha=0.3)
+        _legend(ax)
+    return fig
+
+
 # name, builder, caption, why it can be missing
 PLOTS: tuple[tuple[str, Any, str, str], ...] = (
     ("throughput", plot_throughput,
@@ -536,6 +591,10 @@ PLOTS: tuple[tuple[str, Any, str, str], ...] = (
     ("energy", plot_energy,
      "Energy counter read at both ends of the timed window (each after a device synchronise), per sample.",
      "no energy readings (needs an NVML energy counter: Volta or newer GPU)"),
+    ("breakdown", plot_breakdown,
+     "Median time of each annotated phase per step (CUDA events on GPU, host clocks on CPU); the black mark "
+     "is the whole step's median. Data: waiting for and copying in the next batch.",
+     "no step breakdown recorded (runs before it existed)"),
 )  # fmt: skip
 
 

@@ -158,3 +158,49 @@ def test_mfu_note_only_when_tiny():
 @pytest.mark.parametrize("verdict", diagnose.VERDICTS)
 def test_every_verdict_is_named(verdict):
     assert verdict.islower() and " " not in verdict
+
+
+# --------------------------------------------------------------------------- CLI, table, report
+
+
+def test_cli_diagnose_json_on_a_file_and_latest(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.store import import_file
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["diagnose", str(H100), "--json", "--db", str(tmp_path / "none.db")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [p["diagnosis"]["verdict"] for p in doc["points"]] == ["host-bound"] * 3
+    db = tmp_path / "h.db"
+    import_file(db, str(H100))
+    res = runner.invoke(app, ["diagnose", "latest", "--db", str(db)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("host-bound") == 3 and "kernel-active 17%" in res.stdout
+
+
+def test_sweep_table_has_a_verdict_column():
+    from rich.console import Console
+
+    from bench.display import sweep_table
+
+    console = Console(width=250, record=True)
+    console.print(sweep_table(load_result(str(H100))))
+    text = console.export_text()
+    assert "verdict" in text and text.count("host-bound") == 3
+
+
+def test_report_has_the_verdicts_mfu_note_and_breakdown_plot(tmp_path):
+    from bench.report import ReportRun, build_report
+
+    run = load_result(str(H100))
+    bd = StepBreakdown(forward_seconds=0.012, backward_seconds=0.025, optimizer_seconds=0.004, steps=20)
+    points = tuple(dataclasses.replace(p, mfu=0.011, achieved_tflops=10.9, breakdown=bd) for p in run.points)
+    files = build_report([ReportRun("h100", dataclasses.replace(run, points=points))], tmp_path / "r")
+    md = files.markdown.read_text()
+    assert md.count("**host-bound**") == 3
+    assert "1.10%" in md and "depthwise" in md
+    assert "breakdown" in files.plots
+    assert 'data-verdict="host-bound"' in files.html.read_text()
