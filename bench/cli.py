@@ -6,6 +6,7 @@ with exit code 2. Ctrl-C exits 130 after the results file is marked "interrupted
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -106,6 +107,19 @@ def sweep(
         int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
     ] = None,
     base_lr: Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")] = None,
+    nproc: Annotated[
+        str | None,
+        typer.Option(
+            "--nproc",
+            help="data-parallel: run through torchrun with N processes (DDP); 1,2,4 = one run each, "
+            "with scaling efficiency",
+        ),
+    ] = None,
+    dist_timeout: Annotated[
+        float | None,
+        typer.Option("--dist-timeout", help="seconds any collective may wait under torchrun (default 300)"),
+    ] = None,
+    ctx: typer.Context = None,  # type: ignore[assignment]  # typer fills it in
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
     from bench.display import LiveSweep, sweep_table
@@ -128,22 +142,42 @@ def sweep(
     out_path = out or default_out_path(workload)
     history = None if no_history else db
     check_workload(workload)  # bad input is one line, before the live display starts
+    from bench.distributed import detect, maybe_ranks, parse_timeout
+
+    rank_env = detect()  # under torchrun: this process is one rank
+    if nproc is not None:
+        from bench.cli_launch import launch_sweep
+
+        launch_sweep(ctx, nproc, workload, out_path, history, json_only=json_only, under_torchrun=rank_env)
+        return
+    if rank_env is not None and isolate:
+        raise BenchError("--isolate does not apply under torchrun: each rank measures in its own process")
+    is_main = rank_env is None or rank_env.is_main  # other ranks print nothing but errors
+    timeout = parse_timeout(dist_timeout)
     try:
-        with LiveSweep(err_console) as live:
+        with (
+            maybe_ranks(workload, timeout) as (workload, ranks),
+            LiveSweep(err_console) if is_main else contextlib.nullcontext() as live,
+        ):
             result = run_sweep(
-                workload, sizes, settings, out_path=out_path, on_event=live, annotate_steps=not no_nvtx
-            )
+                workload, sizes, settings, out_path=out_path, on_event=live, annotate_steps=not no_nvtx,
+                ranks=ranks,
+            )  # fmt: skip
     except KeyboardInterrupt as exc:
+        if not is_main:
+            raise typer.Exit(130) from None
         err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
         _store(history, getattr(exc, "partial_result", None) or str(out_path))
         raise typer.Exit(130) from None
     except Exception as exc:  # a later point failed hard: keep what was measured, then the error
         partial = getattr(exc, "partial_result", None)
-        if partial is not None and partial.points:
+        if partial is not None and partial.points and is_main:
             _store(history, partial)
             kept = "" if history is None else " and the history"
             err_console.print(f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {out_path}{kept}")
         raise
+    if not is_main:
+        raise typer.Exit(1 if result.status == "failed" else 0)
     _store(history, result)
     if json_only:
         print(dumps(result))
