@@ -142,6 +142,10 @@ def sweep(
     out_path = out or default_out_path(workload)
     history = None if no_history else db
     check_workload(workload)  # bad input is one line, before the live display starts
+    if history is not None:
+        from bench.store import check_history_path
+
+        check_history_path(history)  # a mistyped --db folder: one line, before minutes of measuring
     from bench.distributed import detect, maybe_ranks, parse_timeout
 
     rank_env = detect()  # under torchrun: this process is one rank
@@ -178,7 +182,7 @@ def sweep(
         raise
     if not is_main:
         raise typer.Exit(1 if result.status == "failed" else 0)
-    _store(history, result)
+    stored = _store(history, result)
     if json_only:
         print(dumps(result))
     else:
@@ -189,7 +193,11 @@ def sweep(
         if best is not None:
             from bench.store import matching_max_batch
 
-            search = matching_max_batch(history, result)  # `bench max-batch` run earlier, same workload
+            try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
+                search = matching_max_batch(history if stored else None, result)
+            except BenchError as exc:
+                err_console.print(f"[yellow]warning:[/] history not read: {exc}", highlight=False)
+                search = None
             console.print(render(recommend(result, search, base_batch=base_batch, base_lr=base_lr)))
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
@@ -199,10 +207,11 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _store(db: Path | None, result: object) -> None:
-    """Add a run to the history; a history problem is a warning, never a lost measurement."""
+def _store(db: Path | None, result: object) -> bool:
+    """Add a run to the history; a history problem is a warning, never a lost measurement.
+    True when stored."""
     if db is None:
-        return
+        return False
     from bench.store import import_file, save_run
 
     try:
@@ -211,7 +220,9 @@ def _store(db: Path | None, result: object) -> None:
         else:
             save_run(db, result)
     except (BenchError, OSError) as exc:
-        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}")
+        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}", highlight=False)
+        return False
+    return True
 
 
 @app.command("env")

@@ -153,6 +153,9 @@ def register(app: typer.Typer) -> None:
             from bench.sweep import ResultWriter
 
             ResultWriter(out)
+        from bench.store import check_history_path
+
+        check_history_path(db)
         res = _search(
             workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
             soak_steps=soak_steps,
@@ -199,6 +202,9 @@ def register(app: typer.Typer) -> None:
         from bench.sweep import default_out_path, run_sweep
 
         check_lr_reference(base_batch, base_lr)
+        from bench.store import check_history_path
+
+        check_history_path(db)
         settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,

@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
                 raise BenchError("name a profile to run, e.g. `bench run quickstart`")
             return
         prof = load_profile(profile, device_override=device)
+        from bench.store import check_history_path
+
+        check_history_path(db)  # a mistyped --db folder: one line, before any measuring
         err_console.print(
             f"[bold]{prof.name}[/]: {len(prof.entries)} configuration(s) from {prof.path}"
             + (f" — {prof.description}" if prof.description else "")
@@ -78,3 +81,5 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(130) from None
         finish_profile(suite, db_path=db, report_dir=out, console=console)
+        if suite.history_warning:
+            err_console.print(f"[yellow]warning:[/] not stored in the history: {suite.history_warning}")

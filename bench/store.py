@@ -2,8 +2,13 @@
 
 Every sweep and max-batch run is stored whole (its JSON) with summary columns to filter on, and a
 sweep's points get a row each. WAL mode and one transaction per run: several processes can write
-at once (a writer waits up to ``BUSY_TIMEOUT_MS`` for the lock instead of failing), and a writer
-killed mid-way leaves the database as it was before that run.
+at once (a writer waits up to ``BUSY_TIMEOUT_MS`` for the lock instead of failing, first use
+included), and a writer killed mid-way leaves the database as it was before that run.
+
+Writers (``save_run``, ``import_file``, ``set_baseline``) create the history and upgrade it by
+``PRAGMA user_version`` (``MIGRATIONS``). Readers open it read-only (``mode=ro``): they create,
+switch and migrate nothing, so a read-only or old history can still be read, and a missing one is
+"no history yet". Every SQLite failure leaves as one ``BenchError`` line naming the database.
 """
 
 from __future__ import annotations
@@ -11,45 +16,66 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.errors import BenchError
 from bench.schema import SweepResult, load_result, read_result_json, result_from_dict, to_dict
 
 DEFAULT_DB = Path(".bench") / "results.db"
 BUSY_TIMEOUT_MS = 60_000
+MAX_SQLITE_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    model TEXT,
-    device_label TEXT,
-    device TEXT,
-    mode TEXT,
-    precision TEXT,
-    status TEXT,
-    best_batch_size INTEGER,
-    best_samples_per_sec REAL,
-    json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS points (
-    run_pk INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    batch_size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    samples_per_sec REAL,
-    step_median_seconds REAL,
-    device_peak_allocated_bytes INTEGER,
-    host_peak_rss_bytes INTEGER,
-    PRIMARY KEY (run_pk, batch_size)
-);
-CREATE INDEX IF NOT EXISTS runs_model ON runs(model);
-CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
-"""
+# Migration N (1-based) takes a history from user_version N-1 to N, in one transaction. Histories
+# written before migrations existed have user_version 0 and migration 1's tables already (hence
+# IF NOT EXISTS there). Append steps; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        model TEXT,
+        device_label TEXT,
+        device TEXT,
+        mode TEXT,
+        precision TEXT,
+        status TEXT,
+        best_batch_size INTEGER,
+        best_samples_per_sec REAL,
+        json TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS points (
+        run_pk INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        batch_size INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        samples_per_sec REAL,
+        step_median_seconds REAL,
+        device_peak_allocated_bytes INTEGER,
+        host_peak_rss_bytes INTEGER,
+        PRIMARY KEY (run_pk, batch_size)
+    );
+    CREATE INDEX IF NOT EXISTS runs_model ON runs(model);
+    CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+    """,
+    """
+    CREATE TABLE baselines (
+        name TEXT PRIMARY KEY,
+        run_pk INTEGER NOT NULL REFERENCES runs(id),
+        created_at TEXT NOT NULL
+    );
+    """,
+)
+
+_RUN_COLUMNS = (
+    "id, run_id, kind, created_at, model, device_label, mode, precision, status,"
+    " best_batch_size, best_samples_per_sec"
+)
 
 
 @dataclass(frozen=True)
@@ -67,19 +93,164 @@ class RunRow:
     best_samples_per_sec: float | None
 
 
-def connect(db_path: Path | str = DEFAULT_DB) -> sqlite3.Connection:
-    path = Path(db_path)
+# --------------------------------------------------------------------------- errors and opening
+
+
+def _hint(text: str) -> str:
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return "it is damaged or not a bench history: move it aside, or name another with --db"
+    if "readonly" in low or "read-only" in low:
+        return "it is read-only: check its permissions, or name another with --db"
+    if "full" in low:
+        return "no space left: free some, or name another history with --db"
+    if "locked" in low or "busy" in low:
+        return f"another process held it locked for over {BUSY_TIMEOUT_MS // 1000} s: try again"
+    if "unable to open" in low:
+        return "cannot open it: check that the path is a file and its folder is writable"
+    return "name another history with --db"
+
+
+@contextmanager
+def _history_errors(path: Path) -> Iterator[None]:
+    """SQLite (and out-of-range integer) failures become one BenchError line naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.executescript(_SCHEMA)
-    except (OSError, sqlite3.Error) as exc:
-        raise BenchError(f"cannot open results database {path}: {exc}") from None
+        yield
+    except sqlite3.Error as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise BenchError(f"results history {path}: {text} ({_hint(text)})") from None
+    except OverflowError as exc:
+        raise BenchError(f"results history {path}: a value is too large to store ({exc})") from None
+
+
+def _open(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode with the busy timeout set. Read-only opens by URI
+    (``mode=ro``): nothing is created; where a WAL history's shared-memory file cannot be made
+    (a read-only folder) it falls back to ``immutable=1``, safe since nobody can write there."""
+    timeout = BUSY_TIMEOUT_MS / 1000
+    if not read_only:
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    else:
+        uri = path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                conn.close()
+                raise
+            conn.close()
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None
+            )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _first_use(conn: sqlite3.Connection) -> None:
+    """WAL mode and the tables, up to the newest migration. Switching to WAL takes an exclusive
+    lock and SQLite does not wait for it under the busy timeout (another process creating the
+    same new history gets "database is locked" at once), so that step is retried until the
+    timeout; the migrations run in ``BEGIN IMMEDIATE`` transactions, which do wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay_seconds = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay_seconds)
+            delay_seconds = min(delay_seconds * 2, 0.2)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated
+        if version > len(MIGRATIONS):
+            raise BenchError(
+                f"it was written by a newer bench (schema {version}, this bench knows {len(MIGRATIONS)}):"
+                " upgrade bench, or name another history with --db"
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def check_history_path(db_path: Path | str) -> None:
+    """Fail early (before minutes of measuring) when a history's folder does not exist. Only the
+    default ``.bench/`` is created on demand: a mistyped ``--db`` folder is an error, not a new
+    folder."""
+    path = Path(db_path)
+    if path != DEFAULT_DB and not path.parent.is_dir():
+        raise BenchError(
+            f"results history {path}: folder {path.parent} does not exist (create it, or fix --db)"
+        )
+
+
+def connect(db_path: Path | str = DEFAULT_DB) -> sqlite3.Connection:
+    """A writable connection to the history, created (WAL mode) and upgraded to the newest schema.
+
+    Readers use the read-only path instead (``list_runs``, ``load_run_data``, ...)."""
+    path = Path(db_path)
+    check_history_path(path)
+    if path == DEFAULT_DB:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"results history {path}: cannot create {path.parent}: {exc}") from None
+    conn = None
+    try:
+        with _history_errors(path):
+            conn = _open(path, read_only=False)
+            _first_use(conn)
+    except BenchError as exc:
+        if conn is not None:
+            conn.close()
+        text = str(exc)
+        raise BenchError(
+            text if text.startswith("results history") else f"results history {path}: {text}"
+        ) from None
+    return conn
+
+
+@contextmanager
+def _reading(db_path: Path | str) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection, or None when there is no history yet (no file, or no tables)."""
+    path = Path(db_path)
+    if not path.exists():
+        yield None
+        return
+    with _history_errors(path):
+        conn = _open(path, read_only=True)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            yield conn if "runs" in tables else None
+        finally:
+            conn.close()
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
 
 
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +286,15 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check_int(value: Any, what: str) -> None:
+    if isinstance(value, int) and not -MAX_SQLITE_INT - 1 <= value <= MAX_SQLITE_INT:
+        raise BenchError(f"cannot store {what} {value}: too large for the history (at most 2**63 - 1)")
+
+
 def save_run(db_path: Path | str, result: Any) -> int:
-    """Store (or replace, by run_id) one run; returns its id in the history."""
+    """Store one run, or replace the run with the same run_id in place: its history id stays (a
+    resumed or re-imported run keeps the id that `bench compare 1 latest` and baselines name).
+    Returns the id. Any history problem is one BenchError line."""
     if isinstance(result, SweepResult):
         data = to_dict(result)
     elif hasattr(result, "to_dict"):
@@ -126,34 +304,55 @@ def save_run(db_path: Path | str, result: Any) -> int:
     else:
         raise TypeError(f"cannot store {type(result).__name__}")
     row = _summary(data)
-    conn = connect(db_path)
+    _check_int(row["best_batch_size"], "batch size")
+    point_rows = []
+    for p in data.get("points") or []:
+        stats = p.get("step_stats") or {}
+        mem = p.get("memory") or {}
+        _check_int(p["batch_size"], "batch size")
+        point_rows.append(
+            (
+                p["batch_size"], p["status"], p.get("samples_per_sec"), stats.get("median_seconds"),
+                mem.get("device_peak_allocated_bytes"), mem.get("host_peak_rss_bytes"),
+            )
+        )  # fmt: skip
+    path = Path(db_path)
+    conn = connect(path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM runs WHERE run_id = ?", (row["run_id"],))
-        cur = conn.execute(
-            "INSERT INTO runs (run_id, kind, created_at, model, device_label, device, mode, precision,"
-            " status, best_batch_size, best_samples_per_sec, json)"
-            " VALUES (:run_id, :kind, :created_at, :model, :device_label, :device, :mode, :precision,"
-            " :status, :best_batch_size, :best_samples_per_sec, :json)",
-            {**row, "json": json.dumps(data)},
-        )
-        pk = int(cur.lastrowid)
-        for p in data.get("points") or []:
-            stats = p.get("step_stats") or {}
-            mem = p.get("memory") or {}
-            conn.execute(
-                "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pk, p["batch_size"], p["status"], p.get("samples_per_sec"),
-                    stats.get("median_seconds"), mem.get("device_peak_allocated_bytes"),
-                    mem.get("host_peak_rss_bytes"),
-                ),
-            )  # fmt: skip
-        conn.execute("COMMIT")
+        with _history_errors(path):
+            conn.execute("BEGIN IMMEDIATE")
+            values = {**row, "json": json.dumps(data)}
+            found = conn.execute("SELECT id FROM runs WHERE run_id = ?", (row["run_id"],)).fetchone()
+            if found is not None:
+                pk = int(found[0])
+                conn.execute(
+                    "UPDATE runs SET kind = :kind, created_at = :created_at, model = :model,"
+                    " device_label = :device_label, device = :device, mode = :mode, precision = :precision,"
+                    " status = :status, best_batch_size = :best_batch_size,"
+                    " best_samples_per_sec = :best_samples_per_sec, json = :json WHERE id = :pk",
+                    {**values, "pk": pk},
+                )
+                conn.execute("DELETE FROM points WHERE run_pk = ?", (pk,))
+            else:
+                cur = conn.execute(
+                    "INSERT INTO runs (run_id, kind, created_at, model, device_label, device, mode, precision,"
+                    " status, best_batch_size, best_samples_per_sec, json)"
+                    " VALUES (:run_id, :kind, :created_at, :model, :device_label, :device, :mode, :precision,"
+                    " :status, :best_batch_size, :best_samples_per_sec, :json)",
+                    values,
+                )
+                pk = int(cur.lastrowid)
+            conn.executemany(
+                "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", [(pk, *r) for r in point_rows]
+            )
+            conn.execute("COMMIT")
         return pk
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # closing without COMMIT rolls back as well
         raise
     finally:
         conn.close()
@@ -179,10 +378,7 @@ def list_runs(
     limit: int = 100,
 ) -> list[RunRow]:
     """Runs newest first; ``device`` matches the GPU/CPU name as a substring, ``since`` an ISO date."""
-    sql = (
-        "SELECT id, run_id, kind, created_at, model, device_label, mode, precision, status,"
-        " best_batch_size, best_samples_per_sec FROM runs WHERE 1=1"
-    )
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1=1"
     args: list[Any] = []
     if model:
         sql += " AND model = ?"
@@ -198,11 +394,8 @@ def list_runs(
         args.append(kind)
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
     args.append(limit)
-    conn = connect(db_path)
-    try:
-        return [RunRow(*row) for row in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    with _reading(db_path) as conn:
+        return [] if conn is None else [RunRow(*row) for row in conn.execute(sql, args)]
 
 
 def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
@@ -212,21 +405,28 @@ def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict
         if not Path(ref).exists():
             raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')")
         return ref, read_result_json(ref)
-    if not Path(db_path).exists():
-        raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
-    conn = connect(db_path)
-    try:
+    with _reading(db_path) as conn:
+        if conn is None:
+            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
         if ref == "latest":
             row = conn.execute(
                 "SELECT id, json FROM runs WHERE kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1"
             ).fetchone()
         else:
             row = conn.execute("SELECT id, json FROM runs WHERE id = ?", (int(ref),)).fetchone()
-    finally:
-        conn.close()
     if row is None:
         raise BenchError(f"no run {ref!r} in {db_path}")
-    return f"history #{row[0]}", json.loads(row[1])
+    return f"history #{row[0]}", _stored_json(db_path, row[0], row[1])
+
+
+def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise BenchError(f"results history {db_path}: run {pk} is damaged (its JSON does not load)")
+    return data
 
 
 def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
@@ -258,14 +458,113 @@ def same_workload(result: SweepResult, search: dict[str, Any]) -> bool:
 def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[str, Any] | None:
     """The newest max-batch search in the history that applies to ``result`` (None: none, or no
     history)."""
-    if db_path is None or not Path(db_path).is_file():
+    if db_path is None:
         return None
-    conn = connect(db_path)
-    try:
+    with _reading(db_path) as conn:
+        if conn is None:
+            return None
         rows = conn.execute(
-            "SELECT json FROM runs WHERE kind = 'max_batch' AND model = ? ORDER BY created_at DESC, id DESC LIMIT 50",
+            "SELECT id, json FROM runs WHERE kind = 'max_batch' AND model = ? ORDER BY created_at DESC, id DESC LIMIT 50",
             (result.workload.model,),
         ).fetchall()
+    return next((d for pk, text in rows if same_workload(result, d := _stored_json(db_path, pk, text))), None)
+
+
+# --------------------------------------------------------------------------- named baselines
+
+
+class Baseline(NamedTuple):
+    """A named baseline: the run it points at, and when it was named (ISO time, UTC)."""
+
+    name: str
+    run: RunRow
+    created_at: str
+
+
+def _find_run(conn: sqlite3.Connection, db_path: Path | str, ref: str) -> RunRow:
+    """A stored run by history id, run_id, ``latest`` (the newest sweep), or a result file that
+    is in the history (by its run_id)."""
+    ref = ref.strip()
+    if ref == "latest":
+        sql, args = "kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1", ()
+    elif ref.isdigit():
+        sql, args = "id = ?", (int(ref),)
+    else:
+        run_id = ref
+        if (
+            conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (ref,)).fetchone() is None
+            and Path(ref).is_file()
+        ):
+            run_id = read_result_json(ref).get("run_id") or ref
+        sql, args = "run_id = ?", (run_id,)
+    found = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {sql}", args).fetchone()
+    if found is None:
+        raise BenchError(
+            f"no run {ref!r} in {db_path} (name a history id, a run id, or 'latest'; `bench history` lists them)"
+        )
+    return RunRow(*found)
+
+
+def set_baseline(db_path: Path | str, name: str, ref: str) -> RunRow:
+    """Name a stored run (history id, run_id, or ``latest``) as baseline ``name``, replacing an
+    earlier one of that name. Returns the run. A CI gate then compares against the name."""
+    name = name.strip()
+    if not name:
+        raise BenchError("a baseline needs a name, e.g. `bench baseline set main latest`")
+    path = Path(db_path)
+    if not path.is_file():
+        raise BenchError(f"no results history at {path} (run a sweep or `bench import` first)")
+    conn = connect(path)
+    try:
+        with _history_errors(path):
+            conn.execute("BEGIN IMMEDIATE")
+            row = _find_run(conn, path, ref)
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            conn.execute(
+                "INSERT INTO baselines (name, run_pk, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET run_pk = excluded.run_pk, created_at = excluded.created_at",
+                (name, row.id, now),
+            )
+            conn.execute("COMMIT")
+        return row
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
     finally:
         conn.close()
-    return next((d for (text,) in rows if same_workload(result, d := json.loads(text))), None)
+
+
+def get_baseline(db_path: Path | str, name: str) -> tuple[str, dict[str, Any]]:
+    """(where it came from, its JSON) for baseline ``name``, like ``load_run_data``."""
+    with _reading(db_path) as conn:
+        if conn is None:
+            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
+        row = None
+        if _has_table(conn, "baselines"):
+            row = conn.execute(
+                "SELECT runs.id, runs.json FROM baselines JOIN runs ON runs.id = baselines.run_pk"
+                " WHERE baselines.name = ?",
+                (name,),
+            ).fetchone()
+    if row is None:
+        raise BenchError(
+            f"no baseline named {name!r} in {db_path} (set one with `bench baseline set {name} RUN`)"
+        )
+    return f"baseline {name!r} (history #{row[0]})", _stored_json(db_path, row[0], row[1])
+
+
+def list_baselines(db_path: Path | str = DEFAULT_DB) -> list[Baseline]:
+    """Every named baseline, by name: (name, the run, when it was named). Empty without a history."""
+    with _reading(db_path) as conn:
+        if conn is None or not _has_table(conn, "baselines"):
+            return []
+        columns = ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        rows = conn.execute(
+            f"SELECT baselines.name, baselines.created_at, {columns} FROM baselines"
+            " JOIN runs ON runs.id = baselines.run_pk ORDER BY baselines.name"
+        ).fetchall()
+    return [Baseline(name, RunRow(*rest), created) for name, created, *rest in rows]

@@ -47,6 +47,7 @@ class SuiteResult:
     cells: list[CellOutcome] = field(default_factory=list)
     report_paths: list[str] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)  # history ids of the stored runs
+    history_warning: str | None = None  # the history could not take the runs (measuring went on)
 
 
 def environment_key(env: Environment) -> dict[str, Any]:
@@ -187,10 +188,14 @@ def run_profile(
                 entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
             )
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
-            if db_path is not None and sweep_path.is_file():
+            if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
+                from bench.errors import BenchError
                 from bench.store import import_file
 
-                import_file(db_path, str(sweep_path))
+                try:
+                    import_file(db_path, str(sweep_path))
+                except BenchError as exc:
+                    suite.history_warning = str(exc)
             raise
         trace_dir = None
         if entry.trace and (best := result.best_point()) is not None:
@@ -229,14 +234,21 @@ def _read_search(path: str | None) -> dict[str, Any] | None:
 
 
 def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -> CellOutcome:
-    """Save the cell's runs in the history (replacing by run id: storing twice adds nothing)."""
-    if db_path is None:
+    """Save the cell's runs in the history (replacing by run id: storing twice adds nothing).
+    A history that cannot take them (read-only, full, corrupt) is remembered as the suite's one
+    warning and not tried again: measuring goes on, the result files keep every run."""
+    if db_path is None or suite.history_warning is not None:
         return cell
+    from bench.errors import BenchError
     from bench.store import save_run
 
-    for run in (cell.sweep, cell.search):
-        if run is not None:
-            suite.run_ids.append(save_run(db_path, run))
+    try:
+        for run in (cell.sweep, cell.search):
+            if run is not None:
+                suite.run_ids.append(save_run(db_path, run))
+    except BenchError as exc:
+        suite.history_warning = str(exc)
+        return cell
     return replace(cell, stored=True)
 
 

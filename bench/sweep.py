@@ -30,6 +30,9 @@ DEFAULT_BATCH_SIZES = {
 MAX_FAILURES_IN_ROW = 2  # sizes failing (not OOM) one after another before the sweep gives up
 
 
+MAX_BATCH_SIZE = 2**63 - 1  # the largest integer the results history (SQLite) can hold
+
+
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
     """'1,2,4,8' -> (1, 2, 4, 8); '8:256' -> powers of two from 8 to 256 inclusive.
 
@@ -46,6 +49,8 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
         value = int(tok)
         if value <= 0:
             raise BenchError(f"batch size must be positive, got {value}")
+        if value > MAX_BATCH_SIZE:
+            raise BenchError(f"batch size {tok} is too large (at most {MAX_BATCH_SIZE}, 2**63 - 1)")
         return value
 
     if ":" in text:

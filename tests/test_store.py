@@ -46,7 +46,7 @@ def test_reimport_replaces_not_duplicates(tmp_path):
     db = tmp_path / "h.db"
     a = import_file(db, str(DATA))
     b = import_file(db, str(DATA))
-    assert len(list_runs(db)) == 1 and a != b
+    assert len(list_runs(db)) == 1 and a == b  # replaced in place: the history id stays
 
 
 def test_filters_latest_and_id(tmp_path):
