@@ -104,9 +104,12 @@ def print_summary(res: MaxBatchResult) -> None:
 
 
 def _write_json(out: Path, data: dict[str, Any]) -> None:
+    """Atomically, with the same writer and file mode as sweeps: never half a file to resume from."""
+    from bench.sweep import write_json_atomic
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+        write_json_atomic(out, json.dumps(data, indent=2, allow_nan=False))
     except OSError as exc:
         raise BenchError(f"cannot write {out}: {exc.strerror}") from None
 
@@ -156,10 +159,14 @@ def register(app: typer.Typer) -> None:
         from bench.store import check_history_path
 
         check_history_path(db)
-        res = _search(
-            workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
-            soak_steps=soak_steps,
-        )  # fmt: skip
+        try:
+            res = _search(
+                workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
+                soak_steps=soak_steps,
+            )  # fmt: skip
+        except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
+            err_console.print("[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)")
+            raise typer.Exit(130) from None
         print_summary(res)
         from bench.cli import _store
 

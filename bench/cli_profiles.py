@@ -83,3 +83,6 @@ def register(app: typer.Typer) -> None:
         finish_profile(suite, db_path=db, report_dir=out, console=console)
         if suite.history_warning:
             err_console.print(f"[yellow]warning:[/] not stored in the history: {suite.history_warning}")
+        if suite.cells and not any(c.sweep is not None and c.sweep.best_point() for c in suite.cells):
+            err_console.print("[red]profile failed[/]: no configuration measured any batch size")
+            raise typer.Exit(1)  # as `bench sweep` does: a CI gate on a profile must not pass

@@ -227,9 +227,15 @@ def register(app: typer.Typer) -> None:
         """Import JSON result files into the history."""
         from bench.store import import_file
 
-        for f in files:
-            pk = import_file(db, f)
-            console.print(f"imported {f} as run {pk}")
+        done = 0
+        try:
+            for f in files:
+                pk = import_file(db, f)
+                console.print(f"imported {f} as run {pk}")
+                done += 1
+        except KeyboardInterrupt:  # one transaction per file: each is in the history whole or not at all
+            err_console.print(f"[yellow]interrupted[/]: {done} of {len(files)} file(s) imported into {db}")
+            raise typer.Exit(130) from None
 
 
 def _load_baseline(db: Path, name: str):

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, first_line, is_oom
@@ -148,6 +149,59 @@ class MaxBatchResult:
         probes_at = list(d).index("probes") + 1
         items = list(d.items())
         return {**head, **dict(items[:probes_at]), "probe_count": self.probe_count, **dict(items[probes_at:])}
+
+
+def maxbatch_from_dict(d: dict[str, Any]) -> MaxBatchResult:
+    """A max-batch result from its JSON, every field type-checked as sweeps are
+    (``schema._build``): a malformed file is one BenchError line here, not a crash in a later
+    report or sweep. Fields from newer versions are ignored; ``probe_count`` is derived."""
+    from bench.schema import _build, environment_from_dict
+
+    if not isinstance(d, dict) or "schema_version" not in d:
+        raise BenchError("not a bench result (no schema_version)")
+    if d.get("kind") != "max_batch":
+        raise BenchError(f"expected a max_batch result, got kind {d.get('kind')!r}")
+    version = d["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version > 1:
+        raise BenchError(f"max-batch schema_version {version!r} is newer than this bench understands")
+
+    def probes(items: Any, where: str) -> tuple[ProbeRecord, ...]:
+        if not isinstance(items, list):
+            raise BenchError(f"{where}: expected a list, got {type(items).__name__}")
+        return tuple(_build(ProbeRecord, p, f"{where} {i}") for i, p in enumerate(items))
+
+    d = dict(d)
+    d["workload"] = _build(Workload, d.get("workload") or {}, "workload")
+    d["environment"] = environment_from_dict(d.get("environment") or {})
+    d["probes"] = probes(d.get("probes") or [], "probe")
+    model = d.get("memory_model")
+    d["memory_model"] = _build(MemoryModelInfo, model, "memory_model") if model is not None else None
+    soak = d.get("soak")
+    if soak is not None:
+        if not isinstance(soak, dict):
+            raise BenchError(f"soak: expected an object, got {type(soak).__name__}")
+        soak = {**soak, "probes": probes(soak.get("probes") or [], "soak probe")}
+        d["soak"] = _build(SoakResult, soak, "soak")
+    for key in ("leaks", "notices"):
+        items = d.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise BenchError(f"field {key!r} should be a list of strings")
+        d[key] = tuple(items)
+    d.pop("probe_count", None)
+    return _build(MaxBatchResult, d, "max-batch result")
+
+
+def load_max_batch(path: str | Path) -> MaxBatchResult:
+    """Read and check a max-batch JSON file; any problem is one BenchError line naming it."""
+    from bench.schema import read_result_json
+
+    data = read_result_json(str(path))
+    try:
+        return maxbatch_from_dict(data)
+    except BenchError as exc:
+        raise BenchError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BenchError(f"{path}: malformed max-batch result ({exc})") from None
 
 
 # --------------------------------------------------------------------------- probes

@@ -98,13 +98,18 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     searches: list[tuple[str, dict[str, Any]]] = []
     for ref in refs:
         source, data = load_run_data(ref, db_path)
-        if data.get("kind") == "max_batch":
-            searches.append((source, data))
-        else:
-            try:
+        try:
+            if data.get("kind") == "max_batch":
+                from bench.maxbatch import maxbatch_from_dict  # the typed check; no torch
+
+                maxbatch_from_dict(data)
+                searches.append((source, data))
+            else:
                 sweeps.append((source, result_from_dict(data)))
-            except BenchError as exc:
-                raise BenchError(f"{source}: {exc}") from None
+        except BenchError as exc:
+            raise BenchError(f"{source}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:  # a mistyped field deeper down
+            raise BenchError(f"{source}: malformed result ({exc})") from None
     if not sweeps:
         raise BenchError("a report needs at least one sweep run (max-batch results only add the safe max)")
     labels = run_labels([r for _, r in sweeps])

@@ -469,7 +469,12 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         d["diagnosis"] = None
     bd = d.get("breakdown")
     d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
-    d["step_seconds"] = tuple(float(x) for x in d.get("step_seconds") or ())
+    steps = d.get("step_seconds") or ()
+    if not isinstance(steps, list) or not all(_type_ok("float", x) for x in steps):
+        raise BenchError(f"point {d.get('batch_size')}: step_seconds should be a list of numbers")
+    if any(not (math.isfinite(x) and x > 0) for x in steps):  # compare and stats divide by them
+        raise BenchError(f"point {d.get('batch_size')}: step_seconds must all be positive, finite seconds")
+    d["step_seconds"] = tuple(float(x) for x in steps)
     d["repeats"] = tuple(_build(RepeatSample, r, "repeat") for r in d.get("repeats") or ())
     if d.get("distributed") is not None:
         d["distributed"] = _point_distributed_from_dict(d["distributed"])

@@ -365,6 +365,12 @@ def import_file(db_path: Path | str, path: str) -> int:
         raise BenchError(f"{path}: not a bench result (no kind)")
     if data["kind"] == "sweep":
         load_result(path)  # full validation
+    elif data["kind"] == "max_batch":
+        from bench.maxbatch import load_max_batch  # no torch at import: the typed loader
+
+        load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
+    else:
+        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep or max_batch)")
     return save_run(db_path, data)
 
 
@@ -467,7 +473,26 @@ def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[
             "SELECT id, json FROM runs WHERE kind = 'max_batch' AND model = ? ORDER BY created_at DESC, id DESC LIMIT 50",
             (result.workload.model,),
         ).fetchall()
-    return next((d for pk, text in rows if same_workload(result, d := _stored_json(db_path, pk, text))), None)
+    return next(
+        (
+            d
+            for pk, text in rows
+            if same_workload(result, d := _stored_json(db_path, pk, text)) and _valid_search(d)
+        ),
+        None,
+    )
+
+
+def _valid_search(data: dict[str, Any]) -> bool:
+    """A stored max-batch search that loads (one imported before imports were checked may not):
+    a bad one is skipped, never a crash in the sweep or report that looks it up."""
+    from bench.maxbatch import maxbatch_from_dict
+
+    try:
+        maxbatch_from_dict(data)
+    except (BenchError, TypeError, ValueError, KeyError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- named baselines

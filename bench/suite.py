@@ -229,6 +229,9 @@ def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) 
 def _read_search(path: str | None) -> dict[str, Any] | None:
     """A resumed cell's max-batch search, read once from its file (None: none was run)."""
     if path and Path(path).is_file():
+        from bench.maxbatch import load_max_batch
+
+        load_max_batch(path)  # a truncated or malformed file is one line naming it, not a crash later
         return json.loads(Path(path).read_text(encoding="utf-8"))
     return None
 
@@ -257,8 +260,10 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | N
     from bench.maxbatch import find_max_batch  # noqa: PLC0415 - optional feature
 
     result = find_max_batch(entry.workload, granularity=entry.granularity, memory_limit=entry.memory_limit)
+    from bench.sweep import write_json_atomic
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
     return result, str(out_path)
 
 

@@ -209,3 +209,135 @@ def test_library_sweep_with_only_failed_points_raises(tmp_path):
     with pytest.raises(BenchError, match="could be measured.*Expected more than 1 value"):
         run_sweep(Workload(model="tests.tiny_models:fails_in_training", image_size=8), [2, 4], settings, out_path=out)
     assert json.loads(out.read_text())["status"] == "failed"  # the file is kept, finalised
+
+
+# --------------------------------------------------------------------------- files (items 5, 6, 9, 15)
+
+DATA = ROOT / "tests" / "data"
+SEARCH = {
+    "schema_version": 1, "kind": "max_batch", "run_id": "search-1", "max_batch_size": 40, "safe_batch_size": 36,
+    "granularity": 1, "budget_bytes": 2**30, "memory_model": None, "seconds": 3.0, "soak": None,
+    "failed_batch_size": 41, "exact": True, "cap_reached": False, "budget_source": "memory limit",
+    "headroom_fraction": 0.1, "headroom_reason": "10% of the budget",
+    "probes": [{"batch_size": 40, "outcome": "fit", "peak_bytes": 2**29, "seconds": 1.0}],
+}  # fmt: skip
+
+
+def _search_for(sweep_file: Path, **changes) -> dict:
+    sweep = json.loads(sweep_file.read_text())
+    return {**SEARCH, "workload": sweep["workload"], "environment": sweep["environment"], **changes}
+
+
+def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
+    from bench.suite import _read_search
+
+    path = tmp_path / "cell.max_batch.json"
+    path.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json"))[:200])
+    with pytest.raises(BenchError, match="not valid JSON"):
+        _read_search(str(path))
+
+
+def test_results_files_share_one_mode_under_the_umask(tmp_path):
+    from bench.cli_maxbatch import _write_json
+    from bench.sweep import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "sweep.json", "{}")
+        _write_json(tmp_path / "max.json", {"a": 1})
+        os.umask(0o077)
+        write_json_atomic(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sweep.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "max.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_import_rejects_a_malformed_max_batch_file_and_reports_skip_old_ones(tmp_path, capsys):
+    from bench.cli import main
+    from bench.store import save_run
+
+    db = tmp_path / "h.db"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json", headroom_fraction="ten percent")))
+    assert main(["import", str(bad), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "headroom_fraction" in err and len(err.strip().splitlines()) == 1
+    assert main(["import", str(DATA / "cpu_resnet18.json"), "--db", str(db)]) == 0
+    # one imported before imports were checked: a later report skips it instead of crashing
+    save_run(db, json.loads(bad.read_text()))
+    assert main(["report", "latest", "--db", str(db), "--out", str(tmp_path / "r")]) == 0, capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json")))
+    assert main(["import", str(good), "--db", str(db)]) == 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["points"][0].update(step_seconds=["fast"]), "step_seconds should be a list of numbers"),
+        (lambda d: d.update(points=5), "malformed result"),
+        (lambda d: d["points"][0].update(window_seconds="1 s"), "window_seconds"),
+        (lambda d: [p.update(step_seconds=[0.0] * 3) for p in d["points"]], "positive"),
+    ],
+)
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_mistyped_or_zero_step_times_are_one_line_in_report_and_compare(tmp_path, capsys, change, message, command):
+    from bench.cli import main
+
+    data = json.loads((DATA / "cpu_resnet18.json").read_text())
+    change(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    args = [str(bad), "--out", str(tmp_path / "r")] if command == "report" else [str(DATA / "cpu_resnet18.json"), str(bad)]
+    assert main([command, *args, "--db", str(tmp_path / "h.db")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "internal error" not in err
+
+
+# --------------------------------------------------------------------------- exits (items 10, 13)
+
+
+def test_bench_run_exits_1_when_every_configuration_failed(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.toml").write_text(
+        'models = ["tests.tiny_models:fails_in_training"]\ndevice = "cpu"\nimage_size = 8\nbatch_sizes = [2, 4]\n'
+        "[measure]\nwarmup = 1\nmin_steps = 3\nmax_time = 0.2\nmin_time = 0.0\nisolate = false\n"
+    )
+    assert main(["run", "p.toml", "--db", str(tmp_path / "h.db"), "--out", str(tmp_path / "rep")]) == 1
+    assert "no configuration measured" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
+    import bench.cli_maxbatch
+    from bench.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.cli_maxbatch, "_search", interrupted)
+    assert main(["max-batch", TINY, "--image-size", "8", "--db", str(tmp_path / "h.db")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
+    import bench.store
+    from bench.cli import main
+
+    real = bench.store.import_file
+    calls = []
+
+    def import_then_interrupt(db, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(db, path)
+
+    monkeypatch.setattr(bench.store, "import_file", import_then_interrupt)
+    files = [str(DATA / "cpu_resnet18.json"), str(DATA / "gpu_resnet50_fp32.json")]
+    assert main(["import", *files, "--db", str(tmp_path / "h.db")]) == 130
+    assert "1 of 2 file(s) imported" in capsys.readouterr().err

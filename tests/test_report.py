@@ -164,12 +164,20 @@ def test_labels_name_what_differs():
     assert single.startswith("resnet18 · train · fp32")
 
 
+# the rest of a max-batch result's required fields (imports and reports type-check them)
+SEARCH_REST = {
+    "granularity": 1, "budget_bytes": 2**30, "memory_model": None, "seconds": 3.0, "soak": None,
+    "failed_batch_size": 41, "exact": True, "cap_reached": False, "budget_source": "memory limit",
+    "headroom_reason": "10% of the budget",
+}  # fmt: skip
+
+
 def test_max_batch_result_adds_the_safe_max(tmp_path):
     cpu = json.loads(Path(CPU).read_text())
     search = {
         "schema_version": 1, "kind": "max_batch", "workload": cpu["workload"],
         "environment": cpu["environment"], "max_batch_size": 40, "safe_batch_size": 36,
-        "headroom_fraction": 0.1, "probes": [],
+        "headroom_fraction": 0.1, "probes": [], **SEARCH_REST,
     }  # fmt: skip
     path = tmp_path / "max.json"
     path.write_text(json.dumps(search))
@@ -178,7 +186,9 @@ def test_max_batch_result_adds_the_safe_max(tmp_path):
     files = build_report(runs, tmp_path / "page")
     row = parse(files.html).tables["recommendation"][1]
     assert row[5] == "36"
-    assert "max batch: exact max 40, safe 36, 0 probes" in files.html.read_text()
+    assert "max batch: exact max 40, 41 ran out, safe 36, budget 1.00 GiB (memory limit), 0 probes" in (
+        files.html.read_text()
+    )
     with pytest.raises(BenchError, match="at least one sweep"):
         load_runs([str(path)], tmp_path / "none.db")
 
@@ -195,6 +205,7 @@ def test_safe_max_comes_from_the_history_when_a_matching_search_is_there(tmp_pat
             "schema_version": 1, "kind": "max_batch", "run_id": run_id, "started_at": cpu["started_at"],
             "workload": {**cpu["workload"], "precision": precision}, "environment": cpu["environment"],
             "max_batch_size": safe + 4, "safe_batch_size": safe, "headroom_fraction": 0.1, "probes": [],
+            **SEARCH_REST,
         }  # fmt: skip
         (tmp_path / f"{run_id}.json").write_text(json.dumps(search))
         import_file(db, str(tmp_path / f"{run_id}.json"))
