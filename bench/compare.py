@@ -121,6 +121,7 @@ def _peak(p: Point) -> int | None:
 
 _WORKLOAD_FIELDS = (
     "mode", "precision", "channels_last", "compile", "image_size", "h2d", "optimizer", "seq_len", "device",
+    "data", "workers",
 )  # fmt: skip
 _SETTINGS_FIELDS = (
     "warmup_steps", "min_steps", "max_steps", "max_time_seconds", "min_time_seconds", "target_rel_ci", "isolate",
@@ -142,8 +143,12 @@ def mismatches(baseline: SweepResult, current: SweepResult) -> list[str]:
     if bw.model != cw.model:
         out.append(f"different models: {bw.model} vs {cw.model}")
     for name in _WORKLOAD_FIELDS:
-        if getattr(bw, name) != getattr(cw, name):
-            out.append(f"different {name}: {getattr(bw, name)} vs {getattr(cw, name)}")
+        if getattr(bw, name, None) != getattr(cw, name, None):
+            out.append(f"different {name}: {getattr(bw, name, None)} vs {getattr(cw, name, None)}")
+    bd, cd = getattr(baseline, "distributed", None), getattr(current, "distributed", None)
+    bws, cws = (bd.world_size if bd else 1), (cd.world_size if cd else 1)
+    if bws != cws:
+        out.append(f"different world size (processes): {bws} vs {cws}")
     for name in _SETTINGS_FIELDS:
         if getattr(baseline.settings, name) != getattr(current.settings, name):
             out.append(

@@ -31,6 +31,7 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
     target_ci = 0.02
     sample_interval = 0.05
     isolate = true                        # each point in a fresh process (default: CPU yes, CUDA no)
+    repeat = 3                            # independent measurements per batch size (regression gates)
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ _MEASURE_KEYS = {
     "target_ci": ("target_rel_ci", float),
     "sample_interval": ("sample_interval_seconds", float),
     "isolate": ("isolate", bool),
+    "repeat": ("repeat", int),
 }
 
 

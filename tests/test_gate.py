@@ -229,3 +229,21 @@ def test_combine_repeats_headline_is_the_median_repeat(ref):
     assert combine_repeats(runs[:1]) is runs[0]
     lo, hi = repeat_interval([90.0, 110.0, 100.0])
     assert lo < 100 < hi
+
+
+def test_baseline_set_list_and_compare(ref, tmp_path, capsys):
+    db = ["--db", str(tmp_path / "h.db")]
+    base, fast, slow = tmp_path / "base.json", tmp_path / "fast.json", tmp_path / "slow.json"
+    base.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=1), run_id="base")))
+    fast.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="same")))
+    slow.write_text(dumps(with_repeats(ref, noisy(0.7, 0.01, seed=3), run_id="slow")))
+    assert main(["baseline", "set", "main", str(base), *db]) == 0  # a file: imported, then named
+    assert "baseline main" in capsys.readouterr().out
+    assert main(["baseline", "list", *db]) == 0
+    assert "main" in capsys.readouterr().out
+    assert main(["compare", "--baseline", "main", str(fast), *db]) == 0
+    assert main(["compare", "--baseline", "main", str(slow), *db]) == 1
+    assert main(["compare", "--baseline", "nope", str(slow), *db]) == 2
+    assert "no baseline named 'nope'" in capsys.readouterr().err
+    assert main(["compare", "--baseline", "main", str(slow), str(fast), *db]) == 2
+    assert main(["baseline", "frobnicate", *db]) == 2
