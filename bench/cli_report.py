@@ -102,6 +102,10 @@ def register(app: typer.Typer) -> None:
         if action == "set":
             if not name or not run:
                 raise BenchError("usage: bench baseline set NAME RUN (RUN: file, history id, or 'latest')")
+            if Path(run).is_file():  # a result file (a CI artifact): into the history first
+                from bench.store import import_file
+
+                import_file(db, run)
             row = set_baseline(db, name, run)
             console.print(f"baseline [bold]{name}[/] = run {row.id} ({row.run_id})")
         elif action == "list":
@@ -110,7 +114,7 @@ def register(app: typer.Typer) -> None:
             from rich.table import Table
 
             table = Table(title=f"baselines ({db})", title_justify="left")
-            for col in ("name", "run", "when", "model", "device", "best"):
+            for col in ("name", "run", "named at", "model", "device", "best"):
                 table.add_column(col)
             for item in list_baselines(db):
                 table.add_row(*_baseline_cells(item))
@@ -276,19 +280,15 @@ def _history_noise(db: Path, baseline, current) -> dict:
 
 
 def _baseline_cells(item) -> list[str]:
-    """Table cells for one baseline from ``list_baselines`` (a name and a RunRow, or a row with a
-    ``name``)."""
-    if isinstance(item, tuple) and len(item) == 2:
-        name, row = item
-    else:
-        name, row = getattr(item, "name", "?"), getattr(item, "run", item)
+    """Table cells for one ``store.Baseline`` (name, the run, when it was named)."""
+    row = item.run
     best = "-"
-    if getattr(row, "best_samples_per_sec", None):
+    if row.best_samples_per_sec:
         best = f"b{row.best_batch_size}: {row.best_samples_per_sec:,.1f}/s"
     return [
-        str(name),
-        f"{row.id} ({row.run_id})",
-        row.created_at or "-",
+        item.name,
+        f"#{row.id} {row.run_id}",
+        item.created_at,
         row.model or "-",
         row.device_label or "-",
         best,
