@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench import stats
@@ -31,8 +31,9 @@ from bench.errors import BenchError, first_line, is_oom
 from bench.hw.device import Device
 from bench.hw.nvml import GpuMonitor, NullMonitor
 from bench.models import ModelSpec
-from bench.schema import ERROR, OK, OOM, MeasureSettings, MemoryStats, Point, Telemetry, Workload
+from bench.schema import ERROR, OK, OOM, MeasureSettings, MemoryStats, Point, Telemetry, Timing, Workload
 from bench.telemetry import Sampler
+from bench.workload import ModelCache
 
 CHUNK_TARGET_SECONDS = 1.0  # synchronise (and check convergence) about once a second
 
@@ -64,6 +65,8 @@ class Window:
     energy_joules: float | None
     converged: bool
     warmup_steps: int
+    first_step_seconds: float | None = None  # the first warm-up step, synchronised
+    warmup_seconds: float | None = None  # the other warm-up steps
 
 
 def _next_chunk(done: int, times: list[float], window: float, settings: MeasureSettings) -> int:
@@ -141,11 +144,16 @@ def measure(
     """Warm up, then time steps until the CI target or the time budget is met."""
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)
+    w0 = clock()
+    first_step: float | None = None
     for i in range(settings.warmup_steps):
         with hooks.step("warmup", i):
             step()
         device.synchronize()
+        if i == 0:  # a new shape's first step: cuDNN autotuning and compilation land here
+            first_step = clock() - w0
         report(Progress(batch_size, "warmup", i + 1, settings.warmup_steps))
+    warmup = clock() - w0 - (first_step or 0.0) if settings.warmup_steps else None
 
     timer = device.make_timer()
     times: list[float] = []
@@ -201,6 +209,8 @@ def measure(
         energy_joules=energy,
         converged=is_converged,
         warmup_steps=settings.warmup_steps,
+        first_step_seconds=first_step,
+        warmup_seconds=warmup,
     )
 
 
@@ -252,12 +262,16 @@ def run_point(
     own_process: bool = False,
     wrap: Callable[[Any], Any] | None = None,
     sync: Sync = NO_SYNC,
+    model_cache: ModelCache | None = None,
 ) -> Point:
     """Measure one batch size end to end. OOM becomes a Point with status "oom", never a raise.
 
     ``own_process``: this process exists only for this point, so its lifetime peak RSS is the
     point's peak (exact); otherwise host peak RSS is the sampler's maximum (sampled).
     ``wrap`` and ``sync``: a data-parallel run's model wrapper (DDP) and rank agreement.
+    ``model_cache``: reuse one model across the points of an in-process sweep (``ModelCache``).
+    The point's ``timing`` says where its wall time went (build, first step, warm-up, window,
+    teardown).
     """
     from bench.workload import precision_mode, prepare
 
@@ -267,12 +281,19 @@ def run_point(
     sampler = Sampler(monitor, settings.sample_interval_seconds, clock=clock)
     failure: tuple[str, str] | None = None
     point: Point | None = None
+    win: Window | None = None
+    t_begin = clock()
+    build_seconds: float | None = None
     device.reset_peak()
     sampler.start()
     try:
-        with precision_mode(workload.precision, device.kind):
+        with precision_mode(workload.precision, device.kind, workload.cudnn_benchmark):
             report(Progress(batch_size, "build", 0, None))
-            prepared = prepare(workload, spec, batch_size, device, annotate=annotate, wrap=wrap)
+            t_build = clock()
+            prepared = prepare(
+                workload, spec, batch_size, device, annotate=annotate, wrap=wrap, model_cache=model_cache
+            )
+            build_seconds = clock() - t_build
             win = measure(
                 prepared.step,
                 batch_size,
@@ -301,15 +322,26 @@ def run_point(
     finally:
         sampler.stop()
     # Outside the except block: the exception (and the frames holding tensors) is gone now.
+    t_teardown = clock()
     if prepared is not None:
         prepared.release()
     prepared = None
     gc.collect()
     device.empty_cache()
+    t_end = clock()
+    timing = Timing(
+        build_seconds=build_seconds,
+        first_step_seconds=win.first_step_seconds if win is not None else None,
+        warmup_seconds=win.warmup_seconds if win is not None else None,
+        measure_seconds=(win.t1 - win.t0) if win is not None else None,
+        teardown_seconds=t_end - t_teardown,
+        total_seconds=t_end - t_begin,
+    )
     if point is not None:
-        return point
+        return replace(point, timing=timing)
     status, message = failure or (ERROR, "unknown failure")
     return Point(
+        timing=timing,
         batch_size=batch_size,
         status=status,
         error=message,

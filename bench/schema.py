@@ -66,6 +66,9 @@ class Workload:
     data: str = "synthetic"
     workers: int = 0  # DataLoader worker processes (0 = in the training process)
     data_dir: str | None = None  # an ImageFolder tree for --data loader; None = in-memory JPEGs
+    # cuDNN autotuning (torch.backends.cudnn.benchmark) on CUDA: what real training uses; its cost
+    # lands in each new shape's first step (Timing.first_step_seconds), never in the window
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -469,7 +472,7 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         d["diagnosis"] = None
     bd = d.get("breakdown")
     d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
-    steps = d.get("step_seconds") or ()
+    steps = d.get("step_seconds") or []
     if not isinstance(steps, list) or not all(_type_ok("float", x) for x in steps):
         raise BenchError(f"point {d.get('batch_size')}: step_seconds should be a list of numbers")
     if any(not (math.isfinite(x) and x > 0) for x in steps):  # compare and stats divide by them

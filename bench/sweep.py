@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from bench import __version__
 from bench.errors import BenchError, first_line
-from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Workload, dumps
+from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Timing, Workload, dumps
 
 DEFAULT_BATCH_SIZES = {
     "cpu": (1, 2, 4, 8, 16, 32),
@@ -237,15 +238,61 @@ def _measure_point_isolated(
 ) -> Point:
     from bench.isolate import run_isolated
 
+    start = time.perf_counter()
     outcome = run_isolated(
         "bench.sweep:_point_in_child",
         (workload, batch_size, settings, annotate_steps),
         on_message=report,
     )
+    total = time.perf_counter() - start
     if outcome.status == "ok":
-        return outcome.value
+        point: Point = outcome.value
+        inner = point.timing.total_seconds or 0.0
+        # the child's own accounting plus what it cost to start it and import torch there
+        return replace(
+            point, timing=replace(point.timing, spawn_seconds=max(total - inner, 0.0), total_seconds=total)
+        )
     status = OOM if outcome.exitcode == -9 else ERROR
-    return Point(batch_size=batch_size, status=status, error=outcome.message)
+    return Point(batch_size=batch_size, status=status, error=outcome.message, timing=Timing(total_seconds=total))
+
+
+def _repeat_rounds(
+    result: SweepResult,
+    points: list[Point],
+    repeat: int,
+    workload: Workload,
+    measure: Callable[[int, Callable[[Any], None]], Point],
+    save: Callable[[SweepResult], SweepResult],
+    emit: EventFn,
+) -> SweepResult:
+    """Rounds 2..``repeat`` of a sweep: every size that measured ok in round 1, again, in the same
+    order (b1, b2, ..., b1, b2, ...), so drift over the run hits every size alike. ``points`` (one
+    per size) is updated in place with ``combine_repeats``; the file is rewritten after each."""
+    from bench.stats import combine_repeats
+
+    runs = {p.batch_size: [p] for p in points}
+    again = [p.batch_size for p in points if p.status == OK]
+    for r in range(2, repeat + 1):
+        if not again:
+            break
+        emit(SweepEvent("notice", message=f"repeat {r} of {repeat}: batch {', '.join(map(str, again))}"))
+        for b in again:
+            emit(SweepEvent("point_start", batch_size=b))
+
+            def report(progress: Any, b: int = b) -> None:
+                emit(SweepEvent("progress", batch_size=b, progress=progress))
+
+            point = measure(b, report)
+            runs[b].append(point)
+            i = next(i for i, p in enumerate(points) if p.batch_size == b)
+            points[i] = combine_repeats(runs[b], workload.dataset_size)
+            result = save(replace(result, points=tuple(points)))
+            emit(SweepEvent("point_done", batch_size=b, point=point))
+            if point.status != OK:
+                note = f"batch {b}, repeat {r}: {point.status} ({point.error}); kept in its repeats"
+                result = replace(result, notices=(*result.notices, note))
+                emit(SweepEvent("notice", message=note))
+    return result
 
 
 def run_sweep(
@@ -278,7 +325,9 @@ def run_sweep(
     from bench.hw.nvml import open_monitor
     from bench.models import resolve
     from bench.runner import run_point
+    from bench.workload import ModelCache
 
+    command_start = time.perf_counter()
     settings = settings or MeasureSettings()
     emit = on_event or (lambda e: None)
     check_device(workload.device)
@@ -338,6 +387,7 @@ def run_sweep(
 
     def save(result: SweepResult) -> SweepResult:
         """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
+        result = replace(result, wall_seconds=time.perf_counter() - command_start)
         while (note := writer.save(result)) is not None:
             result = replace(result, notices=(*result.notices, note))
             emit(SweepEvent("notice", message=note))
@@ -345,6 +395,27 @@ def run_sweep(
 
     for note in notices:
         emit(SweepEvent("notice", message=note))
+
+    # In-process: one model for the whole sweep, reset before every point (ModelCache): building
+    # it again per batch size cost seconds a point on the H100 and measured nothing.
+    model_cache = ModelCache() if not isolate and ranks is None else None
+
+    def measure(b: int, report: Callable[[Any], None]) -> Point:
+        """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
+        if isolate:
+            return _measure_point_isolated(workload, b, settings, report, annotate_steps)
+        from bench.trace import sweep_instrumentation
+
+        annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
+        if ranks is not None:
+            return ranks.run_point(
+                workload, spec, b, settings, device, monitor,
+                on_progress=report, annotate=annotate, hooks=hooks,
+            )  # fmt: skip
+        return run_point(
+            workload, spec, b, settings, device, monitor,
+            on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
+        )  # fmt: skip
 
     points: list[Point] = []
     failures_in_row = 0
@@ -356,16 +427,7 @@ def run_sweep(
             def report(progress: Any, b: int = b) -> None:
                 emit(SweepEvent("progress", batch_size=b, progress=progress))
 
-            if isolate:
-                point = _measure_point_isolated(workload, b, settings, report, annotate_steps)
-            else:
-                from bench.trace import sweep_instrumentation
-
-                annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-                point = (run_point if ranks is None else ranks.run_point)(
-                    workload, spec, b, settings, device, monitor,
-                    on_progress=report, annotate=annotate, hooks=hooks,
-                )  # fmt: skip
+            point = measure(b, report)
             points.append(point)
             result = save(replace(result, points=tuple(points)))
             emit(SweepEvent("point_done", batch_size=b, point=point))
@@ -392,6 +454,7 @@ def run_sweep(
                     break
             else:
                 failures_in_row = 0
+        result = _repeat_rounds(result, points, settings.repeat, workload, measure, save, emit)
     except KeyboardInterrupt as exc:
         result = save(replace(result, status="interrupted", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]  # for the CLI's history
@@ -408,6 +471,8 @@ def run_sweep(
     finally:
         if monitor is not None:
             monitor.close()
+        if model_cache is not None:
+            model_cache.clear()
     if status == "complete" and not any(p.status == OK for p in points):
         status = "failed"
     return save(replace(result, status=status, finished_at=_now()))

@@ -36,12 +36,15 @@ _num_classes_cache: dict[tuple[str, tuple[int, ...]], int] = {}
 
 
 @contextlib.contextmanager
-def precision_mode(precision: str, device_kind: str) -> Iterator[None]:
+def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = True) -> Iterator[None]:
     """Set the float32 math mode the precision asks for, and restore it afterwards.
 
     fp32 means strict IEEE fp32 (TF32 off for matmul and cuDNN, although PyTorch enables TF32 for
     cuDNN convolutions by default); tf32 turns both on; bf16/fp16 use autocast and leave these at
-    PyTorch's defaults. cuDNN autotuning is on for CUDA, as in real training; the warm-up absorbs it.
+    PyTorch's defaults. cuDNN autotuning (``cudnn_benchmark``) is on for CUDA by default, as in
+    real training: the first step of every new shape pays for it (``Timing.first_step_seconds``),
+    the warm-up keeps it out of the measured window, and its cache lives as long as the process,
+    so an in-process sweep never autotunes a shape twice.
     """
     import torch
 
@@ -59,7 +62,7 @@ def precision_mode(precision: str, device_kind: str) -> Iterator[None]:
             torch.set_float32_matmul_precision("high")
             torch.backends.cudnn.allow_tf32 = True
         if device_kind == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
         yield
     finally:
@@ -99,14 +102,36 @@ def _released() -> None:
     raise RuntimeError("step used after release()")
 
 
+def _classes_from_output(out: Any) -> int:
+    return int(_first_output(out).shape[-1])
+
+
 def _num_classes(torch: Any, model: Any, spec: ModelSpec, x: Any) -> int:
+    """How many classes the model predicts, for the synthetic labels, without a device forward.
+
+    Counted once per (model, input shape): first on the meta device (a meta copy of the model and a
+    meta input: no memory, no kernels, no cuDNN autotuning of a batch-1 shape that training never
+    runs), else one sample through the model itself, wherever it lives.
+    """
     key = (spec.name, tuple(x.shape[1:]))
-    if key not in _num_classes_cache:
+    if key in _num_classes_cache:
+        return _num_classes_cache[key]
+    classes: int | None = None
+    try:
+        with torch.device("meta"):
+            meta_model = spec.build()
+        meta_model.eval()
+        with torch.no_grad():
+            classes = _classes_from_output(meta_model(torch.empty((1, *x.shape[1:]), device="meta")))
+        del meta_model
+    except Exception:  # a factory or an op without meta support: count on a real sample
+        classes = None
+    if classes is None:
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                out = _first_output(model(x[:1]))
+                classes = _classes_from_output(model(x[:1]))
         except Exception as exc:
             if is_oom(exc):
                 raise
@@ -117,8 +142,49 @@ def _num_classes(torch: Any, model: Any, spec: ModelSpec, x: Any) -> int:
             ) from None
         finally:
             model.train(was_training)
-        _num_classes_cache[key] = int(out.shape[-1])
-    return _num_classes_cache[key]
+    _num_classes_cache[key] = classes
+    return classes
+
+
+MODEL_REUSE_MAX_BYTES = 4 * 2**30  # above this, the host copy of the weights costs too much RAM
+
+
+class ModelCache:
+    """The model of an in-process sweep, built once and reused at every batch size.
+
+    A fresh model per point cost seconds on the H100 (build, move to the device, and with
+    torch.compile far more). Before each reuse the weights and buffers go back to their state as
+    built (from a host copy, so device memory is what a fresh build holds), gradients are dropped,
+    and ``prepare`` builds a fresh optimizer: no optimizer state, gradient or BatchNorm statistic
+    carries from one batch size to the next. Models above ``MODEL_REUSE_MAX_BYTES`` are rebuilt.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._model: Any = None
+        self._initial: dict[str, Any] | None = None
+        self.builds = 0  # how many times a model was built (tests, time accounting)
+
+    def get(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        import torch
+
+        if self._key == key and self._model is not None:
+            with torch.no_grad():
+                self._model.load_state_dict(self._initial)
+            self._model.zero_grad(set_to_none=True)
+            return self._model
+        self.clear()
+        model = build()
+        self.builds += 1
+        state = model.state_dict()
+        size = sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "numel"))
+        if size <= MODEL_REUSE_MAX_BYTES:
+            self._key, self._model = key, model
+            self._initial = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        return model
+
+    def clear(self) -> None:
+        self._key = self._model = self._initial = None
 
 
 def make_optimizer(torch: Any, name: str, params: Any) -> Any:
@@ -134,11 +200,13 @@ def prepare(
     device: Device,
     annotate: Annotate | None = None,
     wrap: Callable[[Any], Any] | None = None,
+    model_cache: ModelCache | None = None,
 ) -> PreparedStep:
-    """Build a fresh model, optimizer and synthetic batch (random values, never zeros) on the device.
+    """Build a model (or reuse ``model_cache``'s, reset to its state as built), a fresh optimizer
+    and a synthetic batch (random values, never zeros) on the device.
 
-    A fresh model per batch size keeps peak-memory readings honest (no optimizer state or cached
-    compile artefacts carried over) and avoids torch.compile's recompile limit across many sizes.
+    A fresh optimizer per batch size keeps peak-memory readings honest (no optimizer state carried
+    over); torch.compile's caches are reset per batch size (no recompile limit across many sizes).
     ``wrap(model)`` returns what the training step calls instead of the model (DDP in a
     data-parallel run: its gradient buckets are allocated and its all-reduce runs every step).
     """
@@ -149,9 +217,17 @@ def prepare(
     torch.manual_seed(0)
     if workload.compile:
         torch._dynamo.reset()
-    model = spec.build().to(tdev)
-    if workload.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+
+    def build() -> Any:
+        built = spec.build().to(tdev)
+        if workload.channels_last:
+            built = built.to(memory_format=torch.channels_last)
+        return built
+
+    if model_cache is not None:
+        model = model_cache.get((spec.name, str(tdev), workload.channels_last), build)
+    else:
+        model = build()
     train = workload.mode == "train"
     model.train(train)
 
