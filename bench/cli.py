@@ -19,8 +19,12 @@ from typing import Annotated
 import typer
 
 from bench.cli_common import (
+    DB_ENV,
+    DB_HELP,
+    DEFAULT_DB,
     ChannelsLastOpt,
     CompileOpt,
+    CudnnBenchmarkOpt,
     DatasetSizeOpt,
     DeviceOpt,
     H2dOpt,
@@ -37,6 +41,7 @@ from bench.cli_common import (
     fmt_bytes,
 )
 from bench.errors import BenchError, first_line
+from bench.schema import SweepResult
 
 app = typer.Typer(
     name="bench",
@@ -65,6 +70,7 @@ def sweep(
     h2d: H2dOpt = False,
     optimizer: OptimizerOpt = "sgd",
     dataset_size: DatasetSizeOpt = 1_281_167,
+    cudnn_benchmark: CudnnBenchmarkOpt = True,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = 5,
     min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = 10,
     max_time: Annotated[
@@ -89,6 +95,14 @@ def sweep(
         bool | None,
         typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
     ] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            help="independent measurements of every batch size, interleaved (fresh process on CPU, fresh "
+            "model on GPU); their spread is the run-to-run noise `bench compare` gates on",
+        ),
+    ] = 1,
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")
     ] = False,
@@ -97,8 +111,8 @@ def sweep(
     ] = None,
     json_only: Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")] = False,
     db: Annotated[
-        Path | None, typer.Option("--db", help="results history (default .bench/results.db)")
-    ] = Path(".bench/results.db"),
+        Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)
+    ] = DEFAULT_DB,
     no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
     no_nvtx: Annotated[
         bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
@@ -132,12 +146,13 @@ def sweep(
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
-        dataset_size=dataset_size,
+        dataset_size=dataset_size, cudnn_benchmark=cudnn_benchmark,
     )  # fmt: skip
     settings = build_settings(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
         min_time_seconds=min_time, target_rel_ci=target_ci,
         sample_interval_seconds=sample_interval, isolate=isolate, stop_on_oom=not keep_going,
+        repeat=repeat,
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
@@ -202,9 +217,24 @@ def sweep(
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
             )
+        _print_time_summary(result)
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
         raise typer.Exit(1)
+
+
+def _print_time_summary(result: SweepResult) -> None:
+    """"7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
+    from bench.accounting import first_step_label, summary_line
+
+    kind = "cuda" if result.workload.device.startswith("cuda") else "cpu"
+    line = summary_line(
+        [p.timing for p in result.points],
+        result.wall_seconds,
+        first_step=first_step_label(kind, result.workload.compile),
+    )
+    if line:
+        err_console.print(line, highlight=False)
 
 
 def _store(db: Path | None, result: object) -> bool:

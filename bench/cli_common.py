@@ -14,6 +14,10 @@ from rich.console import Console
 
 from bench.errors import BenchError
 from bench.schema import MeasureSettings, Workload, default_min_time
+from bench.store import DEFAULT_DB
+
+DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
+DB_HELP = f"results history, SQLite (default {DEFAULT_DB}, or ${DB_ENV})"
 
 # Results and tables go to stdout, progress and notices to stderr. Redirected to a file or a CI
 # log, rich would wrap tables at 80 columns; give them room instead.
@@ -42,6 +46,14 @@ H2dOpt = Annotated[
     bool, typer.Option("--h2d/--no-h2d", help="copy the batch host->device (pinned) every step")
 ]
 OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="sgd (momentum 0.9) or adamw")]
+CudnnBenchmarkOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cudnn-benchmark/--no-cudnn-benchmark",
+        help="CUDA: cuDNN autotuning, as real training uses it; its cost lands in each new shape's first "
+        "step (see the time accounting), never in the measured window",
+    ),
+]
 DatasetSizeOpt = Annotated[
     int, typer.Option("--dataset-size", help="samples per epoch for the epoch-time estimate")
 ]
@@ -59,6 +71,7 @@ def build_workload(
     h2d: bool,
     optimizer: str,
     dataset_size: int,
+    cudnn_benchmark: bool = True,
 ) -> Workload:
     """Flags -> validated Workload (BenchError with one line on bad input)."""
     from bench.hw.device import check_device, default_device
@@ -76,6 +89,7 @@ def build_workload(
         h2d=h2d,
         optimizer=optimizer.lower(),
         dataset_size=dataset_size,
+        cudnn_benchmark=cudnn_benchmark,
     )
 
 
