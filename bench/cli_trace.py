@@ -17,6 +17,7 @@ profilers both use CUPTI and must not run in one process.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import sys
@@ -192,10 +193,14 @@ def trace_cmd(
     result = trace.record_torch_trace(
         workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
     )
-    table = trace.ops_table_markdown(result.ops, result.measured_steps, result.device_kind, top=top)
+    table = trace.ops_table_markdown(
+        result.ops, result.measured_steps, result.device_kind, top=top, step_seconds=result.step_seconds
+    )
     ops_path = out_dir / "ops.md"
     header = f"# bench trace: {workload.model}, batch {batch_size}, {workload.device}, {workload.precision}, {workload.mode}\n\n"
     ops_path.write_text(header + table + "\n", encoding="utf-8")
+    doc = trace.ops_json(result.ops, result.measured_steps, result.step_seconds)
+    (out_dir / "ops.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
     print(table)
     say(f"PyTorch trace: {result.trace_path} (Perfetto / chrome://tracing / HTA)")
     say(f"operator table: {ops_path}")

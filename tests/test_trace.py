@@ -344,3 +344,62 @@ def test_script_is_runnable_shell(tmp_path):
     proc = subprocess.run([str(path)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.split("\n")[:2] == ["profile it", "stats"]
     assert "set -e" in path.read_text().splitlines()
+
+
+# --------------------------------------------------------------------------- operators vs kernels (issue 11)
+
+BN_KERNEL = (
+    "void at::native::batch_norm_collect_statistics_channels_last_kernel<at::native::Var, c10::BFloat16, float, 4>"
+    "(c10::BFloat16 const*, float*, float*, float volatile*, int*, int, int, float)"
+)
+ADD_KERNEL = (
+    "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::CUDAFunctor_add"
+    "<c10::BFloat16> >(at::TensorIteratorBase&, at::native::CUDAFunctor_add<c10::BFloat16> const&)::"
+    "{lambda(int)#1}>(int, at::native::gpu_kernel_impl_nocast<at::native::CUDAFunctor_add<c10::BFloat16> >"
+    "(at::TensorIteratorBase&, at::native::CUDAFunctor_add<c10::BFloat16> const&)::{lambda(int)#1})"
+)
+
+
+def test_kernel_names_are_shortened_readably():
+    assert trace.short_name(BN_KERNEL) == "batch_norm_collect_statistics_channels_last_kernel"
+    assert trace.short_name(ADD_KERNEL) == "elementwise_kernel [CUDAFunctor_add]"
+    assert trace.short_name("aten::native_batch_norm") == "aten::native_batch_norm"
+
+
+def test_op_rows_tell_kernels_from_operators():
+    class Ev:
+        def __init__(self, key, device_type):
+            self.key, self.count, self.device_type = key, 2, device_type
+            self.self_cpu_time_total = self.cpu_time_total = 0.0
+            self.self_device_time_total = 10.0
+
+    rows = trace.op_rows(
+        [Ev("aten::mul", "DeviceType.CPU"), Ev(ADD_KERNEL, "DeviceType.CUDA"), Ev("forward", "x")]
+    )
+    assert [(r.name, r.kind) for r in rows] == [("aten::mul", "operator"), (ADD_KERNEL, "kernel")]
+
+
+def test_each_device_microsecond_is_counted_once_per_table_as_share_of_the_step():
+    """The H100 trace at batch 128: native_batch_norm's 5.3 ms/step include its 3.3 ms kernel.
+    Side by side they summed past the step; now each table holds one kind."""
+    rows = [
+        trace.OpRow("aten::native_batch_norm", 49, 2156, 6543, 5335),
+        trace.OpRow("aten::mul", 67, 1352, 2038, 2426),
+        trace.OpRow(BN_KERNEL, 49, 0, 0, 3299, kind="kernel"),
+        trace.OpRow(ADD_KERNEL, 48, 0, 0, 2066, kind="kernel"),
+        trace.OpRow("cudaLaunchKernel", 1074, 10704, 10704, 0),
+    ]
+    text = trace.ops_table_markdown(rows, measured_steps=1, device_kind="cuda", step_seconds=0.0295)
+    by_op, by_kernel, host = text.split("### ")[1:]
+    assert (
+        by_op.startswith("Device: GPU time by operator") and "kernel" not in by_op.split("\n", 1)[1].lower()
+    )
+    assert "batch_norm_collect" not in by_op and "aten::native_batch_norm" not in by_kernel
+    assert "| `batch_norm_collect_statistics_channels_last_kernel` | 49.0 | 3.299 | 11.2 |" in by_kernel
+    assert "| `aten::native_batch_norm` | 49.0 | 5.335 | 18.1 |" in by_op  # 5.335 of 29.5 ms
+    assert "cudaLaunchKernel" in host and "elementwise_kernel" not in host
+    assert "of the measured step (29.5 ms)" in text
+    doc = trace.ops_json(rows, 1, 0.0295)
+    assert [k["name"] for k in doc["kernels"]] == [BN_KERNEL, ADD_KERNEL]  # full names in the JSON
+    assert doc["kernels"][1]["short_name"] == "elementwise_kernel [CUDAFunctor_add]"
+    assert doc["operators"][0]["device_share_of_step"] == pytest.approx(5.335 / 29.5)
