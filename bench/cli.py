@@ -25,6 +25,8 @@ from bench.cli_common import (
     ChannelsLastOpt,
     CompileOpt,
     CudnnBenchmarkOpt,
+    DataDirOpt,
+    DataOpt,
     DatasetSizeOpt,
     DeviceOpt,
     H2dOpt,
@@ -33,6 +35,7 @@ from bench.cli_common import (
     ModeOpt,
     OptimizerOpt,
     PrecisionOpt,
+    WorkersOpt,
     build_settings,
     build_workload,
     check_workload,
@@ -71,6 +74,9 @@ def sweep(
     optimizer: OptimizerOpt = "sgd",
     dataset_size: DatasetSizeOpt = 1_281_167,
     cudnn_benchmark: CudnnBenchmarkOpt = True,
+    data: DataOpt = "synthetic",
+    workers: WorkersOpt = 0,
+    data_dir: DataDirOpt = None,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = 5,
     min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = 10,
     max_time: Annotated[
@@ -147,6 +153,7 @@ def sweep(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
         dataset_size=dataset_size, cudnn_benchmark=cudnn_benchmark,
+        data=data, workers=workers, data_dir=data_dir,
     )  # fmt: skip
     settings = build_settings(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,

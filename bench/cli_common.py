@@ -54,6 +54,18 @@ CudnnBenchmarkOpt = Annotated[
         "step (see the time accounting), never in the measured window",
     ),
 ]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="synthetic (a random batch already on the device) or loader (JPEGs decoded and augmented "
+        "by a DataLoader every step)",
+    ),
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="--data loader: DataLoader worker processes")]
+DataDirOpt = Annotated[
+    str | None, typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)")
+]
 DatasetSizeOpt = Annotated[
     int, typer.Option("--dataset-size", help="samples per epoch for the epoch-time estimate")
 ]
@@ -72,6 +84,9 @@ def build_workload(
     optimizer: str,
     dataset_size: int,
     cudnn_benchmark: bool = True,
+    data: str = "synthetic",
+    workers: int = 0,
+    data_dir: str | None = None,
 ) -> Workload:
     """Flags -> validated Workload (BenchError with one line on bad input)."""
     from bench.hw.device import check_device, default_device
@@ -90,6 +105,9 @@ def build_workload(
         optimizer=optimizer.lower(),
         dataset_size=dataset_size,
         cudnn_benchmark=cudnn_benchmark,
+        data=data.lower(),
+        workers=workers,
+        data_dir=data_dir,
     )
 
 

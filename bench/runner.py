@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench import stats
+from bench.breakdown import PhaseTimes
 from bench.errors import BenchError, first_line, is_oom
 from bench.hw.device import Device
 from bench.hw.nvml import GpuMonitor, NullMonitor
@@ -284,6 +285,9 @@ def run_point(
     win: Window | None = None
     t_begin = clock()
     build_seconds: float | None = None
+    phases = PhaseTimes(device)  # the step breakdown, timed at the annotation points
+    annotate = phases.wrap(annotate)
+    retries_before = device.alloc_retries()
     device.reset_peak()
     sampler.start()
     try:
@@ -315,6 +319,16 @@ def run_point(
                 host_rss_method="child-maxrss" if own_process else "sampled",
             )
             point = point_from_window(batch_size, win, workload.dataset_size, memory, sampler)
+            retries_after = device.alloc_retries()
+            point = replace(
+                point,
+                breakdown=phases.breakdown(win.step_seconds),
+                num_alloc_retries=(
+                    retries_after - retries_before
+                    if retries_after is not None and retries_before is not None
+                    else None
+                ),
+            )
     except BenchError:
         raise
     except Exception as exc:  # classified below; the traceback is dropped with ``exc``

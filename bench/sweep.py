@@ -7,6 +7,7 @@ is rewritten atomically after every point, so Ctrl-C or a crash keeps every fini
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
+from bench.diagnose import with_diagnoses
 from bench.errors import BenchError, first_line
+from bench.flops import count_flops_per_sample
+from bench.flops import figures as flop_figures
 from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Timing, Workload, dumps
 
 DEFAULT_BATCH_SIZES = {
@@ -295,6 +299,21 @@ def _repeat_rounds(
     return result
 
 
+def with_analysis(result: SweepResult, flops_per_sample: float | None) -> SweepResult:
+    """Each measured point's FLOP figures (achieved TFLOP/s, MFU against the GPU's dense peak) and
+    every point's bottleneck verdict (which needs the neighbouring batch sizes: redone per save)."""
+    on_gpu = result.workload.device.startswith("cuda") and result.environment.gpus
+    gpu = result.environment.gpus[0].name if on_gpu else None  # a CPU has no peak in the table
+    precision = result.workload.precision
+    points = tuple(
+        replace(p, **dataclasses.asdict(flop_figures(flops_per_sample, p.samples_per_sec, gpu, precision)))
+        if p.status == OK
+        else p
+        for p in result.points
+    )
+    return with_diagnoses(replace(result, points=points))
+
+
 def run_sweep(
     workload: Workload,
     batch_sizes: Sequence[int] | None = None,
@@ -385,8 +404,11 @@ def run_sweep(
         raise BenchError(f"cannot write results to {writer.path}: {exc.strerror or exc}") from None
     emit(SweepEvent("start", result=result))
 
+    flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
+
     def save(result: SweepResult) -> SweepResult:
         """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
+        result = with_analysis(result, flops_per_sample)
         result = replace(result, wall_seconds=time.perf_counter() - command_start)
         while (note := writer.save(result)) is not None:
             result = replace(result, notices=(*result.notices, note))

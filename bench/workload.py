@@ -259,9 +259,29 @@ def prepare(
         return _autocast(torch, workload.precision, device.kind)
 
     refs: dict[str, Any] = {"model": model, "net": net, "x": x, "y": y}
+    feed = None
+    if workload.data == "loader":
+        if spec.make_batch is not None:
+            raise BenchError(f"--data loader feeds images; model {spec.name} makes its own batches")
+        from bench.data import open_feed
+
+        feed = open_feed(
+            batch_size=batch_size,
+            image_size=workload.image_size,
+            num_classes=classes,
+            workers=workload.workers,
+            device=device.torch_device,
+            data_dir=workload.data_dir,
+            channels_last=workload.channels_last,
+        )
+        refs["feed"] = feed
 
     def copy_in() -> None:
-        if host_x is not None:
+        nonlocal x, y
+        if feed is not None:  # the step waits for the loader's next batch: part of the step's time
+            with annotate("data"):
+                x, y = feed.next()
+        elif host_x is not None:
             with annotate("data"):
                 x.copy_(host_x, non_blocking=True)
                 if host_y is not None:
