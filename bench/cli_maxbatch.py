@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bench.cli_common import (
+    DB_ENV,
+    DB_HELP,
+    DEFAULT_DB,
     ChannelsLastOpt,
     CompileOpt,
     DeviceOpt,
@@ -39,7 +42,7 @@ IsolateOpt = Annotated[
 ]
 CapOpt = Annotated[int | None, typer.Option("--max-batch", help="never probe above this batch")]
 SoakOpt = Annotated[int, typer.Option("--soak-steps", help="steps the chosen max must survive")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="results history (SQLite)")]
+DbOpt = Annotated[Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 
 
 def _workload(model: str, mode: str, **flags: Any) -> Workload:
@@ -145,7 +148,7 @@ def register(app: typer.Typer) -> None:
         cap: CapOpt = None,
         soak_steps: SoakOpt = 20,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")] = None,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
         workload = _workload(
@@ -197,7 +200,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="sweep JSON (default: bench_results/...)")
         ] = None,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
         from bench.cli import _store

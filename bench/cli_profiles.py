@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import console, err_console
+from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -20,9 +20,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--resume", help="skip cells already measured here with this configuration")
         ] = False,
         device: Annotated[str | None, typer.Option("--device", help="override the profile's device")] = None,
-        db: Annotated[Path, typer.Option("--db", help="results history database")] = Path(
-            ".bench/results.db"
-        ),
+        db: Annotated[Path, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)] = DEFAULT_DB,
         out: Annotated[
             Path | None, typer.Option("--out", help="report directory (default: the profile's report)")
         ] = None,

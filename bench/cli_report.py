@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import console, err_console
+from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
 
-DbOpt = Annotated[Path, typer.Option("--db", help="results history database")]
+DbOpt = Annotated[Path, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table")] = False,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Fail (exit 1) on a real slowdown: beyond the threshold and beyond the noise between runs.
 
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         run: Annotated[
             str | None, typer.Argument(help="run to name (set): file, history id, or 'latest'")
         ] = None,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Name a stored run as a baseline (`set NAME RUN`), or list the baselines (`list`).
 
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--screenshot", help="also render the page to report.png with headless Chromium"),
         ] = False,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Write an HTML page and a Markdown file with plots; several runs overlay on each plot."""
         from bench.report import build_report, load_runs
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
     def diagnose(
         run: Annotated[str, typer.Argument(help="sweep run: JSON file, history id, or 'latest'")],
         as_json: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Why not faster: a bottleneck verdict per batch size, with the evidence behind it."""
         from bench.diagnose import diagnose_run, mfu_note
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
         gpu: Annotated[str | None, typer.Option("--gpu", "--device", help="GPU/CPU name contains")] = None,
         since: Annotated[str | None, typer.Option("--since", help="ISO date, e.g. 2026-11-01")] = None,
         limit: Annotated[int, typer.Option("--limit")] = 50,
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """List stored runs, newest first."""
         from rich.table import Table
@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_cmd(
         files: Annotated[list[str], typer.Argument(help="JSON result files")],
-        db: DbOpt = Path(".bench/results.db"),
+        db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Import JSON result files into the history."""
         from bench.store import import_file

@@ -13,7 +13,7 @@ TINY = "tests.tiny_models:tiny_cnn"
 FAST = ["--image-size", "8", "--warmup", "1", "--min-steps", "3", "--max-time", "0.3", "--min-time", "0"]
 
 
-def run_cli(*args, cwd=ROOT):
+def run_cli(*args, cwd=None):  # None: the test's own temp folder (conftest)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300

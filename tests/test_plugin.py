@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 HERE = Path(__file__).parent
@@ -25,28 +27,33 @@ def _setup(pytester):
 def test_samples_per_sec_lands_in_extra_info(pytester, monkeypatch):
     _setup(pytester)
     monkeypatch.setenv("BENCH_TEST_STEP_SECONDS", "0.02")
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-json=out.json")
+    monkeypatch.setenv("BENCH_TEST_FAKE_CLOCK", "1")  # a step takes exactly 20 ms on this clock
+    res = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--benchmark-json=out.json", "--benchmark-timer=sleepy_model.fake_clock"
+    )
     res.assert_outcomes(passed=1)
     (bm,) = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
     info = bm["extra_info"]
     assert info["batch_size"] == 4 and info["mode"] == "train" and info["device"] == "cpu"
     assert bm["stats"]["rounds"] == 12  # warm-up rounds are not among them
-    expected = 4 / 0.02  # a step sleeps 20 ms; the rest of it is microseconds
-    assert 0.6 * expected < info["samples_per_sec"] <= expected * 1.001
+    assert info["samples_per_sec"] == pytest.approx(4 / 0.02)
     assert info["samples_per_sec"] == 4 / bm["stats"]["median"]
 
 
 def test_compare_fail_catches_a_slowdown_and_passes_an_unchanged_run(pytester, monkeypatch):
     _setup(pytester)
     storage = f"--benchmark-storage=file://{pytester.path / 'bm'}"
+    timer = "--benchmark-timer=sleepy_model.fake_clock"  # exact step times: no wall-clock dependence
+    monkeypatch.setenv("BENCH_TEST_FAKE_CLOCK", "1")
     monkeypatch.setenv("BENCH_TEST_STEP_SECONDS", "0.01")
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", storage, "--benchmark-save=base").assert_outcomes(
-        passed=1
-    )
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", storage, timer, "--benchmark-save=base"
+    ).assert_outcomes(passed=1)
     gate = (
         "-p",
         "no:cacheprovider",
         storage,
+        timer,
         "--benchmark-compare=0001",
         "--benchmark-compare-fail=median:40%",
     )

@@ -1,0 +1,17 @@
+"""Every test is hermetic: it runs in its own temp folder, and the results history the CLI uses by
+default (``$BENCH_DB``) lives there too, so no test writes ``.bench/``, ``bench_results/``,
+``bench_report/`` or ``bench_traces/`` into the repository or the user's history. Subprocesses
+inherit both (the environment, and the cwd unless a test names one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli_common import DB_ENV
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".bench").mkdir()  # a --db folder must exist (only the default one is created)
+    monkeypatch.setenv(DB_ENV, str(tmp_path / ".bench" / "results.db"))
