@@ -43,6 +43,44 @@ class Recommendation:
     base_batch: int | None = None
     base_lr: float | None = None
     notes: tuple[str, ...] = ()
+    # batches whose 95% throughput interval overlaps the best's: the data cannot rank them
+    indistinguishable: tuple[int, ...] = ()
+    unconverged: tuple[int, ...] = ()  # measured points that ran out of time before the CI target
+
+
+def throughput_interval(p: Point) -> tuple[float, float] | None:
+    """95% interval of a point's samples/sec, from its step times' CI half-width (relative to the
+    median): [sps / (1 + h), sps / (1 - h)]. None when the point has no step statistics."""
+    if p.step_stats is None or not p.samples_per_sec:
+        return None
+    h = p.step_stats.rel_ci_half_width
+    if not math.isfinite(h) or h < 0:
+        return None
+    return p.samples_per_sec / (1 + h), (p.samples_per_sec / (1 - h) if h < 1 else math.inf)
+
+
+def confidence(ok: list[Point], top: Point) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
+    """(batches indistinguishable from ``top``, unconverged batches, notes saying so)."""
+    notes = []
+    unconverged = tuple(p.batch_size for p in ok if p.step_stats is not None and not p.converged)
+    best = throughput_interval(top)
+    same: tuple[int, ...] = ()
+    if best is not None:
+        same = tuple(
+            p.batch_size for p in ok if (iv := throughput_interval(p)) is not None and iv[1] >= best[0]
+        )
+    if len(same) > 1:
+        notes.append(
+            f"batches {', '.join(map(str, same))} are indistinguishable within their 95% intervals: "
+            "the measurements do not support picking one of them over the others (measure longer "
+            "with --max-time, or on a quieter machine)"
+        )
+    if unconverged:
+        notes.append(
+            f"batch {', '.join(map(str, unconverged))} did not reach the CI target (time budget ran out): "
+            "treat their numbers as rough"
+        )
+    return (same if len(same) > 1 else ()), unconverged, notes
 
 
 def check_lr_reference(base_batch: int | None, base_lr: float | None) -> None:
@@ -102,6 +140,8 @@ def recommend(
 
     best = knee = safe = None
     notes: list[str] = []
+    same: tuple[int, ...] = ()
+    unconverged: tuple[int, ...] = ()
     ok = _ok(list(sweep_result.points)) if sweep_result is not None else []
     if ok:
         top = max(ok, key=lambda p: p.samples_per_sec or 0.0)
@@ -125,6 +165,8 @@ def recommend(
                 )
             else:
                 notes.append("the largest measured batch was the fastest: larger ones may be faster still")
+        same, unconverged, caveats = confidence(ok, top)
+        notes.extend(caveats)
     elif sweep_result is not None:
         notes.append("no batch size completed in the sweep")
     if max_result is not None and getattr(max_result, "safe_batch_size", None):
@@ -138,7 +180,7 @@ def recommend(
         notes.append(
             "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
         )
-    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes))
+    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
 
 
 def render(rec: Recommendation) -> Any:

@@ -341,3 +341,32 @@ def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
     files = [str(DATA / "cpu_resnet18.json"), str(DATA / "gpu_resnet50_fp32.json")]
     assert main(["import", *files, "--db", str(tmp_path / "h.db")]) == 130
     assert "1 of 2 file(s) imported" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- confidence (item 17)
+
+
+def _noisy(b, sps, rel, converged):
+    from bench.schema import Point, StepStats
+
+    m = b / sps
+    stats = StepStats(10, m, m, m * rel, m, m, m, m, m * (1 - rel), m * (1 + rel), rel)
+    return Point(batch_size=b, status="ok", samples_per_sec=sps, step_stats=stats, converged=converged)
+
+
+def test_recommendation_says_when_the_spread_swamps_the_differences():
+    from rich.console import Console
+
+    from bench.recommend import recommend, render
+    from tests.test_recommend import sweep_of
+
+    # the quickstart: +-500% intervals, unconverged; 4 "wins" by noise
+    noisy = sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)])
+    rec = recommend(noisy)
+    assert rec.best.batch_size == 4 and rec.indistinguishable == (1, 2, 4) and rec.unconverged == (1, 2, 4)
+    console = Console(width=300, record=True)
+    console.print(render(rec))
+    assert "batches 1, 2, 4 are indistinguishable" in " ".join(console.export_text().split())
+    # tight intervals that do not overlap: no caveat
+    clean = recommend(sweep_of([_noisy(1, 100.0, 0.01, True), _noisy(2, 150.0, 0.01, True)]))
+    assert clean.indistinguishable == () and clean.unconverged == () and not any("indisting" in n for n in clean.notes)
