@@ -14,6 +14,7 @@ from bench.cli_common import (
     DEFAULT_DB,
     ChannelsLastOpt,
     CompileOpt,
+    CudnnBenchmarkOpt,
     DeviceOpt,
     ImageSizeOpt,
     ModelArg,
@@ -32,7 +33,17 @@ if TYPE_CHECKING:
     from bench.maxbatch import MaxBatchResult, ProbeRecord
     from bench.schema import Workload
 
-GranularityOpt = Annotated[int, typer.Option("--granularity", help="exact to this step (e.g. 8)")]
+GranularityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--granularity",
+        help="exact to this step (default: 1 on a GPU; 8 on CPU, where peak RSS varies by tens of samples)",
+    ),
+]
+MaxSecondsOpt = Annotated[
+    float | None,
+    typer.Option("--max-seconds", help="stop probing after this long, with the best proven bracket so far"),
+]
 MemoryLimitOpt = Annotated[
     str | None,
     typer.Option("--memory-limit", help="budget, e.g. 8GiB or 3000MB (CPU default: 50% of available RAM)"),
@@ -56,7 +67,7 @@ def print_probe(rec: ProbeRecord) -> None:
     from bench.maxbatch import PROBE_STEPS
 
     colour = "green" if rec.fits else "red"
-    what = "probe" if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
+    what = ("repeat" if rec.repeat else "probe") if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
     why = f"  [dim]{rec.detail}[/]" if rec.detail and not rec.fits else ""
     err_console.print(
         f"  {what:<14} batch {rec.batch_size:>6}: [{colour}]{rec.outcome:<11}[/] "
@@ -84,8 +95,17 @@ def print_summary(res: MaxBatchResult) -> None:
         )
     else:
         proof = f"batch {fit.batch_size} fit; the search stopped before a failure above it"
-    exact = f"exact to {g}" if res.exact else "NOT exact: the probe limit stopped the search"
-    console.print(f"[bold]max batch {res.max_batch_size}[/] ({exact}): {proof}; budget {budget}")
+    if res.band_low is not None and res.band_high is not None and res.band_high > res.band_low:
+        console.print(
+            f"[bold]max batch {res.band_low}–{res.band_high}[/] (the boundary did not repeat: peak memory "
+            f"varies between runs; {res.band_low} fit every time); budget {budget}"
+        )
+    else:
+        if res.exact:
+            exact = f"exact to {g}" + (", repeated" if res.repeats else "")
+        else:
+            exact = f"NOT exact: the {res.stopped or 'probe limit'} stopped the search"
+        console.print(f"[bold]max batch {res.max_batch_size}[/] ({exact}): {proof}; budget {budget}")
     if res.soak is not None:
         console.print(f"soak: {res.soak.detail} ({res.soak.seconds:.1f} s)")
     if res.safe_batch_size is not None:
@@ -102,6 +122,16 @@ def print_summary(res: MaxBatchResult) -> None:
         )
     soak = f" + {len(res.soak.probes)} soak run(s) ({res.soak.seconds:.1f} s)" if res.soak is not None else ""
     console.print(f"{res.probe_count} probes{soak}, {res.seconds:.1f} s in all")
+    from bench.accounting import first_step_label, summary_line
+
+    runs = [*res.probes, *(res.soak.probes if res.soak is not None else ())]
+    kind = "cuda" if res.workload.device.startswith("cuda") else "cpu"
+    line = summary_line(
+        [r.timing for r in runs if r.timing is not None], res.wall_seconds, noun="probes",
+        first_step=first_step_label(kind, res.workload.compile),
+    )  # fmt: skip
+    if line:
+        err_console.print(line, highlight=False)
     for line in (*res.notices, *res.leaks):
         console.print(f"[yellow]note:[/] {line}")
 
@@ -118,12 +148,13 @@ def _write_json(out: Path, data: dict[str, Any]) -> None:
 
 
 def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
-    from bench.maxbatch import SOAK_STEPS, check_options, find_max_batch, parse_bytes
+    from bench.maxbatch import SOAK_STEPS, check_options, default_granularity, find_max_batch, parse_bytes
 
     # bad input is one line before anything starts
-    check_options(
-        granularity=kwargs["granularity"], cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS)
-    )
+    g = kwargs["granularity"]
+    if g is None:
+        g = min(default_granularity("cuda" if workload.device.startswith("cuda") else "cpu"), kwargs["cap"] or 2**62)
+    check_options(granularity=g, cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS))
     if kwargs.get("memory_limit") is not None:
         parse_bytes(kwargs["memory_limit"])
     check_workload(workload)  # bad input is the only line printed
@@ -142,18 +173,25 @@ def register(app: typer.Typer) -> None:
         image_size: ImageSizeOpt = 224,
         device: DeviceOpt = None,
         optimizer: OptimizerOpt = "sgd",
-        granularity: GranularityOpt = 1,
+        cudnn_benchmark: CudnnBenchmarkOpt = True,
+        granularity: GranularityOpt = None,
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
         cap: CapOpt = None,
         soak_steps: SoakOpt = 20,
+        max_seconds: MaxSecondsOpt = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")] = None,
         db: DbOpt = DEFAULT_DB,
+        ddp: Annotated[
+            bool,
+            typer.Option("--ddp", help="probe with the model in DistributedDataParallel (its gradient buckets)"),
+        ] = False,
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
+            cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
         if out is not None:  # an unwritable output is bad input: say so before minutes of probing
             from bench.sweep import ResultWriter
@@ -162,11 +200,19 @@ def register(app: typer.Typer) -> None:
         from bench.store import check_history_path
 
         check_history_path(db)
+        from bench.distributed import ddp_probes
+
         try:
-            res = _search(
-                workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
-                soak_steps=soak_steps,
-            )  # fmt: skip
+            with ddp_probes(ddp):
+                res = _search(
+                    workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
+                    soak_steps=soak_steps, max_seconds=max_seconds,
+                )  # fmt: skip
+            if ddp:
+                from dataclasses import replace
+
+                note = "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
+                res = replace(res, notices=(*res.notices, note))
         except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
             err_console.print("[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)")
             raise typer.Exit(130) from None
@@ -190,7 +236,7 @@ def register(app: typer.Typer) -> None:
         image_size: ImageSizeOpt = 224,
         device: DeviceOpt = None,
         optimizer: OptimizerOpt = "sgd",
-        granularity: GranularityOpt = 1,
+        granularity: GranularityOpt = None,
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
         cap: CapOpt = None,

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, first_line, is_oom
-from bench.schema import Environment, Workload, to_dict
+from bench.schema import Environment, Timing, Workload, to_dict
 from bench.search import MemoryModel, ProbeResult, search_down, search_max_batch
 
 PROBE_STEPS = 3  # steps per probe: optimizer state appears at step 1, the peak is steady by step 3
-SOAK_STEPS = 20  # the chosen max runs this long before it is reported
+SOAK_STEPS = 20  # the chosen max runs this long before it is reported (at most; see SOAK_SHARE)
+SOAK_SHARE = 0.2  # the soak takes at most this share of the search's time
+CPU_GRANULARITY = 8  # default on CPU: peak RSS noise is tens of samples at the edge
 DEFAULT_CPU_FRACTION = 0.5  # of the RAM available now, when no memory limit is given
 CPU_LIMIT_MAX_FRACTION = 0.9  # a CPU limit above this share of available RAM risks the OOM killer
 MIN_HEADROOM_FRACTION = 0.02  # the safe batch keeps at least this share of the budget free
@@ -83,6 +85,12 @@ class ProbeRecord:
     alloc_retries: int | None = None  # GPU: cudaMalloc retries during this probe
     leaked_bytes: int | None = None  # in-process: allocated bytes left after cleanup
     detail: str | None = None  # the error line, or why a child was stopped
+    # GPU: the first step of a new shape carries cuDNN's autotune workspace; the steps after it
+    # do not. ``peak_bytes`` (the fit decision) is the larger; the memory model uses the steady one.
+    first_step_peak_bytes: int | None = None
+    steady_peak_bytes: int | None = None
+    timing: Timing | None = None  # where the probe's wall time went
+    repeat: bool = False  # a second run of a boundary size (CPU: does the answer repeat?)
 
     @property
     def fits(self) -> bool:
@@ -135,6 +143,14 @@ class MaxBatchResult:
     notices: tuple[str, ...] = ()
     run_id: str = ""
     started_at: str = ""
+    # The band the answer lies in when the boundary did not repeat (CPU RSS varies between runs):
+    # every size up to ``band_low`` fit each time it ran; ``band_high`` fit at least once.
+    # None: not checked (GPU: the caching allocator gives the same peak again).
+    band_low: int | None = None
+    band_high: int | None = None
+    repeats: bool | None = None  # the boundary probes gave the same outcome again
+    stopped: str = ""  # why an inexact search stopped early: "probe limit" | "time budget"
+    wall_seconds: float | None = None  # the whole command, setup included
     kind: str = "max_batch"
     schema_version: int = 1
 
@@ -168,7 +184,12 @@ def maxbatch_from_dict(d: dict[str, Any]) -> MaxBatchResult:
     def probes(items: Any, where: str) -> tuple[ProbeRecord, ...]:
         if not isinstance(items, list):
             raise BenchError(f"{where}: expected a list, got {type(items).__name__}")
-        return tuple(_build(ProbeRecord, p, f"{where} {i}") for i, p in enumerate(items))
+        out = []
+        for i, p in enumerate(items):
+            if isinstance(p, dict) and isinstance(p.get("timing"), dict):
+                p = {**p, "timing": _build(Timing, p["timing"], f"{where} {i} timing")}
+            out.append(_build(ProbeRecord, p, f"{where} {i}"))
+        return tuple(out)
 
     d = dict(d)
     d["workload"] = _build(Workload, d.get("workload") or {}, "workload")
@@ -247,17 +268,50 @@ def _spec_for_module(module: Any, input_shape: tuple[int, ...] | None) -> tuple[
     return label, spec
 
 
-def _run_steps(workload: Workload, spec: Any, batch_size: int, device: Any, steps: int) -> None:
+def _run_steps(
+    workload: Workload, spec: Any, batch_size: int, device: Any, steps: int, seen: dict[str, Any]
+) -> None:
+    """Build, run ``steps`` training steps, release. ``seen`` collects timings and peaks as they
+    happen, so a probe that runs out of memory half-way still says what it got to.
+
+    After the first step (a new shape: cuDNN autotunes there, trying algorithms with workspaces)
+    the cache is emptied and the peak counters reset, so the steps after it give the steady peak
+    that training runs at; the first-step peak is kept too, for the fit decision.
+    """
+    from bench.distributed import probe_wrap
     from bench.workload import precision_mode, prepare
 
-    with precision_mode(workload.precision, device.kind):
-        prepared = prepare(workload, spec, batch_size, device)
+    clock = time.perf_counter
+    with precision_mode(workload.precision, device.kind, workload.cudnn_benchmark):
+        t = clock()
+        prepared = prepare(workload, spec, batch_size, device, wrap=probe_wrap(device))
+        seen["build_seconds"] = clock() - t
         try:
-            for _ in range(steps):
-                prepared.step()
+            t = clock()
+            prepared.step()
             device.synchronize()
+            seen["first_step_seconds"] = clock() - t
+            seen["first_reserved"] = device.peak_reserved_bytes()
+            seen["first_allocated"] = device.peak_allocated_bytes()
+            if steps > 1:
+                device.empty_cache()  # drop the autotune workspaces the first step left cached
+                device.reset_peak()
+                t = clock()
+                for _ in range(steps - 1):
+                    prepared.step()
+                device.synchronize()
+                seen["warmup_seconds"] = clock() - t
+                seen["steady_reserved"] = device.peak_reserved_bytes()
+                seen["steady_allocated"] = device.peak_allocated_bytes()
         finally:
+            t = clock()
             prepared.release()
+            seen["teardown_seconds"] = clock() - t
+
+
+def _larger(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def probe_in_process(
@@ -281,8 +335,9 @@ def probe_in_process(
     retries_before = device.alloc_retries()
     device.reset_peak()
     outcome, detail = FIT, None
+    seen: dict[str, Any] = {}
     try:
-        _run_steps(workload, spec, batch_size, device, steps)
+        _run_steps(workload, spec, batch_size, device, steps, seen)
     except BenchError:
         raise
     except Exception as exc:  # classified here; ``exc`` and the frames holding tensors die below
@@ -290,17 +345,23 @@ def probe_in_process(
         detail = first_line(exc)
     gc.collect()  # outside the except block: the traceback is gone, so are its tensors
     device.empty_cache()
+    # the peak since the last reset: the steady steps', or the failed/first step's
     allocated, reserved = device.peak_allocated_bytes(), device.peak_reserved_bytes()
+    steady = seen.get("steady_reserved")
+    if "first_reserved" in seen and steps > 1:  # counters were reset after the first step
+        allocated = _larger(seen.get("first_allocated"), allocated)
+        reserved = _larger(seen.get("first_reserved"), reserved)
     retries_after = device.alloc_retries()
     leaked = None
     now = device.allocated_bytes()
     if baseline_allocated_bytes is not None and now is not None:
         leaked = max(0, now - baseline_allocated_bytes)
+    seconds = time.perf_counter() - start
     return ProbeRecord(
         batch_size=batch_size,
         outcome=outcome,
         peak_bytes=reserved,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         steps=steps,
         peak_allocated_bytes=allocated,
         peak_reserved_bytes=reserved,
@@ -309,6 +370,15 @@ def probe_in_process(
         else None,
         leaked_bytes=leaked,
         detail=detail,
+        first_step_peak_bytes=seen.get("first_reserved"),
+        steady_peak_bytes=steady if outcome == FIT else None,
+        timing=Timing(
+            build_seconds=seen.get("build_seconds"),
+            first_step_seconds=seen.get("first_step_seconds"),
+            warmup_seconds=seen.get("warmup_seconds"),  # the steps after the first
+            teardown_seconds=seen.get("teardown_seconds"),
+            total_seconds=seconds,
+        ),
     )
 
 
@@ -352,13 +422,20 @@ def probe_isolated(
         kind = OOM if outcome.exitcode == -9 else ERROR
         return ProbeRecord(batch_size, kind, None, seconds, steps, detail=outcome.message)
     record: ProbeRecord = outcome.value["record"]
+    if record.timing is not None:  # what starting the child and importing torch there cost
+        inner = record.timing.total_seconds or 0.0
+        record = replace(
+            record,
+            timing=replace(record.timing, spawn_seconds=max(seconds - inner, 0.0), total_seconds=seconds),
+        )
     if not cpu:
         return replace(record, seconds=seconds)
     peak = int(outcome.value["peak_rss_bytes"])
     result = record.outcome
     if result == FIT and budget_bytes is not None and peak > budget_bytes:
         result = OVER_BUDGET  # a spike between the parent's RSS polls: the child's maxrss saw it
-    return replace(record, outcome=result, peak_bytes=peak, seconds=seconds)
+    # CPU: one lifetime peak RSS per child; no steady peak to tell apart
+    return replace(record, outcome=result, peak_bytes=peak, seconds=seconds, steady_peak_bytes=None)
 
 
 # --------------------------------------------------------------------------- search
@@ -472,16 +549,54 @@ def check_options(*, granularity: int, cap: int | None, soak_steps: int) -> None
         raise BenchError(f"soak steps must be a non-negative integer, got {soak_steps!r}")
 
 
+def _band(records: list[ProbeRecord], g: int) -> tuple[int | None, int | None]:
+    """(low, high): every probed size up to ``low`` fit every time it ran, and nothing below it
+    ever failed; ``high`` is the largest size that fit at least once."""
+    failed = [r.batch_size for r in records if not r.fits]
+    lowest_failure = min(failed, default=None)
+    always = [
+        r.batch_size for r in records
+        if r.fits and (lowest_failure is None or r.batch_size < lowest_failure)
+    ]  # fmt: skip
+    ever = [r.batch_size for r in records if r.fits]
+    return (max(always) if always else None), (max(ever) if ever else None)
+
+
+def _soak_steps(wanted: int, search_seconds: float, records: list[ProbeRecord], batch: int) -> int:
+    """The soak's length: ``wanted`` steps, time-boxed to ``SOAK_SHARE`` of the search so far
+    (measured: two 20-step CPU soaks took 398 s after a 307 s search), and never shorter than one
+    step more than a probe (or it proves nothing a probe did not)."""
+    at = [r for r in records if r.batch_size == batch and r.fits and r.timing is not None]
+    per_step = None
+    for r in at:
+        t = r.timing
+        if t is not None and t.warmup_seconds is not None and r.steps > 1:
+            per_step = t.warmup_seconds / (r.steps - 1)
+    if per_step is None or per_step <= 0:
+        return wanted
+    boxed = int(SOAK_SHARE * search_seconds / per_step)
+    return max(min(wanted, boxed), min(wanted, PROBE_STEPS + 1))
+
+
+def default_granularity(device_kind: str) -> int:
+    """GPU: exact to one sample (the caching allocator gives the same peak again). CPU: peak RSS of
+    the same steps varies +-4% within minutes (~15% over a day), i.e. tens of samples at the edge,
+    so a granularity of 1 would claim a precision the machine does not have."""
+    return 1 if device_kind == "cuda" else CPU_GRANULARITY
+
+
 def find_max_batch(
     model_or_workload: Any,
     *,
-    granularity: int = 1,
+    granularity: int | None = None,
     memory_limit: str | int | None = None,
     cap: int | None = None,
     isolate: bool | None = None,
     soak_steps: int = SOAK_STEPS,
     input_shape: tuple[int, ...] | None = None,
     on_probe: Callable[[ProbeRecord], None] | None = None,
+    max_seconds: float | None = None,
+    repeat_boundary: bool | None = None,
     **workload_options: Any,
 ) -> MaxBatchResult:
     """Largest training batch that fits, exact to ``granularity``, plus a safe batch to train with.
@@ -493,9 +608,14 @@ def find_max_batch(
     on top. ``input_shape``: the per-sample input shape for a module that is not a 3xHxW image
     classifier. ``memory_limit``: bytes or "8GiB"; on CPU the default is half the available RAM.
     ``cap``: never probe above it. ``on_probe`` sees every probe as it finishes (soak runs too).
+    ``granularity``: None = 1 on a GPU, ``CPU_GRANULARITY`` on CPU (no finer than RSS noise).
+    ``max_seconds``: stop probing once the probes took this long, with the best bracket so far
+    (``exact=False``, ``stopped="time budget"``). ``repeat_boundary`` (default: on CPU) runs the
+    max and max + granularity once more: where they do not repeat, the result is a band
+    (``band_low``..``band_high``), never "exact".
 
     The result proves the answer: ``max_batch_size`` was run and fit, ``failed_batch_size`` (max +
-    granularity) was run and did not.
+    granularity) was run and did not. The soak is time-boxed to ``SOAK_SHARE`` of the search.
     """
     from bench import env as env_mod
     from bench.hw.device import check_device, default_device, open_device
@@ -525,8 +645,13 @@ def find_max_batch(
         raise BenchError("input_shape applies to an nn.Module; a named model brings its own input")
     if workload.mode != "train":
         raise BenchError("max-batch searches the training batch: use mode 'train'")
-    check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
     check_device(workload.device)
+    if granularity is None:
+        granularity = default_granularity("cuda" if workload.device.startswith("cuda") else "cpu")
+        granularity = min(granularity, cap) if cap is not None and cap >= 1 else granularity
+    check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
+    if max_seconds is not None and not max_seconds > 0:
+        raise BenchError(f"--max-seconds must be > 0, got {max_seconds!r}")
     if spec is None:
         resolve(workload.model)  # a bad name is the user's to fix, before any probe
     device = open_device(workload.device)
@@ -562,14 +687,43 @@ def find_max_batch(
         rec = probe(b, PROBE_STEPS)
         records.append(rec)
         # a non-memory error at a large batch (e.g. a 32-bit index limit in a kernel) also bounds it
-        return ProbeResult(b, rec.fits, rec.peak_bytes, rec.seconds, rec.outcome)
+        return ProbeResult(
+            b, rec.fits, rec.peak_bytes, rec.seconds, rec.outcome, steady_peak_bytes=rec.steady_peak_bytes
+        )
 
-    result = search_max_batch(try_batch, budget_bytes=budget, granularity=granularity, cap=cap)
+    result = search_max_batch(
+        try_batch, budget_bytes=budget, granularity=granularity, cap=cap, max_seconds=max_seconds
+    )
     max_b, failed_b, exact = result.max_batch_size, result.failed_batch_size, result.exact
     model = _model_info(result.model, records)
+    search_seconds = time.perf_counter() - started
+
+    band_low = band_high = None
+    repeats: bool | None = None
+    if repeat_boundary is None:
+        repeat_boundary = device.kind == "cpu"
+    if repeat_boundary and exact and max_b is not None and failed_b is not None:
+        # Does the certificate repeat? Run both sides once more.
+        again = {}
+        for b in (max_b, failed_b):
+            rec = replace(probe(b, PROBE_STEPS), repeat=True)
+            records.append(rec)
+            again[b] = rec.fits
+        repeats = again[max_b] and not again[failed_b]
+        if not repeats:
+            band_low, band_high = _band(records, granularity)
+            max_b = band_low
+            failed_b = min((r.batch_size for r in records if not r.fits and r.batch_size > (band_low or 0)),
+                           default=None)  # fmt: skip
+            exact = False
+            notices.append(
+                f"the boundary did not repeat: batch sizes {band_low}..{band_high} fit in some runs and "
+                f"not in others (peak memory varies between runs); reporting the size that always fit"
+            )
 
     soak = None
     if max_b is not None and soak_steps > 0:
+        soak_steps = _soak_steps(soak_steps, search_seconds, records, max_b)
         soak_start = time.perf_counter()
         soaked: list[ProbeRecord] = []
 
@@ -617,6 +771,11 @@ def find_max_batch(
         headroom_reason=why,
         leaks=tuple(leaks),
         notices=tuple(notices),
+        band_low=band_low,
+        band_high=band_high,
+        repeats=repeats,
+        stopped=result.stopped,
+        wall_seconds=time.perf_counter() - started,
         run_id=f"maxbatch-{started_wall.strftime('%Y%m%d-%H%M%S')}-{workload.model}-{workload.device}-{uuid.uuid4().hex[:8]}",
         started_at=started_wall.isoformat(timespec="seconds"),
     )
