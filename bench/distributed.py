@@ -435,15 +435,70 @@ def one_rank_store() -> Any:
 
 @contextmanager
 def maybe_ranks(workload: Any, timeout_seconds: float | str | None = None) -> Iterator[tuple[Any, Ranks | None]]:
-    """(workload, ranks) for this process: under torchrun the workload moved to this rank's device
-    and the process group joined for the duration; otherwise the workload as given and None."""
+    """(workload, ranks) for this process: under torchrun the process group joined for the
+    duration, on this rank's device (``ranks.device``; the workload keeps the device as the user
+    gave it, so a 1-process torchrun run and a plain sweep record the same workload); otherwise
+    the workload as given and None."""
     env = detect()
     if env is None:
         yield workload, None
         return
     from bench.hw.device import open_device
 
-    workload = replace(workload, device=rank_device(workload.device, env))
-    device = open_device(workload.device)
+    device = open_device(rank_device(workload.device, env))
     with open_ranks(env, device, parse_timeout(timeout_seconds)) as ranks:
         yield workload, ranks
+
+
+# --------------------------------------------------------------------------- max-batch probes in DDP
+
+DDP_PROBES_ENV = "BENCH_DDP_PROBES"  # "1": max-batch probes wrap the model in DDP (children inherit it)
+_probe_ranks: Ranks | None = None  # a one-process group, opened by the first DDP probe of a process
+_probe_group: Any = None  # its context manager: held, or collecting it would close the group
+
+
+def probe_wrap(device: Any) -> Callable[[Any], Any] | None:
+    """The DDP wrapper for a max-batch probe, or None when DDP probes are off.
+
+    DDP allocates its gradient buckets (about one more copy of the gradients) and the reducer's
+    state per rank, whatever the world size: a one-process group (gloo on CPU, NCCL on GPU, an
+    in-memory store) is enough to measure the per-GPU maximum with them allocated. The group stays
+    open for the life of the probing process.
+    """
+    global _probe_ranks, _probe_group
+    if os.environ.get(DDP_PROBES_ENV) != "1":
+        return None
+    if _probe_ranks is None:
+        _probe_group = open_ranks(SINGLE, device, parse_timeout(None), store=one_rank_store())
+        _probe_ranks = _probe_group.__enter__()  # closed when the process exits
+    return _probe_ranks.wrap
+
+
+@contextmanager
+def ddp_probes(enabled: bool) -> Iterator[None]:
+    """Turn DDP probes on for this process and the probe children it starts."""
+    if not enabled:
+        yield
+        return
+    if detect() is not None:
+        raise BenchError(
+            "max-batch under torchrun: run it as one process with --ddp (DDP's per-GPU buckets do not "
+            "depend on the world size)"
+        )
+    saved = os.environ.get(DDP_PROBES_ENV)
+    os.environ[DDP_PROBES_ENV] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DDP_PROBES_ENV, None)
+        else:
+            os.environ[DDP_PROBES_ENV] = saved
+
+
+def close_probe_group() -> None:
+    """Leave the probes' one-process group (tests; a probing process otherwise keeps it)."""
+    global _probe_ranks, _probe_group
+    if _probe_group is not None:
+        _probe_group.__exit__(None, None, None)
+    _probe_ranks = _probe_group = None

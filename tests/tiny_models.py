@@ -102,3 +102,18 @@ def fails_at_batch_1() -> nn.Module:
 
 def fails_in_training() -> nn.Module:
     return OddOne(fail_all=True)
+
+
+class FailsOnRank1(TinyCNN):
+    """Trains everywhere except on torchrun's rank 1 (a rank that fails while the others go on)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+
+        if self.training and os.environ.get("RANK") == "1":
+            raise ValueError("rank 1 broke on purpose")
+        return super().forward(x)
+
+
+def fails_on_rank_1() -> nn.Module:
+    return FailsOnRank1()
