@@ -16,16 +16,3 @@ def echo(value, *, emit):
     emit("hello")
     return value
 
-
-def builds_once():
-    """A factory that works the first time and then returns something that is not a module.
-
-    The count lives in the file named by BENCH_TEST_BUILD_COUNT, so it spans child processes."""
-    from pathlib import Path
-
-    from tests.tiny_models import tiny_cnn
-
-    counter = Path(os.environ["BENCH_TEST_BUILD_COUNT"])
-    builds = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(builds + 1))
-    return tiny_cnn() if builds == 0 else 42

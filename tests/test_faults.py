@@ -143,11 +143,10 @@ def _history(db: Path) -> list[dict]:
 def test_a_later_point_failing_hard_keeps_the_finished_ones(tmp_path, isolate):
     out, db = tmp_path / "r.json", tmp_path / "h.db"
     proc = run_cli(
-        "sweep", "tests.fault_targets:builds_once", "-b", "2,4", *FAST, isolate, "-o", str(out), "--db", str(db),
-        cwd=tmp_path, env={"BENCH_TEST_BUILD_COUNT": str(tmp_path / "count")},
+        "sweep", "tests.fails_later:model", "-b", "2,4", *FAST, isolate, "-o", str(out), "--db", str(db), cwd=tmp_path
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert "not a torch.nn.Module" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no data for batch 4" in proc.stderr and "Traceback" not in proc.stderr
     data = json.loads(out.read_text())
     assert data["status"] == "failed" and data["finished_at"]
     assert [p["batch_size"] for p in data["points"]] == [2]
