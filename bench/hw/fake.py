@@ -140,3 +140,143 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         self._check("nvmlDeviceGetComputeRunningProcesses")
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._processes]
+
+
+# --------------------------------------------------------------------------- a simulated CUDA device
+
+
+class FakeCudaDevice:
+    """A CUDA device simulated on the CPU, for tests of what only a GPU shows and for users'
+    tools: memory and time follow a script shaped like the first H100 run of bench.
+
+    Tensors live on the CPU (``torch_device`` "cpu"); a model built by ``model()`` reports every
+    forward to ``run_step``, which advances ``clock`` and the simulated memory:
+
+    - memory of a training step at batch b: ``fixed_bytes + per_sample_bytes * b`` (allocated), the
+      caching allocator reserving ``reserve_overhead`` more; when the reserved bytes would pass
+      ``total_bytes`` the step raises ``torch.cuda.OutOfMemoryError`` with CUDA's message.
+    - the first step of a new batch shape autotunes (``cudnn_benchmark``): ``autotune_seconds``
+      more, and, for batches up to ``spike_until``, a workspace spike of ``autotune_spike_bytes``
+      that stays cached until ``empty_cache``. Later steps of the same shape run at the steady peak.
+    - a step takes ``step_overhead_seconds + step_seconds_per_sample * b`` of the fake clock.
+
+    It implements ``bench.hw.device.Device`` (kind "cuda") and is a plain class here so this module
+    keeps importing nothing of torch at import time.
+    """
+
+    kind = "cuda"
+    index = 0
+    torch_device = "cpu"
+
+    def __init__(
+        self,
+        clock: Any,
+        *,
+        total_bytes: int = 80 * 2**30,
+        fixed_bytes: int = 300 * 2**20,
+        per_sample_bytes: int = 40 * 2**20,
+        reserve_overhead: float = 0.05,
+        autotune_seconds: float = 20.0,
+        autotune_spike_bytes: int = 900 * 2**20,
+        spike_until: int = 32,
+        step_overhead_seconds: float = 0.045,
+        step_seconds_per_sample: float = 0.0002,
+        cudnn_benchmark: bool = True,
+    ) -> None:
+        self.clock = clock
+        self.total = total_bytes
+        self.fixed = fixed_bytes
+        self.per_sample = per_sample_bytes
+        self.overhead = reserve_overhead
+        self.autotune_seconds = autotune_seconds
+        self.spike = autotune_spike_bytes
+        self.spike_until = spike_until
+        self.step_overhead = step_overhead_seconds
+        self.per_sample_seconds = step_seconds_per_sample
+        self.cudnn_benchmark = cudnn_benchmark
+        self.tuned: set[int] = set()  # batch shapes autotuned so far (the process-wide cache)
+        self.allocated = 0
+        self.reserved = 0  # cached by the allocator; empty_cache returns it to ``allocated``
+        self.peak_alloc = 0
+        self.peak_res = 0
+        self.steps = 0
+        self.syncs = 0
+
+    # --- what a fake model calls
+    def run_step(self, batch_size: int) -> None:
+        spike = 0
+        if self.cudnn_benchmark and batch_size not in self.tuned:
+            self.clock.advance(self.autotune_seconds)
+            self.tuned.add(batch_size)
+            spike = self.spike if batch_size <= self.spike_until else 0
+        need = self.fixed + self.per_sample * batch_size
+        if int((need + spike) * (1 + self.overhead)) > self.total:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {(need + spike - self.allocated) / 2**30:.2f} GiB. "
+                f"GPU 0 has a total capacity of {self.total / 2**30:.2f} GiB"
+            )
+        self.peak_alloc = max(self.peak_alloc, need + spike)
+        self.reserved = max(self.reserved, int((need + spike) * (1 + self.overhead)))
+        self.peak_res = max(self.peak_res, self.reserved)
+        self.steps += 1
+        self.clock.advance(self.step_overhead + self.per_sample_seconds * batch_size)
+
+    def model(self) -> Any:
+        """An ``nn.Module`` (3x8x8 images, 10 classes) whose forward drives this device."""
+        import torch
+        from torch import nn
+
+        device = self
+
+        class GpuLike(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 3, padding=1)
+                self.bn = nn.BatchNorm2d(4)
+                self.head = nn.Linear(4, 10)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                if x.device.type != "meta":
+                    device.run_step(int(x.shape[0]))
+                x = torch.relu(self.bn(self.conv(x)))
+                return self.head(x.mean(dim=(2, 3)))
+
+        return GpuLike()
+
+    # --- bench.hw.device.Device
+    def synchronize(self) -> None:
+        self.syncs += 1
+
+    def make_timer(self) -> Any:
+        from bench.hw.device import StepTimer
+
+        return StepTimer(self.clock)
+
+    def reset_peak(self) -> None:
+        self.peak_alloc, self.peak_res = self.allocated, self.reserved
+
+    def peak_allocated_bytes(self) -> int | None:
+        return self.peak_alloc
+
+    def peak_reserved_bytes(self) -> int | None:
+        return self.peak_res
+
+    def allocated_bytes(self) -> int | None:
+        return self.allocated
+
+    def total_bytes(self) -> int | None:
+        return self.total
+
+    def free_bytes(self) -> int | None:
+        return self.total - self.reserved
+
+    def empty_cache(self) -> None:
+        self.reserved = self.allocated
+
+    def uuid(self) -> str | None:
+        return "GPU-fake"
+
+    def alloc_retries(self) -> int | None:
+        return 0

@@ -1,0 +1,149 @@
+"""What only a GPU shows, on the CPU: a simulated CUDA device (``bench.hw.fake.FakeCudaDevice``) with a
+per-new-shape autotune delay and workspace spike, shaped like the first H100 run of bench.
+
+Time accounting, model reuse across batch sizes, the autotune cache across points, and the
+max-batch search against a first-step spike, all with known answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bench.hw.device as hw_device
+from bench.accounting import first_step_label, summary_line
+from bench.hw.fake import FakeCudaDevice
+from bench.maxbatch import find_max_batch
+from bench.models import ModelSpec
+from bench.runner import run_point
+from bench.schema import OK, OOM, MeasureSettings, Workload
+from bench.workload import ModelCache
+from tests.fakes import FakeClock
+
+MiB = 2**20
+GiB = 2**30
+
+SETTINGS = MeasureSettings(
+    warmup_steps=3, min_steps=5, max_steps=20, max_time_seconds=2.0, min_time_seconds=0.5, target_rel_ci=0.5
+)
+
+
+def gpu(clock: FakeClock, **kw) -> FakeCudaDevice:
+    return FakeCudaDevice(clock, **kw)
+
+
+def spec_for(device: FakeCudaDevice, name: str = "gpu_like") -> ModelSpec:
+    return ModelSpec(name=name, source="factory", build=device.model, input_shape=(3, 8, 8))
+
+
+def test_time_accounting_puts_autotune_in_the_first_step_never_in_the_window():
+    clock = FakeClock()
+    dev = gpu(clock, autotune_seconds=20.0, step_overhead_seconds=0.05, step_seconds_per_sample=0.0)
+    wl = Workload(model="gpu_like", device="cuda", image_size=8)
+    p = run_point(wl, spec_for(dev), 16, SETTINGS, dev, clock=clock)
+    assert p.status == OK
+    t = p.timing
+    assert t.first_step_seconds == pytest.approx(20.05)  # autotune + one step
+    assert t.warmup_seconds == pytest.approx(2 * 0.05)
+    assert all(s == pytest.approx(0.05) for s in p.step_seconds)  # no autotune in any timed step
+    assert t.measure_seconds == pytest.approx(p.window_seconds)
+    assert t.total_seconds >= t.first_step_seconds + t.warmup_seconds + t.measure_seconds
+    line = summary_line([t], t.total_seconds, first_step=first_step_label("cuda", False))
+    assert line.startswith("1 point in ") and "s first steps (cuDNN autotune)" in line
+
+
+def test_model_reuse_builds_once_and_keeps_the_autotune_cache_across_points():
+    clock = FakeClock()
+    dev = gpu(clock, autotune_seconds=20.0)
+    wl = Workload(model="gpu_like", device="cuda", image_size=8)
+    spec = spec_for(dev)
+    cache = ModelCache()
+    points = [run_point(wl, spec, b, SETTINGS, dev, clock=clock, model_cache=cache) for b in (16, 32, 16)]
+    assert [p.status for p in points] == [OK, OK, OK]
+    assert cache.builds == 1  # one model for the sweep
+    # a new shape autotunes in its first step; batch 16 again (a repeat) finds the cache warm
+    assert points[0].timing.first_step_seconds > 20 and points[1].timing.first_step_seconds > 20
+    assert points[2].timing.first_step_seconds < 1
+    assert points[2].timing.build_seconds is not None
+
+
+def test_model_cache_resets_weights_grads_and_batchnorm_statistics():
+    cache = ModelCache()
+    model = cache.get(("m", "cpu", False), lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = model(torch.randn(8, 4) * 5 + 3)
+    out.sum().backward()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    again = cache.get(("m", "cpu", False), lambda: pytest.fail("rebuilt"))
+    assert again is model and cache.builds == 1
+    assert all(torch.equal(initial[k], v) for k, v in again.state_dict().items())  # weights and BN stats
+    assert all(p.grad is None for p in again.parameters())
+    other = cache.get(("other", "cpu", False), lambda: torch.nn.Linear(2, 2))
+    assert other is not model and cache.builds == 2
+
+
+def test_reused_model_measures_like_a_fresh_one():
+    """Same simulated step time and memory with and without reuse: reuse changes only the build."""
+    wl = Workload(model="gpu_like", device="cuda", image_size=8)
+
+    def sweep(reuse: bool):
+        clock = FakeClock()
+        dev = gpu(clock)
+        cache = ModelCache() if reuse else None
+        return [run_point(wl, spec_for(dev), b, SETTINGS, dev, clock=clock, model_cache=cache) for b in (8, 64)]
+
+    fresh, reused = sweep(False), sweep(True)
+    for a, b in zip(fresh, reused, strict=True):
+        assert a.step_stats.median_seconds == pytest.approx(b.step_stats.median_seconds)
+        assert a.memory.device_peak_allocated_bytes == b.memory.device_peak_allocated_bytes
+
+
+def test_oom_point_has_timing_and_the_next_point_still_runs():
+    clock = FakeClock()
+    dev = gpu(clock, total_bytes=4 * GiB, per_sample_bytes=40 * MiB)
+    wl = Workload(model="gpu_like", device="cuda", image_size=8)
+    cache = ModelCache()
+    big = run_point(wl, spec_for(dev), 200, SETTINGS, dev, clock=clock, model_cache=cache)
+    assert big.status == OOM and "CUDA out of memory" in big.error
+    assert big.timing.total_seconds is not None and big.timing.measure_seconds is None
+    small = run_point(wl, spec_for(dev), 8, SETTINGS, dev, clock=clock, model_cache=cache)
+    assert small.status == OK
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """``find_max_batch`` on the simulated device: device checks and opening point at it."""
+    clock = FakeClock()
+    dev = gpu(clock, total_bytes=22 * GiB, fixed_bytes=300 * MiB, per_sample_bytes=40 * MiB,
+              autotune_spike_bytes=900 * MiB, spike_until=32)  # fmt: skip
+    monkeypatch.setattr(hw_device, "check_device", lambda spec: None)
+    monkeypatch.setattr(hw_device, "open_device", lambda spec: dev)
+    return dev
+
+
+def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
+    dev = fake_gpu
+    truth = max(b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total)
+    wl = Workload(model="gpu_like", device="cuda", image_size=8)
+    spec = spec_for(dev, "gpu_like_mb")
+    import bench.models
+
+    original = bench.models.resolve
+    bench.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
+    try:
+        res = find_max_batch(wl, soak_steps=5)
+    finally:
+        bench.models.resolve = original
+    assert res.granularity == 1 and res.exact
+    assert res.max_batch_size == truth and res.failed_batch_size == truth + 1
+    assert res.probe_count <= 9, [p.batch_size for p in res.probes]
+    assert all(p.batch_size <= 1.25 * truth for p in res.probes)
+    small = res.probes[0]  # batch 1: the first step carries the autotune workspace, the steady steps not
+    assert small.first_step_peak_bytes > small.steady_peak_bytes
+    assert small.steady_peak_bytes == pytest.approx((dev.fixed + dev.per_sample) * (1 + dev.overhead), rel=0.01)
+    assert res.memory_model.per_sample_bytes == pytest.approx(dev.per_sample * (1 + dev.overhead), rel=0.02)
+    assert all(p.timing is not None and p.timing.total_seconds for p in res.probes)
+    assert all(p.timing.first_step_seconds is not None for p in res.probes if p.fits)
+    assert res.soak.ok and res.wall_seconds >= res.seconds * 0.99
