@@ -141,6 +141,7 @@ def _descriptors(r: SweepResult) -> list[tuple[str, str]]:
         ("h2d", "with H2D copy" if wl.h2d else ""),
         ("optimizer", wl.optimizer),
         ("device", _short_device(r)),
+        ("ranks", f"{r.world_size} ranks (DDP)" if r.world_size > 1 else ""),
     ]
 
 
@@ -538,6 +539,40 @@ def plot_energy(runs: Sequence[ReportRun]) -> Any | None:
     return fig
 
 
+def plot_scaling(runs: Sequence[ReportRun]) -> Any | None:
+    """Global samples/sec against world size, one line per per-rank batch; efficiency beside it."""
+    from bench.scaling import scaling_rows
+
+    results = [run.result for run in runs]
+    if len({r.world_size for r in results}) < 2:
+        return None
+    rows = [row for row in scaling_rows(results) if row.global_samples_per_sec]
+    batches = sorted({row.batch_size for row in rows})
+    if not batches:
+        return None
+    fig, (ax, eff) = _figure("Data-parallel scaling (global samples/sec, efficiency vs 1 rank)", ncols=2)
+    for b, color in zip(batches, _colors(len(batches)), strict=True):
+        mine = sorted((row for row in rows if row.batch_size == b), key=lambda row: row.world_size)
+        ax.plot([r.world_size for r in mine], [r.global_samples_per_sec for r in mine], "o-", color=color,
+                label=f"batch {b}/rank")  # fmt: skip
+        known = [r for r in mine if r.efficiency is not None]
+        if known:
+            eff.plot([r.world_size for r in known], [r.efficiency * 100 for r in known], "o-", color=color,
+                     label=f"batch {b}/rank")  # fmt: skip
+    sizes = sorted({row.world_size for row in rows})
+    ax.plot(sizes, [0] * len(sizes), alpha=0)
+    for axis in (ax, eff):
+        axis.set_xticks(sizes)
+        axis.set_xlabel("ranks (world size)")
+    ax.set_ylabel("global samples/sec")
+    ax.set_ylim(bottom=0)
+    eff.axhline(100, linestyle="--", color="grey", linewidth=1)
+    eff.set_ylabel("scaling efficiency (%)")
+    eff.set_ylim(0, 110)
+    _legend(ax)
+    return fig
+
+
 BREAKDOWN_PHASES = (
     ("data", "data_seconds", "#8c564b"),
     ("forward", "forward_seconds", "#1f77b4"),
@@ -573,6 +608,10 @@ def plot_breakdown(runs: Sequence[ReportRun]) -> Any | None:
 
 # name, builder, caption, why it can be missing
 PLOTS: tuple[tuple[str, Any, str, str], ...] = (
+    ("scaling", plot_scaling,
+     "Data-parallel runs (torchrun, DDP): global samples/sec = all ranks' samples over the slowest rank's window, "
+     "by world size, one line per per-rank batch; efficiency = global / (N x the 1-rank rate at that batch).",
+     ""),  # one world size: not worth a "not plotted" line
     ("throughput", plot_throughput,
      "Samples per second over each point's timed window (warm-up excluded). Star: best; diamond: the knee, "
      "the smallest batch within 95% of the best; dotted line: the first batch that ran out of memory.",
@@ -623,7 +662,8 @@ def make_plots(runs: Sequence[ReportRun], out_dir: Path) -> tuple[list[Plot], li
     for name, build, caption, missing in PLOTS:
         fig = build(runs)
         if fig is None:
-            omitted.append(f"{name.replace('_', ' ')}: {missing}")
+            if missing:
+                omitted.append(f"{name.replace('_', ' ')}: {missing}")
             continue
         svg, png = _render(fig, name, out_dir)
         plots.append(Plot(name=name, title=fig.get_suptitle(), caption=caption, svg=svg, png=png))

@@ -334,3 +334,12 @@ def test_max_batch_ddp_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(BenchError, match="one process with --ddp"), dd.ddp_probes(True):
         pass
+
+
+def test_report_plots_scaling_across_world_sizes(tmp_path):
+    from bench.report import ReportRun, plot_scaling
+
+    one, two = _sweep(1, {4: 100.0}), _sweep(2, {4: 160.0})
+    assert plot_scaling([ReportRun(label="a", result=one)]) is None  # one world size: nothing to plot
+    fig = plot_scaling([ReportRun(label="a", result=one), ReportRun(label="b", result=two)])
+    assert fig is not None and "scaling" in fig.get_suptitle()

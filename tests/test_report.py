@@ -25,7 +25,8 @@ FP32 = str(DATA / "gpu_resnet50_fp32.json")
 BF16 = str(DATA / "gpu_resnet50_bf16.json")
 SLOW = str(DATA / "gpu_resnet50_fp32_slow10.json")
 CPU = str(DATA / "cpu_resnet18.json")
-ALL_PLOTS = [name for name, *_ in PLOTS if name != "breakdown"]  # the reference runs predate the breakdown
+# the reference runs predate the breakdown, and are one-process runs (no scaling plot)
+ALL_PLOTS = [name for name, *_ in PLOTS if name not in ("breakdown", "scaling")]
 
 
 class Page(HTMLParser):
