@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.errors import BenchError
@@ -357,6 +357,34 @@ def compare(
         mismatches=tuple(found),
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class ValueVerdict:
+    """The gate on one pair of repeat lists (samples/s), outside a sweep (the pytest plugin)."""
+
+    verdict: str
+    change: float  # median(current)/median(baseline) - 1
+    ci_low: float | None  # 95% interval of the ratio - 1; None with fewer than two repeats a side
+    ci_high: float | None
+    p_value: float | None
+    repeats_needed: int | None = None
+
+
+def gate_values(baseline: Sequence[float], current: Sequence[float], threshold: float) -> ValueVerdict:
+    """The same test as ``compare`` on one pair of repeat-level throughputs. With no spread on
+    either side (one value each) the between-run noise is unknown: INCONCLUSIVE, never a verdict."""
+    base = [v for v in baseline if v and v > 0]
+    cur = [v for v in current if v and v > 0]
+    if not base or not cur:
+        raise BenchError("no throughput to compare on one side")
+    change = statistics.median(cur) / statistics.median(base) - 1
+    t = _repeat_test(tuple(base), tuple(cur), None)
+    if t is None:
+        return ValueVerdict(INCONCLUSIVE, change, None, None, None, None)
+    verdict = _decide(change, t.p_value < ALPHA, t.ci_low, t.ci_high, threshold)
+    needed = repeats_to_settle(t.noise_sd, threshold) if verdict == INCONCLUSIVE else None
+    return ValueVerdict(verdict, change, t.ci_low, t.ci_high, t.p_value, needed)
 
 
 def _evidence_notes(changes: list[PointChange], history_noise: dict[int, NoiseFloor]) -> list[str]:

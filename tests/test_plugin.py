@@ -64,3 +64,53 @@ def test_compare_fail_catches_a_slowdown_and_passes_an_unchanged_run(pytester, m
     monkeypatch.setenv("BENCH_TEST_STEP_SECONDS", "0.01")
     same = pytester.runpytest_subprocess(*gate)
     assert same.ret == 0, same.stdout.str()[-2000:]
+
+
+GATED = """
+def test_sleepy_step(bench_model):
+    bench_model("sleepy_model:build", batch_size=4, warmup=1, rounds=4, steps_per_round=3, repeat=3, device="cpu")
+"""
+
+
+def test_repeats_land_in_extra_info(pytester, monkeypatch):
+    shutil.copy(HERE / "sleepy_model.py", pytester.path / "sleepy_model.py")
+    pytester.makepyfile(test_inner=GATED)
+    monkeypatch.setenv("BENCH_TEST_STEP_SECONDS", "0.002")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-json=base.json").assert_outcomes(
+        passed=1
+    )
+    (bm,) = json.loads((pytester.path / "base.json").read_text())["benchmarks"]
+    assert len(bm["extra_info"]["repeat_samples_per_sec"]) == 3
+    assert bm["stats"]["rounds"] == 4 and bm["stats"]["iterations"] == 3
+
+
+class _FakeBenchmark:
+    name = "test_step"
+    extra_info: dict = {}
+
+
+def _gate(saved_values, current_values, threshold="10%"):
+    import pytest as _pytest
+
+    from bench.plugin import ModelStepRunner, StepBenchmark
+
+    saved = {"benchmarks": [{"name": "test_step", "extra_info": {"repeat_samples_per_sec": saved_values}}]}
+    runner = ModelStepRunner(_FakeBenchmark(), "cpu", saved, threshold)
+    result = StepBenchmark("m", 4, "train", "fp32", "cpu", 0.01, current_values[0], tuple(current_values))
+    try:
+        runner._check_gate(result)
+    except _pytest.fail.Exception as exc:
+        return str(exc)
+    return None
+
+
+def test_the_bench_gate_fails_a_regression_and_passes_noise():
+    """--bench-gate on synthetic repeat values (no timing): bench compare's rule."""
+    import warnings
+
+    assert "REGRESSION" in _gate([100.0, 101.0, 99.0], [70.0, 71.0, 69.5])
+    assert _gate([100.0, 101.0, 99.0], [100.5, 99.0, 100.0]) is None
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert _gate([100.0, 150.0, 60.0], [80.0, 130.0, 50.0]) is None  # noise wider than 10%
+    assert any("INCONCLUSIVE" in str(w.message) for w in seen)
