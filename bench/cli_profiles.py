@@ -11,6 +11,14 @@ from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("profiles")
+    def profiles_cmd() -> None:
+        """List the shipped profiles, one line each (`bench run NAME` runs one; a path runs your own)."""
+        from bench.profiles import available_profiles
+
+        for name, desc in available_profiles():
+            console.print(f"[bold]{name:<16}[/] {desc}")
+
     @app.command("run")
     def run_cmd(
         profile: Annotated[

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,20 @@ from bench.errors import BenchError
 from bench.schema import MODES, PRECISIONS, MeasureSettings, Workload, default_min_time
 from bench.sweep import parse_batch_sizes
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+def shipped_profiles_dir() -> Path:
+    """The profiles that ship with bench, wherever bench is installed.
+
+    In a wheel they are package data, ``bench/profiles_data/*.toml`` (pyproject.toml maps the repository's
+    top-level ``profiles/`` there); in a source checkout or an editable install, ``profiles/`` beside the package.
+    """
+    packaged = resources.files("bench") / "profiles_data"
+    if packaged.is_dir():
+        return Path(str(packaged))  # bench installs as plain files (zip-safe is not a goal): a real folder
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+PROFILES_DIR = shipped_profiles_dir()
 
 _TOP_KEYS = {
     "description", "models", "modes", "precisions", "channels_last", "compile", "device",
@@ -325,7 +339,7 @@ def _fails_alone(field_name: str, value: Any) -> bool:
 
 
 def available_profiles() -> list[tuple[str, str]]:
-    """(name, description) of the profiles shipped in profiles/."""
+    """(name, description) of the profiles shipped with bench (``shipped_profiles_dir()``)."""
     out = []
     for path in sorted(PROFILES_DIR.glob("*.toml")):
         try:
