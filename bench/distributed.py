@@ -215,7 +215,12 @@ def _collective(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         return fn(*args, **kwargs)
     except RuntimeError as exc:  # DistBackendError, gloo/NCCL timeouts, closed connections
         rank = _rank()
-        raise BenchError(f"rank {rank}: {what} failed: {first_line(exc)}") from None
+        raise BenchError(f"rank {rank}: {what} failed: {_plain(first_line(exc))}") from None
+
+
+def _plain(text: str | None) -> str:
+    """gloo/NCCL messages carry "[file.cc:78]" tags: round brackets, so no console reads markup."""
+    return (text or "").replace("[", "(").replace("]", ")")
 
 
 def _rank() -> int:
@@ -383,7 +388,7 @@ class Ranks:
                 self.barrier("", wait)
             except BenchError:
                 raise BenchError(
-                    f"rank {self.env.rank}: batch {batch_size} failed ({point.error}); the other ranks "
+                    f"rank {self.env.rank}: batch {batch_size} failed ({_plain(point.error)}); the other ranks "
                     f"did not fail within {wait:g} s, so the run stops"
                 ) from None
         gathered = self.gather((point, rank_stats(self.env.rank, point, spans)), "gathering the ranks' points")
