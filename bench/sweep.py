@@ -268,10 +268,12 @@ def _repeat_rounds(
     measure: Callable[[int, Callable[[Any], None]], Point],
     save: Callable[[SweepResult], SweepResult],
     emit: EventFn,
+    new_round: Callable[[], None] = lambda: None,
 ) -> SweepResult:
     """Rounds 2..``repeat`` of a sweep: every size that measured ok in round 1, again, in the same
     order (b1, b2, ..., b1, b2, ...), so drift over the run hits every size alike. ``points`` (one
-    per size) is updated in place with ``combine_repeats``; the file is rewritten after each."""
+    per size) is updated in place with ``combine_repeats``; the file is rewritten after each.
+    ``new_round`` runs before each round (an in-process sweep builds its model anew there)."""
     from bench.stats import combine_repeats
 
     runs = {p.batch_size: [p] for p in points}
@@ -280,6 +282,7 @@ def _repeat_rounds(
         if not again:
             break
         emit(SweepEvent("notice", message=f"repeat {r} of {repeat}: batch {', '.join(map(str, again))}"))
+        new_round()
         for b in again:
             emit(SweepEvent("point_start", batch_size=b))
 
@@ -476,7 +479,10 @@ def run_sweep(
                     break
             else:
                 failures_in_row = 0
-        result = _repeat_rounds(result, points, settings.repeat, workload, measure, save, emit)
+        result = _repeat_rounds(
+            result, points, settings.repeat, workload, measure, save, emit,
+            new_round=model_cache.clear if model_cache is not None else lambda: None,
+        )  # fmt: skip
     except KeyboardInterrupt as exc:
         result = save(replace(result, status="interrupted", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]  # for the CLI's history

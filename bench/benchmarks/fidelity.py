@@ -8,6 +8,11 @@ a host clock, synchronise, samples/sec = N * batch / elapsed.
     python -m bench.benchmarks.fidelity                      # EfficientNet-b0, CPU-sized
     python -m bench.benchmarks.fidelity --device cuda --image-size 224 --batch-size 256 \\
         --precision bf16 --channels-last
+    python -m bench.benchmarks.fidelity --cli                # also through the `bench sweep` command
+
+``--cli`` adds a third arm: the command a user runs (``bench sweep``, in its own process: on CPU
+the isolated child per point, the sampler, the annotations and the live display), its samples/sec
+read from the result file, measured over the same fixed number of steps.
 """
 
 from __future__ import annotations
@@ -83,6 +88,32 @@ def bench_point(args: argparse.Namespace, device_name: str) -> float:
     return point.samples_per_sec
 
 
+def cli_point(args: argparse.Namespace, device_name: str) -> float:
+    """The same point through ``bench sweep`` as a user runs it. Returns samples/sec."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sweep.json"
+        cmd = [
+            sys.executable, "-m", "bench", "sweep", args.model, "-b", str(args.batch_size),
+            "--image-size", str(args.image_size), "--precision", args.precision, "--device", device_name,
+            "--warmup", str(args.warmup), "--min-steps", str(args.steps),
+            "--max-time", "0.001", "--min-time", "0",  # exactly --steps timed steps: one chunk
+            "--no-history", "-o", str(out),
+        ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if done.returncode != 0 or not out.exists():
+            raise SystemExit(f"bench sweep failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        point = json.loads(out.read_text())["points"][0]
+    if point["samples_per_sec"] is None:
+        raise SystemExit(f"bench sweep failed at batch {args.batch_size}: {point['error']}")
+    return float(point["samples_per_sec"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,6 +127,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cli", action="store_true", help="also measure through the `bench sweep` command")
     args = parser.parse_args()
     if args.precision == "tf32" or (args.precision == "fp32" and args.device.startswith("cuda")):
         # match bench's precision_mode for the hand loop
@@ -110,25 +142,23 @@ def main() -> None:
         f"batch {args.batch_size} image {args.image_size} on {name} ({args.device}), "
         f"{args.steps} timed steps x {args.rounds} rounds"
     )
-    hand, ours = [], []
+    arms = {"hand-written": lambda: hand_loop(args, args.device), "run_point": lambda: bench_point(args, args.device)}
+    if args.cli:
+        arms["bench sweep"] = lambda: cli_point(args, args.device)
+    names = list(arms)
+    got: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
-        if r % 2 == 0:  # alternate which goes first, so neither always inherits a warmer machine
-            h = hand_loop(args, args.device)
-            b = bench_point(args, args.device)
-        else:
-            b = bench_point(args, args.device)
-            h = hand_loop(args, args.device)
-        hand.append(h)
-        ours.append(b)
-        print(
-            f"  round {r + 1}: hand-written {h:10.1f} samples/s   bench {b:10.1f} samples/s   ratio {b / h:.3f}"
-        )
-    ratio = statistics.median(ours) / statistics.median(hand)
-    print(
-        f"median: hand-written {statistics.median(hand):.1f} samples/s, bench {statistics.median(ours):.1f} "
-        f"samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)"
-    )
-
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no arm always goes first
+        for n in order:
+            got[n].append(arms[n]())
+        hand = got["hand-written"][-1]
+        row = "   ".join(f"{n} {got[n][-1]:10.1f} ({got[n][-1] / hand:.3f})" for n in names)
+        print(f"  round {r + 1}: {row}", flush=True)
+    hand_median = statistics.median(got["hand-written"])
+    print(f"median: hand-written {hand_median:.1f} samples/s")
+    for n in names[1:]:
+        ratio = statistics.median(got[n]) / hand_median
+        print(f"  {n:<12} {statistics.median(got[n]):10.1f} samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)")
 
 if __name__ == "__main__":
     main()
