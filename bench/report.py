@@ -21,6 +21,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -673,6 +674,47 @@ def make_plots(runs: Sequence[ReportRun], out_dir: Path) -> tuple[list[Plot], li
 # --------------------------------------------------------------------------- pages
 
 
+_MD_ALWAYS = set("\\`*[]<>|~&")  # escaped wherever they appear (ASCII punctuation: `\x` is literal x)
+_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])")  # would start a heading, quote, list or rule
+
+
+def md_escape(text: Any) -> str:
+    """User text (model names, notices, errors, run ids, descriptions) as literal Markdown: it
+    cannot end a table cell, start emphasis, a link, a heading or a list, or inject HTML. Newlines
+    become spaces (a cell or a quoted line is one line). ``_`` inside a word stays as it is: it
+    cannot open or close emphasis there, and ``resnet_50`` stays readable."""
+    s = " ".join(str(text).splitlines()) if text is not None else ""
+    out = []
+    for i, ch in enumerate(s):
+        if ch in _MD_ALWAYS:
+            out.append("\\" + ch)
+        elif ch == "_" and not (0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum()):
+            out.append("\\_")
+        else:
+            out.append(ch)
+    escaped = "".join(out)
+    return _MD_LINE_START.sub(
+        lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], escaped, count=1
+    )
+
+
+def md_code(text: Any) -> str:
+    """User text as one Markdown code span (paths, run ids): a fence longer than any run of
+    backticks inside, so none can close it; newlines become spaces."""
+    s = " ".join(str(text).splitlines())
+    runs = re.findall(r"`+", s)
+    fence = "`" * (max((len(r) for r in runs), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s.strip() else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_url(text: Any) -> str:
+    """A path as a Markdown link destination: spaces, parentheses and the like percent-encoded."""
+    from urllib.parse import quote
+
+    return quote(str(text), safe="/:.-_~")
+
+
 def _templates() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -684,7 +726,9 @@ def _templates() -> Any:
         lstrip_blocks=True,
     )
     env.filters["num"] = fmt_num
-    env.filters["md"] = lambda s: str(s).replace("|", "\\|")
+    env.filters["md"] = md_escape
+    env.filters["md_code"] = md_code
+    env.filters["md_url"] = md_url
     return env
 
 

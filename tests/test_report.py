@@ -314,3 +314,48 @@ def test_text_from_the_user_is_escaped_in_the_page(tmp_path):
     html = files.html.read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<svg") == len(files.plots)  # the plots themselves are not escaped
+
+
+def test_markdown_report_carries_user_text_literally(tmp_path):
+    """Model names, notices, errors and run ids are user text: in report.md they cannot break a
+    table, start a heading or a list, open a code span or inject HTML (the HTML page escapes them)."""
+    import dataclasses
+
+    markdown_it = pytest.importorskip("markdown_it")  # rich's own dependency
+    from bench.report import ReportRun
+    from bench.schema import ERROR
+
+    name = "a|b*c_ <img src=x onerror=alert(1)>"
+    run = load_result(CPU)
+    points = list(run.points)
+    points[-1] = dataclasses.replace(points[-1], status=ERROR, error="bad | cell\n# not a heading")
+    run = dataclasses.replace(
+        run,
+        workload=dataclasses.replace(run.workload, model=name),
+        points=tuple(points),
+        run_id="id`x",
+        notices=("# shout\n- [link](http://x) <b>bold</b> `code` | pipe",),
+    )
+    files = build_report([ReportRun(name, run, source="my `file`.json")], tmp_path / "r")
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(files.markdown.read_text())
+
+    def walk(ts):
+        for t in ts:
+            yield t
+            yield from walk(t.children or [])
+
+    every = list(walk(tokens))
+    assert not [t.content for t in every if t.type.startswith("html")], "raw HTML reached the page"
+    assert not [t for t in every if t.type in ("em_open", "strong_open") and t.markup == "*"]
+    assert [t for t in every if t.type == "heading_open" and t.tag == "h1"] == tokens[:1]
+    assert not [t for t in every if t.type in ("bullet_list_open", "link_open")]
+    cells = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "td_open"]
+    rendered = [
+        "".join(c.content for c in markdown_it.MarkdownIt("commonmark").parseInline(cell)[0].children)
+        for cell in cells
+    ]
+    assert rendered[0] == name  # the recommendation row's label cell, whole
+    assert "ERROR: bad | cell # not a heading" in rendered
+    text = "".join(t.content for t in every if t.type in ("text", "code_inline"))
+    assert "id`x" in text and "my `file`.json" in text
+    assert "# shout - [link](http://x) <b>bold</b> `code` | pipe" in text
