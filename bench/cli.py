@@ -23,6 +23,7 @@ from bench.cli_common import (
     DB_HELP,
     DEFAULT_DB,
     ChannelsLastOpt,
+    CompileModeOpt,
     CompileOpt,
     CudnnBenchmarkOpt,
     DataDirOpt,
@@ -44,7 +45,7 @@ from bench.cli_common import (
     fmt_bytes,
 )
 from bench.errors import BenchError, first_line
-from bench.schema import SweepResult
+from bench.schema import SweepResult, Workload
 
 app = typer.Typer(
     name="bench",
@@ -68,6 +69,7 @@ def sweep(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     compile: CompileOpt = False,
+    compile_mode: CompileModeOpt = None,
     image_size: ImageSizeOpt = 224,
     device: DeviceOpt = None,
     h2d: H2dOpt = False,
@@ -75,7 +77,7 @@ def sweep(
     dataset_size: DatasetSizeOpt = 1_281_167,
     cudnn_benchmark: CudnnBenchmarkOpt = True,
     data: DataOpt = "synthetic",
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = "0",
     data_dir: DataDirOpt = None,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = 5,
     min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = 10,
@@ -95,8 +97,9 @@ def sweep(
         ),
     ] = 0.02,
     sample_interval: Annotated[
-        float, typer.Option("--sample-interval", help="telemetry period, seconds")
-    ] = 0.05,
+        float | None,
+        typer.Option("--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"),
+    ] = None,
     isolate: Annotated[
         bool | None,
         typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
@@ -127,6 +130,14 @@ def sweep(
         int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
     ] = None,
     base_lr: Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")] = None,
+    advise: Annotated[
+        bool,
+        typer.Option(
+            "--advise",
+            help="after the sweep, measure host-bound points again with --compile (and CUDA graphs on "
+            "GPU) and input-bound points with twice the loader workers; print and store the gains",
+        ),
+    ] = False,
     nproc: Annotated[
         str | None,
         typer.Option(
@@ -149,12 +160,18 @@ def sweep(
 
     check_lr_reference(base_batch, base_lr)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
+    from bench.data import parse_workers
+
+    worker_counts = parse_workers(workers)
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
         dataset_size=dataset_size, cudnn_benchmark=cudnn_benchmark,
-        data=data, workers=workers, data_dir=data_dir,
+        data=data, workers=worker_counts[0], data_dir=data_dir, compile_mode=compile_mode,
     )  # fmt: skip
+    if len(worker_counts) > 1:
+        _sweep_per_worker_count(ctx, worker_counts, workload, out, json_only)
+        return
     settings = build_settings(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
         min_time_seconds=min_time, target_rel_ci=target_ci,
@@ -204,6 +221,8 @@ def sweep(
         raise
     if not is_main:
         raise typer.Exit(1 if result.status == "failed" else 0)
+    if advise and result.status != "failed":
+        result = _advise(result, out_path)
     stored = _store(history, result)
     if json_only:
         print(dumps(result))
@@ -224,10 +243,68 @@ def sweep(
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
             )
+        if result.advice:
+            from bench.advise import advice_lines
+
+            console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
+            for line in advice_lines(result.advice):
+                console.print(f"  {line}", highlight=False)
         _print_time_summary(result)
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
         raise typer.Exit(1)
+
+
+def _advise(result: SweepResult, out_path: Path) -> SweepResult:
+    """Re-measure the flagged points with the change each verdict points to; the file is rewritten
+    with the advice in it. A point's verdict with nothing to try is left alone."""
+    from bench.advise import sweep_measure, with_advice
+    from bench.schema import dumps
+    from bench.sweep import write_json_atomic
+
+    def say(batch_size: int, change: str) -> None:
+        err_console.print(f"[dim]advice: batch {batch_size} again with {change}[/]", highlight=False)
+
+    result = with_advice(result, sweep_measure(result.settings), on_change=say)
+    if not result.advice:
+        err_console.print("[dim]advice: no host-bound or input-bound point with a change to try[/]")
+    try:
+        write_json_atomic(out_path, dumps(result))
+    except OSError as exc:
+        err_console.print(f"[yellow]warning:[/] advice not written to {out_path}: {exc.strerror or exc}")
+    return result
+
+
+def _sweep_per_worker_count(
+    ctx: typer.Context, counts: list[int], workload: Workload, out: Path | None, json_only: bool
+) -> None:
+    """``--workers 0,2,4``: the whole sweep once per worker count, one result file each (the worker
+    count is part of the workload, so `bench compare` and `bench report` tell the runs apart), then
+    samples/sec side by side."""
+    from bench.display import workers_table
+    from bench.schema import load_result
+    from bench.sweep import default_out_path
+
+    if workload.data != "loader":
+        raise BenchError("a list of --workers needs --data loader")
+    if json_only:
+        raise BenchError("--json prints one run: give one --workers count (a list writes one file per count)")
+    base = Path(out) if out is not None else default_out_path(workload)
+    paths = []
+    for n in counts:
+        path = base.with_name(f"{base.stem}-w{n}{base.suffix}")
+        err_console.print(f"[bold]--workers {n}[/]: results in {path}", highlight=False)
+        code = 0
+        try:
+            sweep(**{**ctx.params, "workers": str(n), "out": path, "ctx": ctx})
+        except typer.Exit as exc:
+            code = exc.exit_code
+        if code not in (0, None):
+            err_console.print(f"[yellow]--workers {n}[/]: the sweep failed (exit {code})")
+        paths.append(path)
+    results = [load_result(str(p)) for p in paths if p.is_file()]
+    if results:
+        console.print(workers_table(results))
 
 
 def _print_time_summary(result: SweepResult) -> None:

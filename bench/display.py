@@ -9,9 +9,9 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.cli_common import fmt_bytes, fmt_seconds
 from bench.diagnose import diagnose_run, mfu_note
 from bench.schema import OK, Diagnosis, Point, SweepResult
+from bench.units import fmt_bytes, fmt_seconds
 
 
 class LiveSweep:
@@ -30,7 +30,9 @@ class LiveSweep:
             console=console,
         )
         renderable = self.progress if progress is None else Group(progress, self.progress)
-        self.live = Live(renderable, console=console, refresh_per_second=8)
+        # 2 Hz: progress arrives about once a second, and on a CPU run every repaint takes a core
+        # from the measured child
+        self.live = Live(renderable, console=console, refresh_per_second=2)
         self.tasks: dict[int, Any] = {}
 
     def __enter__(self) -> LiveSweep:
@@ -210,4 +212,26 @@ def diagnosis_table(result: SweepResult) -> Table:
     note = mfu_note(result)
     if note:
         table.caption = note
+    return table
+
+
+def workers_table(results: list[SweepResult]) -> Table:
+    """``--workers 0,2,4``: samples/sec per batch size for each worker count side by side, with the
+    share of the step spent waiting for data; where more workers stop helping, the model sets the pace."""
+    table = Table(title="input pipeline: samples/s (data wait) by loader workers", title_justify="left")
+    table.add_column("batch", justify="right")
+    for r in results:
+        table.add_column(f"{r.workload.workers} workers", justify="right")
+    sizes = sorted({p.batch_size for r in results for p in r.points})
+    for b in sizes:
+        row = [str(b)]
+        for r in results:
+            p = next((p for p in r.points if p.batch_size == b), None)
+            if p is None or p.status != OK or p.samples_per_sec is None:
+                row.append("-" if p is None else f"[red]{p.status}[/]")
+                continue
+            wait = p.breakdown.data_wait_fraction if p.breakdown is not None else None
+            cell = f"{p.samples_per_sec:,.1f}"
+            row.append(cell if wait is None else f"{cell} ({wait * 100:.0f}%)")
+        table.add_row(*row)
     return table

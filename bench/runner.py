@@ -32,7 +32,18 @@ from bench.errors import BenchError, first_line, is_oom
 from bench.hw.device import Device
 from bench.hw.nvml import GpuMonitor, NullMonitor
 from bench.models import ModelSpec
-from bench.schema import ERROR, OK, OOM, MeasureSettings, MemoryStats, Point, Telemetry, Timing, Workload
+from bench.schema import (
+    ERROR,
+    OK,
+    OOM,
+    MeasureSettings,
+    MemoryStats,
+    Point,
+    Telemetry,
+    Timing,
+    Workload,
+    default_sample_interval,
+)
 from bench.telemetry import Sampler
 from bench.workload import ModelCache
 
@@ -279,7 +290,8 @@ def run_point(
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)
     prepared = None
-    sampler = Sampler(monitor, settings.sample_interval_seconds, clock=clock)
+    interval = settings.sample_interval_seconds or default_sample_interval(workload.device)
+    sampler = Sampler(monitor, interval, clock=clock)
     failure: tuple[str, str] | None = None
     point: Point | None = None
     win: Window | None = None

@@ -38,6 +38,7 @@ SCHEMA_VERSION = 1
 MODES = ("train", "infer")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DATA_SOURCES = ("synthetic", "loader")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Point status values.
 OK = "ok"
@@ -69,6 +70,9 @@ class Workload:
     # cuDNN autotuning (torch.backends.cudnn.benchmark) on CUDA: what real training uses; its cost
     # lands in each new shape's first step (Timing.first_step_seconds), never in the window
     cudnn_benchmark: bool = True
+    # torch.compile mode with ``compile``: None = torch's default; "reduce-overhead" adds CUDA graphs
+    # (launch overhead gone on GPU), "max-autotune" searches kernels longer
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -89,6 +93,11 @@ class Workload:
             raise BenchError(f"workers must be a non-negative integer, got {self.workers!r}")
         if self.data_dir is not None and self.data != "loader":
             raise BenchError("--data-dir needs --data loader")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            choices = ", ".join(COMPILE_MODES)
+            raise BenchError(f"unknown compile mode {self.compile_mode!r}: choose one of {choices}")
+        if self.compile_mode is not None and not self.compile:
+            raise BenchError("a compile mode needs --compile")
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,8 @@ class MeasureSettings:
     max_time_seconds: float = 10.0  # timed-window budget per point; stop even if not converged
     min_time_seconds: float = 1.0  # keep the timed window at least this long (telemetry, energy)
     target_rel_ci: float = 0.02  # stop once the 95% CI half-width is within this fraction of the median
-    sample_interval_seconds: float = 0.05  # telemetry sampling period
+    # telemetry sampling period; None = by device (``default_sample_interval``), resolved before a run
+    sample_interval_seconds: float | None = None
     isolate: bool | None = None  # run each point in a child process; None = auto (CPU yes, CUDA no)
     stop_on_oom: bool = True  # stop growing the batch after the first OOM
     # Independent measurements of every batch size (a fresh process on CPU, a fresh model on GPU),
@@ -121,10 +131,21 @@ class MeasureSettings:
             raise BenchError("min time per point must be between 0 and the max time")
         if not 0 < self.target_rel_ci < 1:
             raise BenchError("target relative CI must be between 0 and 1 (e.g. 0.02 for 2%)")
-        if not self.sample_interval_seconds > 0:
+        if self.sample_interval_seconds is not None and not self.sample_interval_seconds > 0:
             raise BenchError("sample interval must be > 0 seconds")
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or self.repeat < 1:
             raise BenchError(f"repeat must be a positive integer, got {self.repeat!r}")
+
+
+GPU_SAMPLE_INTERVAL_SECONDS = 0.05  # NVML power and utilisation: fine-grained averages are cheap
+# CPU: no NVML, and every wake-up of the sampler thread takes the GIL and a core from a 2-thread
+# training loop; 4 Hz is plenty for CPU % and RSS.
+CPU_SAMPLE_INTERVAL_SECONDS = 0.25
+
+
+def default_sample_interval(device: str) -> float:
+    """The telemetry period for a device string when the user gave none."""
+    return GPU_SAMPLE_INTERVAL_SECONDS if device.startswith("cuda") else CPU_SAMPLE_INTERVAL_SECONDS
 
 
 def default_min_time(kwargs: dict[str, Any]) -> None:
@@ -376,6 +397,25 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Advice:
+    """A change tried on one flagged point and its measured effect (``bench sweep --advise``).
+
+    ``gain`` = after / before samples/sec (1.30: 30% faster). ``significant``: the two 95% CIs of
+    the mean step time do not overlap. A change that failed has ``status`` OOM/ERROR, no ``gain``,
+    and is never a suggestion."""
+
+    batch_size: int
+    verdict: str  # the point's verdict that prompted it (host-bound, input-bound)
+    change: str  # as a command-line change, e.g. "--compile", "--workers 4"
+    before_samples_per_sec: float
+    after_samples_per_sec: float | None = None
+    gain: float | None = None
+    significant: bool | None = None
+    status: str = OK  # of the re-measure: OK | OOM | ERROR
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class SweepResult:
     run_id: str
     status: str  # "running" | "complete" | "interrupted" | "failed"
@@ -389,6 +429,7 @@ class SweepResult:
     tool_version: str = ""
     wall_seconds: float | None = None  # the whole command so far, setup included
     distributed: Distributed | None = None  # None: one process (world size 1)
+    advice: tuple[Advice, ...] = ()  # measured effects of changes on flagged points (--advise)
     kind: str = "sweep"
     schema_version: int = SCHEMA_VERSION
 
@@ -522,6 +563,7 @@ def result_from_dict(d: dict[str, Any]) -> SweepResult:
     if d.get("distributed") is not None:
         d["distributed"] = _build(Distributed, d["distributed"], "distributed")
     d["notices"] = tuple(d.get("notices") or ())
+    d["advice"] = tuple(_build(Advice, a, "advice") for a in d.get("advice") or ())
     return _build(SweepResult, d, "result")
 
 

@@ -19,12 +19,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import __version__
+from bench._version import __version__
 from bench.diagnose import with_diagnoses
 from bench.errors import BenchError, first_line
 from bench.flops import count_flops_per_sample
 from bench.flops import figures as flop_figures
-from bench.schema import ERROR, OK, OOM, MeasureSettings, Point, SweepResult, Timing, Workload, dumps
+from bench.schema import (
+    ERROR,
+    OK,
+    OOM,
+    MeasureSettings,
+    Point,
+    SweepResult,
+    Timing,
+    Workload,
+    default_sample_interval,
+    dumps,
+)
 
 DEFAULT_BATCH_SIZES = {
     "cpu": (1, 2, 4, 8, 16, 32),
@@ -36,6 +47,20 @@ MAX_FAILURES_IN_ROW = 2  # sizes failing (not OOM) one after another before the 
 
 
 MAX_BATCH_SIZE = 2**63 - 1  # the largest integer the results history (SQLite) can hold
+
+
+def powers_of_two_up_to(limit: int, low: int = 1) -> tuple[int, ...]:
+    """``low``, the powers of two above it up to ``limit``, then ``limit``: the ends are kept whether
+    or not they are powers of two. (64) -> 1, 2, 4, ..., 64; (100, 6) -> 6, 8, 16, 32, 64, 100."""
+    sizes = [low] if low <= limit else []
+    p = 1
+    while p <= limit:
+        if p > low:
+            sizes.append(p)
+        p *= 2
+    if not sizes or sizes[-1] != limit:
+        sizes.append(limit)
+    return tuple(sizes)
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -65,15 +90,7 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
         low, high = one(parts[0]), one(parts[1])
         if low > high:
             raise BenchError(f"batch size range {text!r} is empty (low > high)")
-        sizes = [low]
-        p = 1
-        while p <= high:
-            if p > low:
-                sizes.append(p)
-            p *= 2
-        if sizes[-1] != high:
-            sizes.append(high)
-        return tuple(sizes)
+        return powers_of_two_up_to(high, low)
     tokens = text.split(",")
     if tokens[-1].strip() == "":  # a trailing comma is harmless; an empty item inside is a typo
         tokens.pop()
@@ -358,6 +375,8 @@ def run_sweep(
     sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
     if any((not isinstance(b, int)) or b <= 0 for b in sizes):
         raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
+    if settings.sample_interval_seconds is None:  # recorded in the file as the value used
+        settings = replace(settings, sample_interval_seconds=default_sample_interval(workload.device))
     isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
     isolate = isolate and ranks is None  # a rank measures in its own process already
     settings = replace(settings, isolate=isolate)

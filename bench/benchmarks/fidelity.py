@@ -105,7 +105,12 @@ def cli_point(args: argparse.Namespace, device_name: str) -> float:
             "--max-time", "0.001", "--min-time", "0",  # exactly --steps timed steps: one chunk
             "--no-history", "-o", str(out),
         ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        # the child runs in a temporary folder: keep resolving `package.module:factory` names from here
+        import os
+
+        here = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in here)}
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
         if done.returncode != 0 or not out.exists():
             raise SystemExit(f"bench sweep failed: {(done.stderr or done.stdout).strip()[-400:]}")
         point = json.loads(out.read_text())["points"][0]
