@@ -165,6 +165,7 @@ def register(app: typer.Typer) -> None:
 
         result = load_run(run, db)
         if as_json:
+            import dataclasses
             import json
 
             points = [
@@ -181,9 +182,16 @@ def register(app: typer.Typer) -> None:
             ]
             doc = {"run_id": result.run_id, "device": result.environment.device_label, "points": points}
             doc["mfu_note"] = mfu_note(result)
+            doc["advice"] = [dataclasses.asdict(a) for a in result.advice]
             print(json.dumps(doc, indent=2))
         else:
             console.print(diagnosis_table(result))
+            if result.advice:
+                from bench.advise import advice_lines
+
+                console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
+                for line in advice_lines(result.advice):
+                    console.print(f"  {line}", highlight=False)
 
     @app.command()
     def history(
@@ -217,8 +225,11 @@ def register(app: typer.Typer) -> None:
                 best = f"b{r.best_batch_size}: {r.best_samples_per_sec:,.1f}/s"
             elif r.kind == "max_batch" and r.best_batch_size:
                 best = f"max {r.best_batch_size}"
+            device_label = r.device_label or "-"
+            if r.world_size > 1:  # a data-parallel run: never read as one device's figure
+                device_label = f"{r.world_size}x {device_label} (DDP)"
             table.add_row(
-                str(r.id), r.created_at, r.kind, r.model or "-", r.device_label or "-",
+                str(r.id), r.created_at, r.kind, r.model or "-", device_label,
                 r.mode or "-", r.precision or "-", r.status or "-", best,
             )  # fmt: skip
         console.print(table)

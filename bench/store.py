@@ -70,12 +70,27 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 3: data-parallel runs (torchrun) carry their world size: a 1-GPU and an 8-GPU run of one
+    # model are different experiments, and the listing says so. Earlier rows: one process.
+    """
+    ALTER TABLE runs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1;
+    UPDATE runs SET world_size = COALESCE(json_extract(json, '$.distributed.world_size'), 1);
+    """,
 )
 
 _RUN_COLUMNS = (
     "id, run_id, kind, created_at, model, device_label, mode, precision, status,"
     " best_batch_size, best_samples_per_sec"
 )
+
+
+def _run_columns(conn: sqlite3.Connection, table: str = "") -> str:
+    """The RunRow columns. Readers never migrate, so a history from before migration 3 has no
+    ``world_size`` column: its runs read as one process."""
+    has = any(row[1] == "world_size" for row in conn.execute("PRAGMA table_info(runs)"))
+    prefix = f"{table}." if table else ""
+    names = [f"{prefix}{c.strip()}" for c in _RUN_COLUMNS.split(",")]
+    return ", ".join([*names, f"{prefix}world_size" if has else "1"])
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,7 @@ class RunRow:
     status: str | None
     best_batch_size: int | None
     best_samples_per_sec: float | None
+    world_size: int = 1  # processes of a data-parallel (torchrun) run
 
 
 # --------------------------------------------------------------------------- errors and opening
@@ -283,6 +299,7 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
         "status": data.get("status", "complete"),
         "best_batch_size": best_b,
         "best_samples_per_sec": best_s,
+        "world_size": int((data.get("distributed") or {}).get("world_size") or 1),
     }
 
 
@@ -329,16 +346,17 @@ def save_run(db_path: Path | str, result: Any) -> int:
                     "UPDATE runs SET kind = :kind, created_at = :created_at, model = :model,"
                     " device_label = :device_label, device = :device, mode = :mode, precision = :precision,"
                     " status = :status, best_batch_size = :best_batch_size,"
-                    " best_samples_per_sec = :best_samples_per_sec, json = :json WHERE id = :pk",
+                    " best_samples_per_sec = :best_samples_per_sec, world_size = :world_size,"
+                    " json = :json WHERE id = :pk",
                     {**values, "pk": pk},
                 )
                 conn.execute("DELETE FROM points WHERE run_pk = ?", (pk,))
             else:
                 cur = conn.execute(
                     "INSERT INTO runs (run_id, kind, created_at, model, device_label, device, mode, precision,"
-                    " status, best_batch_size, best_samples_per_sec, json)"
+                    " status, best_batch_size, best_samples_per_sec, world_size, json)"
                     " VALUES (:run_id, :kind, :created_at, :model, :device_label, :device, :mode, :precision,"
-                    " :status, :best_batch_size, :best_samples_per_sec, :json)",
+                    " :status, :best_batch_size, :best_samples_per_sec, :world_size, :json)",
                     values,
                 )
                 pk = int(cur.lastrowid)
@@ -366,7 +384,7 @@ def import_file(db_path: Path | str, path: str) -> int:
     if data["kind"] == "sweep":
         load_result(path)  # full validation
     elif data["kind"] == "max_batch":
-        from bench.maxbatch import load_max_batch  # no torch at import: the typed loader
+        from bench.results_maxbatch import load_max_batch
 
         load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
     else:
@@ -384,7 +402,7 @@ def list_runs(
     limit: int = 100,
 ) -> list[RunRow]:
     """Runs newest first; ``device`` matches the GPU/CPU name as a substring, ``since`` an ISO date."""
-    sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE 1=1"
+    sql = "SELECT {columns} FROM runs WHERE 1=1"
     args: list[Any] = []
     if model:
         sql += " AND model = ?"
@@ -401,7 +419,9 @@ def list_runs(
     sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
     args.append(limit)
     with _reading(db_path) as conn:
-        return [] if conn is None else [RunRow(*row) for row in conn.execute(sql, args)]
+        if conn is None:
+            return []
+        return [RunRow(*row) for row in conn.execute(sql.format(columns=_run_columns(conn)), args)]
 
 
 def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
@@ -486,7 +506,7 @@ def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[
 def _valid_search(data: dict[str, Any]) -> bool:
     """A stored max-batch search that loads (one imported before imports were checked may not):
     a bad one is skipped, never a crash in the sweep or report that looks it up."""
-    from bench.maxbatch import maxbatch_from_dict
+    from bench.results_maxbatch import maxbatch_from_dict
 
     try:
         maxbatch_from_dict(data)
@@ -522,7 +542,7 @@ def _find_run(conn: sqlite3.Connection, db_path: Path | str, ref: str) -> RunRow
         ):
             run_id = read_result_json(ref).get("run_id") or ref
         sql, args = "run_id = ?", (run_id,)
-    found = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {sql}", args).fetchone()
+    found = conn.execute(f"SELECT {_run_columns(conn)} FROM runs WHERE {sql}", args).fetchone()
     if found is None:
         raise BenchError(
             f"no run {ref!r} in {db_path} (name a history id, a run id, or 'latest'; `bench history` lists them)"
@@ -587,7 +607,7 @@ def list_baselines(db_path: Path | str = DEFAULT_DB) -> list[Baseline]:
     with _reading(db_path) as conn:
         if conn is None or not _has_table(conn, "baselines"):
             return []
-        columns = ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        columns = _run_columns(conn, "runs")
         rows = conn.execute(
             f"SELECT baselines.name, baselines.created_at, {columns} FROM baselines"
             " JOIN runs ON runs.id = baselines.run_pk ORDER BY baselines.name"

@@ -330,7 +330,8 @@ def test_readers_leave_an_old_history_untouched(tmp_path):
     assert load_run_data("latest", db)[0] == "history #1"
     assert matching_max_batch(db, load_result(str(DATA))) is None
     assert db.read_bytes() == before  # no WAL switch, no tables, no migration
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db"]
+    # nothing beside it (conftest's own empty .bench/ folder aside)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".bench") == ["h.db"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
@@ -458,3 +459,15 @@ def test_baselines_on_an_old_or_missing_history(tmp_path):
         get_baseline(db, "main")
     assert set_baseline(db, "main", "1").run_id == "old-run"  # a write upgrades it
     assert [n for n, _, _ in list_baselines(db)] == ["main"]
+
+
+def test_world_size_is_a_column_filled_for_old_rows_and_new_runs(tmp_path):
+    """Migration 3: a data-parallel run's world size is in the listing (history never reads a 2-GPU
+    run as one device's figure); rows written before it read as one process."""
+    db = tmp_path / "h.db"
+    _v0_db(db)
+    ddp = _sweep_data("ddp", "2026-11-06T00:00:00")
+    ddp["distributed"] = {"world_size": 2, "backend": "gloo", "ddp": True}
+    save_run(db, ddp)
+    rows = {r.run_id: r for r in list_runs(db)}
+    assert rows["old-run"].world_size == 1 and rows["ddp"].world_size == 2
