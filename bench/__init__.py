@@ -7,11 +7,18 @@ Library use::
     print(result.best_point().samples_per_sec)  # BenchError instead when no batch size ran
 """
 
-__version__ = "0.1.0"
+# Only the results layer at import: `import bench.report` runs this file first, and must load
+# neither torch nor the measuring modules (the functions below import them when called).
+from bench._version import __version__
+from bench.errors import BenchError
+from bench.schema import MeasureSettings, Point, SweepResult, Workload, load_result
 
-from bench.errors import BenchError  # noqa: E402
-from bench.schema import MeasureSettings, Point, SweepResult, Workload, load_result  # noqa: E402
-from bench.sweep import parse_batch_sizes  # noqa: E402
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8); '8:256' -> powers of two from 8 to 256; see ``bench.sweep``."""
+    from bench.sweep import parse_batch_sizes as _parse
+
+    return _parse(text)
 
 
 def run_sweep(workload, batch_sizes=None, settings=None, **kwargs):

@@ -15,6 +15,7 @@ from rich.console import Console
 from bench.errors import BenchError
 from bench.schema import MeasureSettings, Workload, default_min_time
 from bench.store import DEFAULT_DB
+from bench.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands format through these
 
 DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
 DB_HELP = f"results history, SQLite (default {DEFAULT_DB}, or ${DB_ENV})"
@@ -126,24 +127,3 @@ def build_settings(**kwargs: object) -> MeasureSettings:
         return MeasureSettings(**kwargs)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - programming error
         raise BenchError(str(exc)) from None
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 3600:
-        return f"{s / 3600:.1f} h"
-    if s >= 60:
-        return f"{s / 60:.1f} min"
-    if s >= 1:
-        return f"{s:.2f} s"
-    return f"{s * 1000:.2f} ms"

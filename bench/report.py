@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import units
 from bench.diagnose import diagnose_run, mfu_note
 from bench.errors import BenchError
 from bench.recommend import KNEE_FRACTION, Recommendation, knee_point, recommend
@@ -101,7 +102,7 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
         source, data = load_run_data(ref, db_path)
         try:
             if data.get("kind") == "max_batch":
-                from bench.maxbatch import maxbatch_from_dict  # the typed check; no torch
+                from bench.results_maxbatch import maxbatch_from_dict  # the typed check
 
                 maxbatch_from_dict(data)
                 searches.append((source, data))
@@ -173,19 +174,11 @@ def run_labels(results: Sequence[SweepResult]) -> list[str]:
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "–"
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+    return units.fmt_bytes(n, missing="–", digits=0, smallest="MiB")  # '1.50 GiB', '512 MiB'
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+    return units.fmt_seconds(seconds, missing="–", coarse=True)  # '95.0 s', '4.5 min', '2.50 h'
 
 
 def fmt_ms(seconds: float | None) -> str:
@@ -736,7 +729,7 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
     """Write index.html, report.md and one PNG per plot into ``out_dir``; return their paths."""
     if not runs:
         raise BenchError("a report needs at least one run")
-    from bench import __version__
+    from bench._version import __version__
 
     out = Path(out_dir)
     try:

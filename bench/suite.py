@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.profiles import Profile, ProfileEntry
 from bench.schema import Environment, SweepResult, load_result, to_dict
+from bench.sweep import powers_of_two_up_to  # 1, 2, 4, ... up to the searched safe max, which ends it
 
 MANIFEST_DIR = Path(".bench") / "profiles"
 
@@ -112,18 +113,6 @@ class Manifest:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
-def powers_of_two_up_to(limit: int) -> tuple[int, ...]:
-    """1, 2, 4, ... <= limit, plus the limit itself (the searched safe max)."""
-    sizes = []
-    p = 1
-    while p <= limit:
-        sizes.append(p)
-        p *= 2
-    if not sizes or sizes[-1] != limit:
-        sizes.append(limit)
-    return tuple(sizes)
 
 
 EventFn = Callable[[str, dict[str, Any]], None]

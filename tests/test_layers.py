@@ -1,0 +1,193 @@
+"""The layers of STYLE.md, enforced: every import between bench modules points down (or sideways).
+
+Every ``import`` in every module under ``bench/`` counts, those inside functions included: an
+import hidden in a function still ties the two modules together. The table below is the one in
+STYLE.md; a new module must be given a layer here (the test says so).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+# layer -> its modules (without the "bench." prefix; a name ending in "." is a whole package)
+LAYERS: dict[str, tuple[str, ...]] = {
+    # `bench/__init__.py` is the library's front door (it imports the results layer at import time,
+    # sweep and maxbatch only when called); `benchmarks.` are the developers' study scripts.
+    "command line": ("cli", "cli_common", "cli_launch", "cli_maxbatch", "cli_profiles", "cli_report",
+                     "cli_trace", "__main__", "", "benchmarks."),
+    "orchestration": ("sweep", "maxbatch", "suite", "profiles", "isolate", "_child", "plugin", "distributed",
+                      "launch", "advise"),
+    "measurement": ("runner", "workload", "telemetry", "trace", "models", "zoo", "flops", "data", "breakdown"),
+    "presentation": ("report", "display"),
+    "hardware": ("hw.", "env"),
+    "pure logic": ("search", "stats", "recommend", "compare", "diagnose", "scaling", "accounting", "units"),
+    "results": ("schema", "results_maxbatch", "store", "errors", "_version"),
+}  # fmt: skip
+
+# what each layer may import besides itself. Orchestration may use presentation: a profile run
+# (suite) renders its report and the live sweep table; presentation never imports back up.
+MAY_IMPORT: dict[str, set[str]] = {
+    "command line": set(LAYERS),
+    "orchestration": {"measurement", "presentation", "hardware", "pure logic", "results"},
+    "measurement": {"hardware", "pure logic", "results"},
+    "presentation": {"pure logic", "results"},
+    "hardware": {"results"},
+    "pure logic": {"results"},
+    "results": set(),
+}
+
+# Third-party modules that only some layers may import (inside functions too).
+DEVICE_LIBS = {"pynvml": {"hw.nvml"}}
+NO_TORCH_LAYERS = {"presentation", "pure logic", "results"}  # `bench report/compare/history` run without torch
+# results: errors.is_oom checks torch.cuda.OutOfMemoryError by type, only when torch is already loaded
+TORCH_ALLOWED = {"errors"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT / "bench").with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _layer_of(name: str) -> str | None:
+    for layer, members in LAYERS.items():
+        for m in members:
+            if name == m or (m.endswith(".") and (name + ".").startswith(m)):
+                return layer
+    return None
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((ROOT / "bench").rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def _imports(path: Path, name: str) -> list[tuple[int, str]]:
+    """(line, imported module) for every import in the file; bench's without the prefix, others with
+    a leading '!' (their top-level package)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+
+    def bench_target(module: str) -> str:
+        return module.removeprefix("bench").removeprefix(".")
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                found.append((node.lineno, bench_target(alias.name) if top == "bench" else "!" + top))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package upward
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and node.module.split(".")[0] == "bench":
+                module = bench_target(node.module)
+            else:
+                found.append((node.lineno, "!" + (node.module or "").split(".")[0]))
+                continue
+            for alias in node.names:  # `from bench import env` imports the module bench.env
+                sub = f"{module}.{alias.name}".lstrip(".")
+                is_module = (ROOT / "bench" / Path(*sub.split("."))).with_suffix(".py").exists() or (
+                    ROOT / "bench" / Path(*sub.split("."))
+                ).is_dir()
+                found.append((node.lineno, sub if is_module else module))
+    return found
+
+
+def test_every_module_has_a_layer():
+    missing = [name or "bench/__init__" for name in _modules() if _layer_of(name) is None]
+    assert not missing, f"give these modules a layer in tests/test_layers.py (and STYLE.md): {missing}"
+
+
+def test_imports_point_down_the_layers():
+    order = list(LAYERS)
+    problems = []
+    for name, path in _modules().items():
+        layer = _layer_of(name)
+        for line, target in _imports(path, name):
+            rel = f"bench/{path.relative_to(ROOT / 'bench')}:{line}"
+            if target.startswith("!"):
+                lib = target[1:]
+                if lib in DEVICE_LIBS and name not in DEVICE_LIBS[lib]:
+                    problems.append(f"{rel}: imports {lib} (only {sorted(DEVICE_LIBS[lib])} may)")
+                if lib in ("torch", "torchvision") and layer in NO_TORCH_LAYERS and name not in TORCH_ALLOWED:
+                    problems.append(f"{rel}: the {layer} layer imports {lib}")
+                continue
+            target_layer = _layer_of(target)
+            if target_layer is None:
+                problems.append(f"{rel}: imports bench.{target}, which has no layer")
+            elif target_layer != layer and target_layer not in MAY_IMPORT[layer]:
+                problems.append(
+                    f"{rel}: {layer} module bench.{name or '__init__'} imports {target_layer} module "
+                    f"bench.{target or '__init__'}"
+                    + (" (upward)" if order.index(target_layer) < order.index(layer) else "")
+                )
+    assert not problems, "layer violations:\n" + "\n".join(problems)
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    """The test would be worthless if a function-level import slipped past it."""
+    src = ROOT / "bench" / "report.py"
+    found = {t for _, t in _imports(src, "report")}
+    assert "results_maxbatch" in found  # imported inside load_runs
+    assert "!matplotlib" in found  # imported inside the plotting functions
+
+
+BLOCK_TORCH = """
+import sys
+
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "timm", "pynvml"):
+            raise ImportError(f"{name} is blocked: this command must run without it")
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "{data}/gpu_resnet50_fp32.json", "{data}/gpu_resnet50_bf16.json", "-o", "{tmp}/report"],
+        ["report", "{data}/cpu_resnet18.json", "-o", "{tmp}/report_cpu"],
+        ["compare", "{data}/gpu_resnet50_fp32.json", "{data}/gpu_resnet50_fp32_slow10.json", "--db", "{tmp}/h.db"],
+        ["import", "{data}/cpu_resnet18.json", "{data}/h100_sweep_efficientnet_b0_bf16_cl_b16-64.json",
+         "--db", "{tmp}/h.db"],
+        ["diagnose", "{data}/h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"],
+        ["diagnose", "{data}/cpu_resnet18.json"],
+    ],
+    ids=["report-gpu", "report-cpu", "compare", "import", "diagnose-gpu", "diagnose-cpu"],
+)  # fmt: skip
+def test_light_commands_run_where_torch_cannot_be_imported(tmp_path, args):
+    """`bench report/compare/import/history/diagnose` run in lightweight CI jobs without torch."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    argv = [a.format(data=DATA, tmp=tmp_path) for a in args]
+
+    def bench(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+        )
+
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert "blocked" in check.stderr  # the blocker is in force
+    proc = bench(*argv)
+    assert proc.returncode == (1 if args[0] == "compare" else 0), proc.stdout[-1500:] + proc.stderr[-1500:]
+    if args[0] == "import":
+        history = bench("history", "--db", str(tmp_path / "h.db"))
+        assert history.returncode == 0 and "resnet18" in history.stdout, history.stderr[-1500:]
