@@ -39,6 +39,13 @@ ChannelsLastOpt = Annotated[
     bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format")
 ]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model")]
+CompileModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--compile-mode",
+        help="with --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",
+    ),
+]
 ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="input height = width, pixels")]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -63,7 +70,14 @@ DataOpt = Annotated[
         "by a DataLoader every step)",
     ),
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="--data loader: DataLoader worker processes")]
+WorkersOpt = Annotated[
+    str,
+    typer.Option(
+        "--workers",
+        help="--data loader: DataLoader worker processes; a list 0,2,4 runs the sweep once per count "
+        "(one result file each) to show where the input pipeline sets the pace",
+    ),
+]
 DataDirOpt = Annotated[
     str | None, typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)")
 ]
@@ -88,6 +102,7 @@ def build_workload(
     data: str = "synthetic",
     workers: int = 0,
     data_dir: str | None = None,
+    compile_mode: str | None = None,
 ) -> Workload:
     """Flags -> validated Workload (BenchError with one line on bad input)."""
     from bench.hw.device import check_device, default_device
@@ -109,6 +124,7 @@ def build_workload(
         data=data.lower(),
         workers=workers,
         data_dir=data_dir,
+        compile_mode=compile_mode,
     )
 
 

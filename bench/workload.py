@@ -253,7 +253,13 @@ def prepare(
 
     loss_fn = spec.loss or (lambda out, tgt: torch.nn.functional.cross_entropy(_first_output(out), tgt))
     net = wrap(model) if wrap is not None and train else model  # inference has no gradients to sync
-    net = torch.compile(net) if workload.compile else net
+    net = torch.compile(net, mode=workload.compile_mode) if workload.compile else net
+    # CUDA graphs (reduce-overhead) replay into the same output buffers: each training step says
+    # where a new iteration begins, so the previous step's outputs may be overwritten
+    graphs = workload.compile and workload.compile_mode == "reduce-overhead" and device.kind == "cuda"
+    mark_step = (
+        getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None) if graphs else None
+    )
 
     def autocast() -> AbstractContextManager[Any]:  # a fresh context per step
         return _autocast(torch, workload.precision, device.kind)
@@ -294,6 +300,8 @@ def prepare(
 
         def step() -> None:
             copy_in()
+            if mark_step is not None:
+                mark_step()
             with annotate("forward"):
                 with autocast():
                     loss = loss_fn(net(x), y)
@@ -312,6 +320,8 @@ def prepare(
 
         def step() -> None:
             copy_in()
+            if mark_step is not None:
+                mark_step()
             with annotate("forward"):
                 with torch.inference_mode(), autocast():
                     net(x)
