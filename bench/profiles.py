@@ -23,6 +23,11 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
     trace       = false                   # also export a trace of the best batch
     report      = "reports/NAME"          # where `bench run` writes the report
 
+    [data]                                # the input pipeline (default: a synthetic batch on the device)
+    source  = "loader"                    # synthetic | loader (JPEGs decoded and augmented per step)
+    workers = [0, 2, 4]                   # DataLoader workers: a count, or a list (one sweep each)
+    dir     = "/data/imagenet/train"      # an ImageFolder tree (default: in-memory JPEGs)
+
     [measure]
     warmup = 5
     min_steps = 10
@@ -45,7 +50,7 @@ from typing import Any
 import tomllib
 
 from bench.errors import BenchError
-from bench.schema import MODES, PRECISIONS, MeasureSettings, Workload, default_min_time
+from bench.schema import DATA_SOURCES, MODES, PRECISIONS, MeasureSettings, Workload, default_min_time
 from bench.sweep import parse_batch_sizes
 
 
@@ -66,8 +71,9 @@ PROFILES_DIR = shipped_profiles_dir()
 _TOP_KEYS = {
     "description", "models", "modes", "precisions", "channels_last", "compile", "device",
     "image_size", "seq_len", "dataset_size", "h2d", "optimizer", "batch_sizes", "max_batch",
-    "granularity", "memory_limit", "trace", "report", "measure",
+    "granularity", "memory_limit", "trace", "report", "measure", "data",
 }  # fmt: skip
+_DATA_KEYS = {"source", "workers", "dir"}
 _MEASURE_KEYS = {
     "warmup": ("warmup_steps", int),
     "min_steps": ("min_steps", int),
@@ -102,6 +108,8 @@ class ProfileEntry:
             parts.append("channels-last")
         if w.compile:
             parts.append("compile")
+        if w.data == "loader":
+            parts.append(f"loader {w.workers} workers")
         return " ".join(parts)
 
 
@@ -302,15 +310,24 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
             raise mc.fail(culprit, str(exc)) from None
         raise BenchError(f"{where}: table [measure]: {exc}") from None
 
+    source, worker_counts, data_dir = _data_section(where, c.get("data", dict, {}))
+    if source == "loader":
+        for model in models:
+            if resolve(model).make_batch is not None:
+                raise BenchError(
+                    f"{where}: key 'data.source': the loader feeds images; model {model} makes its own batches"
+                )
+
     entries = []
-    for model, mode, precision, cl, comp in itertools.product(
-        models, modes, precisions, channels_last, compiles
+    for model, mode, precision, cl, comp, workers in itertools.product(
+        models, modes, precisions, channels_last, compiles, worker_counts
     ):
         try:
             workload = Workload(
                 model=model, mode=mode, precision=precision, channels_last=cl, compile=comp,
                 image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
                 dataset_size=dataset_size, seq_len=seq_len,
+                data=source, workers=workers, data_dir=data_dir,
             )  # fmt: skip
         except BenchError as exc:
             raise BenchError(f"{where}: {exc}") from None
@@ -327,6 +344,25 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
             )
         )
     return Profile(name=name, path=where, description=description, entries=tuple(entries), report_dir=report)
+
+
+def _data_section(where: str, data: dict[str, Any]) -> tuple[str, list[int], str | None]:
+    """The ``[data]`` table -> (source, worker counts, ImageFolder dir); errors name file and key."""
+    dc = _Checker(where, data, prefix="data.")
+    unknown = sorted(set(data) - _DATA_KEYS)
+    if unknown:
+        raise dc.fail(unknown[0], f"unknown key (known keys: {', '.join(sorted(_DATA_KEYS))})")
+    source = dc.get("source", str, "loader" if data else "synthetic").lower()
+    if source not in DATA_SOURCES:
+        raise dc.fail("source", f"unknown value {source!r} (choose {', '.join(DATA_SOURCES)})")
+    raw = dc.get("workers", (int, list), 0)
+    counts = raw if isinstance(raw, list) else [raw]
+    if not counts or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise dc.fail("workers", f"expected a count >= 0 or a non-empty list of them, got {raw!r}")
+    data_dir = dc.get("dir", str, None)
+    if source != "loader" and ("workers" in data or data_dir is not None):
+        raise dc.fail("workers" if "workers" in data else "dir", 'needs source = "loader"')
+    return source, list(dict.fromkeys(counts)), data_dir
 
 
 def _fails_alone(field_name: str, value: Any) -> bool:

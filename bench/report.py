@@ -141,6 +141,7 @@ def _descriptors(r: SweepResult) -> list[tuple[str, str]]:
         ("precision", layout),
         ("size", size),
         ("h2d", "with H2D copy" if wl.h2d else ""),
+        ("data", f"loader {wl.workers} workers" if wl.data == "loader" else "synthetic data"),
         ("optimizer", wl.optimizer),
         ("device", _short_device(r)),
         ("ranks", f"{r.world_size} ranks (DDP)" if r.world_size > 1 else ""),

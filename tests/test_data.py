@@ -105,12 +105,13 @@ def test_parse_workers():
 def test_image_folder_dir_is_checked(tmp_path, jpegs):
     with pytest.raises(BenchError, match="no such directory"):
         data.image_folder(str(tmp_path / "missing"), None)
-    (tmp_path / "cat").mkdir()
-    (tmp_path / "cat" / "a.jpg").write_bytes(bytes(jpegs[0].tolist()))
-    (tmp_path / "dog").mkdir()
-    (tmp_path / "dog" / "b.jpg").write_bytes(bytes(jpegs[1].tolist()))
+    root = tmp_path / "images"  # not tmp_path itself: conftest keeps the test's history in tmp_path/.bench
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "a.jpg").write_bytes(bytes(jpegs[0].tolist()))
+    (root / "dog").mkdir()
+    (root / "dog" / "b.jpg").write_bytes(bytes(jpegs[1].tolist()))
     feed = data.open_feed(
-        batch_size=2, image_size=16, num_classes=2, workers=0, device="cpu", data_dir=str(tmp_path)
+        batch_size=2, image_size=16, num_classes=2, workers=0, device="cpu", data_dir=str(root)
     )
     x, y = feed.next()
     assert x.shape == (2, 3, 16, 16) and set(y.tolist()) <= {0, 1}

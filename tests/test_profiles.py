@@ -112,3 +112,46 @@ def test_shipped_profiles_parse_and_document_themselves():
 def test_parse_profile_from_dict():
     prof = parse_profile({"models": ["resnet18"], "device": "cpu"}, "inline", "inline")
     assert prof.entries[0].batch_sizes is None  # the device's default
+
+
+def test_data_section_expands_worker_counts(tmp_path):
+    path = write(
+        tmp_path,
+        """
+models = ["tests.tiny_models:tiny_cnn"]
+device = "cpu"
+[data]
+source = "loader"
+workers = [0, 2, 4]
+""",
+    )
+    prof = load_profile(path)
+    assert [(e.workload.data, e.workload.workers) for e in prof.entries] == [("loader", n) for n in (0, 2, 4)]
+    assert len({e.label for e in prof.entries}) == 3 and "loader 2 workers" in prof.entries[1].label
+    one = load_profile(write(tmp_path, "models = ['resnet18']\n[data]\nworkers = 3", "one.toml"))
+    assert [(e.workload.data, e.workload.workers) for e in one.entries] == [("loader", 3)]
+    plain = load_profile(write(tmp_path, "models = ['resnet18']", "plain.toml"))
+    assert plain.entries[0].workload.data == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "text, key, what",
+    [
+        ("[data]\nsorce = 'loader'", "data.sorce", "unknown key"),
+        ("[data]\nsource = 'disk'", "data.source", "unknown value 'disk'"),
+        ("[data]\nworkers = -1", "data.workers", "count >= 0"),
+        ("[data]\nworkers = []", "data.workers", "non-empty list"),
+        ("[data]\nworkers = [1, 'two']", "data.workers", "count >= 0"),
+        ("[data]\nworkers = true", "data.workers", "got a boolean"),
+        ("[data]\nsource = 'synthetic'\nworkers = 2", "data.workers", 'needs source = "loader"'),
+        ("[data]\ndir = 3", "data.dir", "expected a string"),
+        ("data = 'loader'", "data", "expected a table"),
+    ],
+)
+def test_data_section_errors_name_file_and_key(tmp_path, text, key, what):
+    path = write(tmp_path, "models = ['resnet18']\n" + text)
+    with pytest.raises(BenchError) as info:
+        load_profile(path)
+    msg = str(info.value)
+    assert path in msg and f"'{key}'" in msg and what in msg, msg
+    assert "\n" not in msg
