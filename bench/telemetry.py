@@ -125,6 +125,9 @@ class Sampler:
             clock_event_reasons=decode_clock_event_reasons(mask),
             process_cpu_percent=_mean([r.process_cpu_percent for r in inside]),
             system_cpu_percent=_mean([r.system_cpu_percent for r in inside]),
+            gpm_sm_active_percent=_mean([g.gpm_sm_active_percent for g in gpu]),
+            gpm_tensor_active_percent=_mean([g.gpm_tensor_active_percent for g in gpu]),
+            gpm_dram_bandwidth_percent=_mean([g.gpm_dram_bandwidth_percent for g in gpu]),
         )
 
 

@@ -122,3 +122,84 @@ def test_busy_machine_is_noticed_before_a_cpu_sweep():
     note = busy_cpu_notice(0.3, cpu_percent=reading(93.0))
     assert note is not None and "93% busy" in note
     assert asked == [0.3, 0.3, 0.3]
+
+
+# --------------------------------------------------------------------------- NVML GPM (Hopper+)
+
+
+def gpm_sampler(nvml, clock):
+    from bench.hw.nvml import NvmlMonitor
+
+    monitor = NvmlMonitor(nvml, "handle0", clock=clock, gpm_min_interval_seconds=0.1)
+    return monitor, Sampler(monitor, interval_seconds=0.05, clock=clock, cpu_percent=lambda: 40.0)
+
+
+def test_gpm_metrics_are_rates_between_samples_averaged_over_the_window():
+    clock = FakeClock()
+    # each reading covers the interval since the one before: (SM active, tensor active, DRAM bw) %
+    nvml = FakeNvml(gpm=[(40.0, 10.0, 70.0), (60.0, 30.0, 90.0), (5.0, 0.0, 5.0)])
+    monitor, s = gpm_sampler(nvml, clock)
+    for t in (0.0, 1.0, 2.0, 3.0):  # t=0: the first GPM sample, no interval yet
+        clock.now = t
+        s.sample_now()
+    assert [r.gpu.gpm_sm_active_percent for r in s.readings] == [None, 40.0, 60.0, 5.0]
+    tel = s.summary(0.5, 2.5)
+    assert tel.gpm_sm_active_percent == pytest.approx(50.0)
+    assert tel.gpm_tensor_active_percent == pytest.approx(20.0)
+    assert tel.gpm_dram_bandwidth_percent == pytest.approx(80.0)
+    assert tel.gpu_kernel_active_percent == pytest.approx(50.0)  # the NVML reading is unchanged
+    monitor.close()
+    assert nvml.gpm_samples_live == 0
+
+
+def test_gpm_reading_too_soon_after_the_last_is_skipped_not_consumed():
+    clock = FakeClock()
+    nvml = FakeNvml(gpm=[(40.0, 10.0, 70.0), (60.0, 30.0, 90.0)])
+    monitor, _ = gpm_sampler(nvml, clock)
+    monitor.sample()
+    clock.now = 0.05
+    assert monitor.sample().gpm_sm_active_percent is None  # 50 ms: too short an interval
+    clock.now = 0.2
+    assert monitor.sample().gpm_sm_active_percent == 40.0
+    assert nvml.calls.count("nvmlGpmMetricsGet") == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # not GPM-capable (before Hopper): isSupportedDevice 0
+        {"gpm": [(1.0, 2.0, 3.0)], "unsupported": ["nvmlGpmQueryDeviceSupport"]},  # NotSupported
+        {"gpm": [(1.0, 2.0, 3.0)], "unsupported": ["nvmlGpmSampleGet"]},  # driver refuses samples
+        {"gpm": [(1.0, 2.0, 3.0)], "gpm_api": False},  # pynvml without nvmlGpmSampleGet
+    ],
+)
+def test_gpm_not_supported_is_null_not_an_error(kwargs):
+    clock = FakeClock()
+    nvml = FakeNvml(**kwargs)
+    monitor, s = gpm_sampler(nvml, clock)
+    for t in (0.0, 1.0, 2.0):
+        clock.now = t
+        s.sample_now()
+    tel = s.summary(0.0, 2.0)
+    assert (tel.gpm_sm_active_percent, tel.gpm_tensor_active_percent, tel.gpm_dram_bandwidth_percent) == (
+        None,
+        None,
+        None,
+    )
+    assert tel.gpu_kernel_active_percent == pytest.approx(50.0)  # the other readings still work
+    assert nvml.gpm_samples_live == 0  # nothing allocated, or freed on the failure
+    assert nvml.calls.count("nvmlGpmQueryDeviceSupport") <= 1  # switched off once, not asked again
+
+
+def test_one_unsupported_gpm_metric_is_null_and_the_others_kept():
+    clock = FakeClock()
+    nvml = FakeNvml(gpm=[(70.0, None, 35.0)])
+    monitor, _ = gpm_sampler(nvml, clock)
+    monitor.sample()
+    clock.now = 1.0
+    g = monitor.sample()
+    assert (g.gpm_sm_active_percent, g.gpm_tensor_active_percent, g.gpm_dram_bandwidth_percent) == (
+        70.0,
+        None,
+        35.0,
+    )

@@ -47,7 +47,13 @@ class FakeNvml:
         driver: str = "999.99",
         unsupported: Sequence[str] = (),
         init_error: Exception | None = None,
+        gpm: Sequence[tuple[float | None, float | None, float | None]] = (),
+        gpm_api: bool = True,
     ) -> None:
+        """``gpm``: GPM readings (SM active %, tensor active %, DRAM bandwidth %) returned by
+        successive ``nvmlGpmMetricsGet`` calls, None for a metric NVML reports unsupported; empty:
+        the device is not GPM-capable (``isSupportedDevice`` 0, as before Hopper). ``gpm_api``
+        False: a pynvml too old to have the GPM functions at all."""
         self._name = name
         self._memory_total = memory_total
         self._memory_free = memory_free
@@ -62,6 +68,15 @@ class FakeNvml:
         self._unsupported = set(unsupported)
         self._init_error = init_error
         self.calls: list[str] = []
+        self._gpm = _Series(list(gpm)) if gpm else None
+        self.gpm_samples_live = 0  # allocated and not yet freed
+        if gpm_api:  # bound per instance so an "older pynvml" has no such attributes
+            self.nvmlGpmQueryDeviceSupport = self._gpm_query_device_support
+            self.nvmlGpmSampleAlloc = self._gpm_sample_alloc
+            self.nvmlGpmSampleFree = self._gpm_sample_free
+            self.nvmlGpmSampleGet = self._gpm_sample_get
+            self.nvmlGpmMetricsGet = self._gpm_metrics_get
+            self.c_nvmlGpmMetricsGet_t = _FakeGpmMetricsGet
 
     def _check(self, fn: str) -> None:
         self.calls.append(fn)
@@ -137,9 +152,49 @@ class FakeNvml:
         self._check("nvmlDeviceGetTotalEnergyConsumption")
         return self._energy.next()
 
+    # --- GPM (Hopper+)
+    def _gpm_query_device_support(self, handle: Any) -> Any:
+        self._check("nvmlGpmQueryDeviceSupport")
+        return SimpleNamespace(version=1, isSupportedDevice=1 if self._gpm is not None else 0)
+
+    def _gpm_sample_alloc(self) -> Any:
+        self._check("nvmlGpmSampleAlloc")
+        self.gpm_samples_live += 1
+        return SimpleNamespace(taken=0)
+
+    def _gpm_sample_free(self, sample: Any) -> None:
+        self._check("nvmlGpmSampleFree")
+        self.gpm_samples_live -= 1
+
+    def _gpm_sample_get(self, handle: Any, sample: Any) -> None:
+        self._check("nvmlGpmSampleGet")
+        sample.taken += 1
+
+    def _gpm_metrics_get(self, request: Any) -> Any:
+        self._check("nvmlGpmMetricsGet")
+        if request.sample1 is request.sample2 or not (request.sample1.taken and request.sample2.taken):
+            raise FakeNVMLError("nvmlGpmMetricsGet: Invalid Argument (two distinct samples needed)")
+        assert self._gpm is not None
+        values = dict(zip((2, 5, 10), self._gpm.next(), strict=True))  # SM_UTIL, ANY_TENSOR, DRAM_BW
+        for m in request.metrics[: request.numMetrics]:
+            value = values.get(m.metricId)
+            m.nvmlReturn, m.value = (3, 0.0) if value is None else (0, float(value))  # 3: NotSupported
+        return request
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         self._check("nvmlDeviceGetComputeRunningProcesses")
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._processes]
+
+
+class _FakeGpmMetricsGet:
+    """pynvml's ``c_nvmlGpmMetricsGet_t``: the request and the answers of ``nvmlGpmMetricsGet``."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: Any = None
+        self.sample2: Any = None
+        self.metrics = [SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(8)]
 
 
 # --------------------------------------------------------------------------- a simulated CUDA device

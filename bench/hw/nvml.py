@@ -8,6 +8,9 @@ is injectable so tests drive this exact code with ``bench.hw.fake.FakeNvml``.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,15 @@ from typing import Any
 NVML_FI_DEV_POWER_INSTANT = 186  # instantaneous power draw, mW (Hopper+ drivers)
 NVML_CLOCK_SM = 1
 NVML_TEMPERATURE_GPU = 0
+# GPM (GPU performance monitoring, Hopper and newer) metric ids and struct version.
+NVML_GPM_METRIC_SM_UTIL = 2  # share of SMs busy, 0-100
+NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5  # share of time the SMs ran any tensor-core instruction, 0-100
+NVML_GPM_METRIC_DRAM_BW_UTIL = 10  # DRAM bandwidth used / theoretical peak, 0-100
+NVML_GPM_METRICS_GET_VERSION = 1
+GPM_METRICS = (NVML_GPM_METRIC_SM_UTIL, NVML_GPM_METRIC_ANY_TENSOR_UTIL, NVML_GPM_METRIC_DRAM_BW_UTIL)
+# GPM metrics are rates between two samples; closer samples than this are too short an interval to
+# trust, so that reading has no GPM values (the sampler's default period is 0.05 s)
+GPM_MIN_INTERVAL_SECONDS = 0.1
 
 # nvmlClocksEventReasons bits ("throttle reasons" in older NVML).
 CLOCK_EVENT_REASONS = {
@@ -51,6 +63,10 @@ class GpuSample:
     sm_clock_mhz: float | None = None
     temperature_c: float | None = None
     clock_event_mask: int | None = None
+    # GPM, over the interval since the previous GPM sample (Hopper+ where the driver offers it)
+    gpm_sm_active_percent: float | None = None
+    gpm_tensor_active_percent: float | None = None
+    gpm_dram_bandwidth_percent: float | None = None
 
 
 class GpuMonitor:
@@ -91,13 +107,97 @@ class NullMonitor(GpuMonitor):
         self.reason = reason
 
 
+class _Gpm:
+    """NVML GPM metrics between consecutive samples of one device. ``read()`` returns (SM active,
+    tensor active, DRAM bandwidth) percentages, each None where not offered; the whole thing
+    switches itself off for good on a device or pynvml without GPM (NotSupported, no
+    ``nvmlGpmSampleGet`` in older pynvml)."""
+
+    def __init__(
+        self, nvml: Any, handle: Any, clock: Callable[[], float], min_interval_seconds: float
+    ) -> None:
+        self._nvml = nvml
+        self._handle = handle
+        self._clock = clock
+        self._min_interval = min_interval_seconds
+        self._lock = threading.Lock()  # the sampler thread and the window edges both sample
+        self._samples: list[Any] = []  # [previous, spare] NVML sample buffers
+        self._t_prev = 0.0
+        self.enabled = self._start()
+
+    def _start(self) -> bool:
+        nvml = self._nvml
+        needed = ("nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSampleGet", "nvmlGpmMetricsGet")
+        if not all(hasattr(nvml, n) for n in needed) or not hasattr(nvml, "c_nvmlGpmMetricsGet_t"):
+            return False
+        try:
+            if not getattr(nvml.nvmlGpmQueryDeviceSupport(self._handle), "isSupportedDevice", 0):
+                return False
+            self._samples = [nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()]
+            nvml.nvmlGpmSampleGet(self._handle, self._samples[0])
+        except Exception:  # NVMLError_NotSupported, NoPermission, ...
+            self.close()
+            return False
+        self._t_prev = self._clock()
+        return True
+
+    def read(self) -> tuple[float | None, float | None, float | None]:
+        none = (None, None, None)
+        if not self.enabled:
+            return none
+        with self._lock:
+            now = self._clock()
+            if now - self._t_prev < self._min_interval:
+                return none
+            nvml = self._nvml
+            prev, cur = self._samples
+            try:
+                nvml.nvmlGpmSampleGet(self._handle, cur)
+                request = nvml.c_nvmlGpmMetricsGet_t()
+                request.version = NVML_GPM_METRICS_GET_VERSION
+                request.numMetrics = len(GPM_METRICS)
+                request.sample1 = prev
+                request.sample2 = cur
+                for i, metric_id in enumerate(GPM_METRICS):
+                    request.metrics[i].metricId = metric_id
+                nvml.nvmlGpmMetricsGet(request)
+            except Exception:
+                return none  # this interval is lost; the next reading starts from ``prev`` again
+            self._samples = [cur, prev]
+            self._t_prev = now
+            values = []
+            for i in range(len(GPM_METRICS)):
+                m = request.metrics[i]
+                ok = getattr(m, "nvmlReturn", 0) == 0
+                values.append(float(m.value) if ok else None)
+            return values[0], values[1], values[2]
+
+    def close(self) -> None:
+        for sample in self._samples:
+            try:
+                self._nvml.nvmlGpmSampleFree(sample)
+            except Exception:
+                pass
+        self._samples = []
+        self.enabled = False
+
+
 class NvmlMonitor(GpuMonitor):
     available = True
 
-    def __init__(self, nvml: Any, handle: Any) -> None:
+    def __init__(
+        self,
+        nvml: Any,
+        handle: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        gpm_min_interval_seconds: float = GPM_MIN_INTERVAL_SECONDS,
+    ) -> None:
         self._nvml = nvml
         self._handle = handle
         self._power_instant = True  # switched off after the first failure
+        self._gpm_args = (clock, gpm_min_interval_seconds)
+        self._gpm: _Gpm | None = None  # started on the first sample (system_gpus never needs it)
 
     def _query(self, fn_name: str, *args: Any) -> Any:
         fn = getattr(self._nvml, fn_name, None)
@@ -128,6 +228,9 @@ class NvmlMonitor(GpuMonitor):
         mask = self._query("nvmlDeviceGetCurrentClocksEventReasons", self._handle)
         if mask is None:
             mask = self._query("nvmlDeviceGetCurrentClocksThrottleReasons", self._handle)
+        if self._gpm is None:
+            self._gpm = _Gpm(self._nvml, self._handle, *self._gpm_args)
+        sm, tensor, dram = self._gpm.read()
         return GpuSample(
             kernel_active_percent=None if util is None else float(util.gpu),
             memory_controller_percent=None if util is None else float(util.memory),
@@ -135,6 +238,9 @@ class NvmlMonitor(GpuMonitor):
             sm_clock_mhz=None if clock is None else float(clock),
             temperature_c=None if temp is None else float(temp),
             clock_event_mask=None if mask is None else int(mask),
+            gpm_sm_active_percent=sm,
+            gpm_tensor_active_percent=tensor,
+            gpm_dram_bandwidth_percent=dram,
         )
 
     def energy_millijoules(self) -> int | None:
@@ -169,6 +275,8 @@ class NvmlMonitor(GpuMonitor):
         return value.decode() if isinstance(value, bytes) else value
 
     def close(self) -> None:
+        if self._gpm is not None:
+            self._gpm.close()
         self._query("nvmlShutdown")
 
 
