@@ -45,7 +45,7 @@ from bench.cli_common import (
     fmt_bytes,
 )
 from bench.errors import BenchError, first_line
-from bench.schema import SweepResult, Workload
+from bench.schema import SweepResult, Workload, device_kind
 
 app = typer.Typer(
     name="bench",
@@ -311,7 +311,7 @@ def _print_time_summary(result: SweepResult) -> None:
     """"7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
     from bench.accounting import first_step_label, summary_line
 
-    kind = "cuda" if result.workload.device.startswith("cuda") else "cpu"
+    kind = device_kind(result.workload.device)
     line = summary_line(
         [p.timing for p in result.points],
         result.wall_seconds,

@@ -28,6 +28,7 @@ from bench.cli_common import (
     fmt_bytes,
 )
 from bench.errors import BenchError
+from bench.schema import device_kind
 
 if TYPE_CHECKING:
     from bench.maxbatch import MaxBatchResult, ProbeRecord
@@ -125,7 +126,7 @@ def print_summary(res: MaxBatchResult) -> None:
     from bench.accounting import first_step_label, summary_line
 
     runs = [*res.probes, *(res.soak.probes if res.soak is not None else ())]
-    kind = "cuda" if res.workload.device.startswith("cuda") else "cpu"
+    kind = device_kind(res.workload.device)
     line = summary_line(
         [r.timing for r in runs if r.timing is not None], res.wall_seconds, noun="probes",
         first_step=first_step_label(kind, res.workload.compile),
@@ -153,7 +154,7 @@ def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
     # bad input is one line before anything starts
     g = kwargs["granularity"]
     if g is None:
-        g = min(default_granularity("cuda" if workload.device.startswith("cuda") else "cpu"), kwargs["cap"] or 2**62)
+        g = min(default_granularity(device_kind(workload.device)), kwargs["cap"] or 2**62)
     check_options(granularity=g, cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS))
     if kwargs.get("memory_limit") is not None:
         parse_bytes(kwargs["memory_limit"])

@@ -41,7 +41,7 @@ from bench.cli_common import (
     err_console,
 )
 from bench.errors import BenchError
-from bench.schema import Workload
+from bench.schema import Workload, device_kind
 
 NSYS_NAME = "profile"
 
@@ -83,7 +83,7 @@ def _nsys_part(
     """Run (or script) the nsys capture. Returns lines to print."""
     from bench import trace
 
-    kind = "cuda" if workload.device.startswith("cuda") else "cpu"
+    kind = device_kind(workload.device)
     nsys = trace.resolve_nsys(nsys_opt)
     argv = child_argv(workload, batch_size, steps, warmup)
     nsys_dir = out_dir / "nsys"
@@ -183,7 +183,7 @@ def trace_cmd(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
-    kind = "cuda" if workload.device.startswith("cuda") else "cpu"
+    kind = device_kind(workload.device)
     if nsys is not None:
         trace.resolve_nsys(nsys)  # a bad --nsys is the user's to fix before anything runs
 

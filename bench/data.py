@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.errors import BenchError
+from bench.schema import device_kind
 
 SYNTHETIC_IMAGES = 64  # distinct JPEGs in the in-memory set (cycled through, each cropped anew)
 SOURCE_HW = (375, 500)  # pixels, height x width: a typical ImageNet photo
@@ -198,7 +199,7 @@ def open_feed(
         dataset = image_folder(data_dir, transform)
     else:
         dataset = JpegDataset(jpegs if jpegs is not None else synthetic_jpegs(), num_classes, transform)
-    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=device.startswith("cuda"))
+    loader = make_loader(dataset, batch_size, workers=workers, pin_memory=device_kind(device) == "cuda")
     return DataFeed(loader, device, channels_last=channels_last, clock=clock)
 
 

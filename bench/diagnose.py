@@ -25,7 +25,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from bench.schema import OK, Diagnosis, Point, SweepResult
+from bench.schema import OK, Diagnosis, Point, SweepResult, device_kind
 
 __all__ = ["Diagnosis", "VERDICTS", "diagnose_point", "diagnose_run", "with_diagnoses", "mfu_note"]
 
@@ -213,7 +213,7 @@ def diagnose_point(
 
 def diagnose_run(result: SweepResult) -> list[Diagnosis | None]:
     """One verdict per point of a run, in the run's point order (None for points that did not run)."""
-    on_gpu = result.workload.device.startswith("cuda")
+    on_gpu = device_kind(result.workload.device) == "cuda"
     ok = sorted(
         (p for p in result.points if p.status == OK and p.step_stats is not None), key=lambda p: p.batch_size
     )

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from bench.diagnose import diagnose_run, mfu_note
-from bench.schema import OK, Diagnosis, Point, SweepResult
+from bench.schema import OK, Diagnosis, Point, SweepResult, device_kind
 from bench.units import fmt_bytes, fmt_seconds
 
 
@@ -99,7 +99,7 @@ def sweep_table(result: SweepResult) -> Table:
         f"{wl.model} · {wl.mode} · {wl.precision}{' · channels-last' if wl.channels_last else ''}"
         f"{' · compiled' if wl.compile else ''} · {env.device_label} ({wl.device})"
     )
-    on_gpu = wl.device.startswith("cuda")
+    on_gpu = device_kind(wl.device) == "cuda"
     table = Table(title=title, title_justify="left")
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.schema import device_kind
 
 INTERRUPT_GRACE_SECONDS = 5.0  # torchrun got the terminal's Ctrl-C itself: let it stop its workers
 TERMINATE_GRACE_SECONDS = 60.0  # after SIGTERM, before SIGKILL
@@ -33,12 +34,12 @@ def parse_nproc(text: str, device: str, available: int | None = None) -> tuple[i
     counts = tuple(sorted(dict.fromkeys(int(t) for t in tokens)))
     if counts[0] < 1:
         raise BenchError("--nproc: process counts must be at least 1")
-    cuda = device.startswith("cuda")
+    cuda = device_kind(device) == "cuda"
     if available is None:
         if cuda:
-            import torch
+            from bench.hw.device import cuda_device_count
 
-            available = torch.cuda.device_count()
+            available = cuda_device_count()
         else:
             available = os.cpu_count() or 1
     if counts[-1] > available:

@@ -45,7 +45,7 @@ from bench.results_maxbatch import (  # the results live in the results layer; r
     load_max_batch,  # noqa: F401 - re-exported
     maxbatch_from_dict,  # noqa: F401 - re-exported
 )
-from bench.schema import Timing, Workload
+from bench.schema import Timing, Workload, device_kind
 from bench.search import MemoryModel, ProbeResult, search_down, search_max_batch
 
 SOAK_STEPS = 20  # the chosen max runs this long before it is reported (at most; see SOAK_SHARE)
@@ -259,7 +259,7 @@ def probe_isolated(
     from bench.isolate import run_isolated
 
     start = time.perf_counter()
-    cpu = not workload.device.startswith("cuda")
+    cpu = device_kind(workload.device) == "cpu"
     outcome = run_isolated(
         "bench.maxbatch:_probe_child",
         (workload, spec, batch_size, steps),
@@ -310,9 +310,9 @@ def _budget(device: Any, memory_limit: str | int | None) -> tuple[int, str, list
         if limit > free:
             notices.append(f"the memory limit {limit} bytes is above the {free} bytes free")
         return limit, "memory limit", notices
-    import psutil
+    from bench.hw.device import host_available_bytes
 
-    available = int(psutil.virtual_memory().available)
+    available = host_available_bytes()
     if memory_limit is None:
         return int(available * DEFAULT_CPU_FRACTION), f"{DEFAULT_CPU_FRACTION:.0%} of available RAM", notices
     limit = parse_bytes(memory_limit)
@@ -499,7 +499,7 @@ def find_max_batch(
         raise BenchError("max-batch searches the training batch: use mode 'train'")
     check_device(workload.device)
     if granularity is None:
-        granularity = default_granularity("cuda" if workload.device.startswith("cuda") else "cpu")
+        granularity = default_granularity(device_kind(workload.device))
         granularity = min(granularity, cap) if cap is not None and cap >= 1 else granularity
     check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
     if max_seconds is not None and not max_seconds > 0:

@@ -183,9 +183,7 @@ class ModelStepRunner:
         if self._gate is not None and sps:
             self._check_gate(result)
         if self._device.kind == "cuda":
-            import torch
-
-            self._benchmark.extra_info["device_name"] = torch.cuda.get_device_name(self._device.index)
+            self._benchmark.extra_info["device_name"] = self._device.name()
         return result
 
     def _check_gate(self, result: StepBenchmark) -> None:

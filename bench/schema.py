@@ -143,9 +143,15 @@ GPU_SAMPLE_INTERVAL_SECONDS = 0.05  # NVML power and utilisation: fine-grained a
 CPU_SAMPLE_INTERVAL_SECONDS = 0.25
 
 
+def device_kind(device: str) -> str:
+    """'cuda' or 'cpu': the kind of a device string ('cuda:1' -> 'cuda'; checked where it enters,
+    by ``bench.hw.device.parse_device``)."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def default_sample_interval(device: str) -> float:
     """The telemetry period for a device string when the user gave none."""
-    return GPU_SAMPLE_INTERVAL_SECONDS if device.startswith("cuda") else CPU_SAMPLE_INTERVAL_SECONDS
+    return GPU_SAMPLE_INTERVAL_SECONDS if device_kind(device) == "cuda" else CPU_SAMPLE_INTERVAL_SECONDS
 
 
 def default_min_time(kwargs: dict[str, Any]) -> None:

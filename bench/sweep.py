@@ -34,6 +34,7 @@ from bench.schema import (
     Timing,
     Workload,
     default_sample_interval,
+    device_kind,
     dumps,
 )
 
@@ -322,7 +323,7 @@ def _repeat_rounds(
 def with_analysis(result: SweepResult, flops_per_sample: float | None) -> SweepResult:
     """Each measured point's FLOP figures (achieved TFLOP/s, MFU against the GPU's dense peak) and
     every point's bottleneck verdict (which needs the neighbouring batch sizes: redone per save)."""
-    on_gpu = result.workload.device.startswith("cuda") and result.environment.gpus
+    on_gpu = device_kind(result.workload.device) == "cuda" and result.environment.gpus
     gpu = result.environment.gpus[0].name if on_gpu else None  # a CPU has no peak in the table
     precision = result.workload.precision
     points = tuple(
@@ -371,7 +372,7 @@ def run_sweep(
     emit = on_event or (lambda e: None)
     check_device(workload.device)
     spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
-    kind = "cuda" if workload.device.startswith("cuda") else "cpu"
+    kind = device_kind(workload.device)
     sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
     if any((not isinstance(b, int)) or b <= 0 for b in sizes):
         raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")

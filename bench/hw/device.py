@@ -1,4 +1,4 @@
-"""The one place that queries ``torch.cuda`` for device state.
+"""The one place that queries ``torch.cuda`` for device state (and psutil for the host's free RAM).
 
 ``Device`` is the small interface the runner needs: synchronise, peak memory, cache cleanup and a
 step timer. ``CpuDevice`` and ``CudaDevice`` implement it; tests pass their own fakes.
@@ -106,6 +106,10 @@ class Device:
     def uuid(self) -> str | None:
         return None
 
+    def name(self) -> str | None:
+        """The accelerator's name ('NVIDIA H100 80GB HBM3'); None on CPU."""
+        return None
+
     def alloc_retries(self) -> int | None:
         return None
 
@@ -155,6 +159,9 @@ class CudaDevice(Device):
         uuid = getattr(self._torch.cuda.get_device_properties(self.index), "uuid", None)
         return None if uuid is None else str(uuid)
 
+    def name(self) -> str | None:
+        return str(self._torch.cuda.get_device_name(self.index))
+
     def alloc_retries(self) -> int | None:
         """Times the caching allocator had to free its cache and retry (a sign of pressure)."""
         stats = self._torch.cuda.memory_stats(self.index)
@@ -171,6 +178,20 @@ def parse_device(spec: str) -> tuple[str, int | None]:
     if text.startswith("cuda:") and text[5:].isdigit():
         return "cuda", int(text[5:])
     raise BenchError(f"unknown device {spec!r}: use cpu, cuda or cuda:N")
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can see (0 without a GPU or a CUDA build)."""
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def host_available_bytes() -> int:
+    """RAM a new allocation can have now without swapping, in bytes (psutil's ``available``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def default_device() -> str:
