@@ -136,6 +136,34 @@ def test_imports_point_down_the_layers():
     assert not problems, "layer violations:\n" + "\n".join(problems)
 
 
+# torch.cuda outside bench/hw: what is left, and why it is not a device query behind hw/.
+CUDA_OUTSIDE_HW = {
+    "env": {"is_available", "device_count", "get_device_properties"},  # the environment record (hardware layer)
+    "errors": {"OutOfMemoryError"},  # an exception type, matched by type
+    "trace": {"nvtx", "memory"},  # NVTX ranges and allocator snapshots: tracing, not queries
+}
+PSUTIL_MODULES = {"hw.device", "env", "telemetry", "isolate"}  # host RAM; the environment; process sampling
+
+
+def test_device_queries_stay_in_hw():
+    problems = []
+    for name, path in _modules().items():
+        if name.startswith(("hw.", "benchmarks.")):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        used = {
+            n.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "cuda"
+        }
+        extra = used - CUDA_OUTSIDE_HW.get(name, set())
+        if extra:
+            problems.append(f"bench.{name} uses torch.cuda.{sorted(extra)}: put the query in bench/hw")
+        if "!psutil" in {t for _, t in _imports(path, name)} and name not in PSUTIL_MODULES:
+            problems.append(f"bench.{name} imports psutil: put the query in bench/hw")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The test would be worthless if a function-level import slipped past it."""
     src = ROOT / "bench" / "report.py"
