@@ -48,8 +48,19 @@ def parts(timings: Sequence[Timing], *, first_step: str = "first steps") -> list
         ("process start-up", total("spawn_seconds")),
         ("teardown", total("teardown_seconds")),
     ]
+    # runs stopped from outside part-way (a child killed over its RSS budget) know only their total
+    stopped = [t.total_seconds for t in timings if t.total_seconds and _no_parts(t)]
+    named.append(("stopped part-way", sum(stopped) if stopped else None))
     found = [(label, s) for label, s in named if s is not None]
     return sorted(found, key=lambda item: -item[1])
+
+
+def _no_parts(t: Timing) -> bool:
+    return all(
+        v is None
+        for v in (t.build_seconds, t.first_step_seconds, t.warmup_seconds, t.measure_seconds,
+                  t.teardown_seconds, t.spawn_seconds)
+    )  # fmt: skip
 
 
 def summary_line(

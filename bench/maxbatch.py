@@ -266,13 +266,16 @@ def probe_isolated(
         rss_limit_bytes=budget_bytes if cpu else None,
     )
     seconds = time.perf_counter() - start
-    if outcome.status == "killed_rss":
+    if outcome.status == "killed_rss":  # stopped mid-step: only its total time is known
         return ProbeRecord(
-            batch_size, OVER_BUDGET, outcome.peak_rss_bytes, seconds, steps, detail=outcome.message
-        )
+            batch_size, OVER_BUDGET, outcome.peak_rss_bytes, seconds, steps, detail=outcome.message,
+            timing=Timing(total_seconds=seconds),
+        )  # fmt: skip
     if outcome.status != "ok":  # "died": SIGKILL is the kernel's OOM killer; anything else an error
         kind = OOM if outcome.exitcode == -9 else ERROR
-        return ProbeRecord(batch_size, kind, None, seconds, steps, detail=outcome.message)
+        return ProbeRecord(
+            batch_size, kind, None, seconds, steps, detail=outcome.message, timing=Timing(total_seconds=seconds)
+        )
     record: ProbeRecord = outcome.value["record"]
     if record.timing is not None:  # what starting the child and importing torch there cost
         inner = record.timing.total_seconds or 0.0
@@ -568,9 +571,13 @@ def find_max_batch(
             failed_b = min((r.batch_size for r in records if not r.fits and r.batch_size > (band_low or 0)),
                            default=None)  # fmt: skip
             exact = False
+            flipped = ", ".join(
+                f"batch {b} {'fit' if not ok else 'failed'} on the second run" for b, ok in again.items()
+                if ok != (b == result.max_batch_size)
+            )  # fmt: skip
             notices.append(
-                f"the boundary did not repeat: batch sizes {band_low}..{band_high} fit in some runs and "
-                f"not in others (peak memory varies between runs); reporting the size that always fit"
+                f"the boundary did not repeat ({flipped}: peak memory varies between runs); reporting "
+                f"{band_low}, the largest size that fit every time it ran; {band_high} fit at least once"
             )
 
     soak = None

@@ -147,3 +147,18 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
     assert all(p.timing is not None and p.timing.total_seconds for p in res.probes)
     assert all(p.timing.first_step_seconds is not None for p in res.probes if p.fits)
     assert res.soak.ok and res.wall_seconds >= res.seconds * 0.99
+
+
+def test_summary_line_accounts_for_every_part():
+    from bench.schema import Timing
+
+    timings = [
+        Timing(build_seconds=1.0, first_step_seconds=20.0, warmup_seconds=0.2, measure_seconds=3.0,
+               teardown_seconds=0.1, total_seconds=24.5),
+        Timing(total_seconds=5.0),  # a probe killed over its budget: only its total is known
+    ]  # fmt: skip
+    line = summary_line(timings, 32.0, noun="probes", first_step=first_step_label("cuda", True))
+    assert line == (
+        "2 probes in 32 s: 20 s first steps (torch.compile, cuDNN autotune), 5.0 s stopped part-way, "
+        "3.0 s measuring, 1.0 s building, 2.7 s other (setup, writing, display)"  # the rest last
+    )
