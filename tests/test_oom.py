@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.errors import is_oom
-from bench.schema import OK, OOM, MeasureSettings, Workload, load_result
+from bench.schema import ERROR, OK, OOM, MeasureSettings, Workload, load_result
 from bench.sweep import run_sweep
 from tests import tiny_models
 
@@ -62,15 +62,20 @@ def test_keep_going_after_oom(tmp_path):
     assert [p.status for p in result.points] == [OK, OOM, OOM]
 
 
-def test_non_oom_error_stops_sweep_and_keeps_finished_points(tmp_path):
-    wl = Workload(model="tests.tiny_models:tiny_cnn", image_size=8)
+def test_non_oom_errors_stop_sweep_and_keep_finished_points(tmp_path):
+    """A model that works at 2 and 4 and raises a plain RuntimeError above: two failures in a row
+    stop the sweep (32 is never tried), recorded as errors, not OOMs, beside the points that ran."""
+    wl = Workload(model="tests.tiny_models:fails_above_4", image_size=8)
     out = tmp_path / "r.json"
-    # a partial file exists after the first point: simulate by reading it between points
-    seen = []
+    seen = []  # the file as it stood after each point
 
     def on_event(e):
         if e.kind == "point_done":
-            seen.append(json.loads(out.read_text())["points"][-1]["batch_size"])
+            seen.append([p["batch_size"] for p in json.loads(out.read_text())["points"]])
 
-    run_sweep(wl, [1, 2], FAST, out_path=out, on_event=on_event)
-    assert seen == [1, 2]  # each point was on disk as soon as it finished
+    result = run_sweep(wl, [2, 4, 8, 16, 32], FAST, out_path=out, on_event=on_event)
+    assert [(p.batch_size, p.status) for p in result.points] == [(2, OK), (4, OK), (8, ERROR), (16, ERROR)]
+    assert "is invalid for input of size" in result.points[2].error
+    assert any("2 sizes in a row failed: stopped" in n for n in result.notices)
+    assert seen == [[2], [2, 4], [2, 4, 8], [2, 4, 8, 16]]  # each point on disk as soon as it finished
+    assert [p.status for p in load_result(str(out)).points] == [OK, OK, ERROR, ERROR]

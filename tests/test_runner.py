@@ -4,7 +4,7 @@ import pytest
 
 from bench.hw.fake import FakeNvml
 from bench.hw.nvml import open_monitor
-from bench.runner import Hooks, measure, point_from_window
+from bench.runner import Hooks, Sync, measure, point_from_window
 from bench.schema import MeasureSettings, MemoryStats
 from tests.fakes import FakeClock, FakeDevice, ScriptedStep
 
@@ -102,8 +102,23 @@ def test_energy_from_counter_difference():
 
 
 def test_device_synchronised_around_window():
+    """Exactly: once to open the window, then at each chunk's start and end, never per step (a
+    sync per step would serialise the GPU's queue and measure launch latency instead)."""
+
+    class CountChunks(Sync):
+        chunks = 0
+
+        def chunk_steps(self, steps: int) -> int:
+            self.chunks += 1
+            return steps
+
     clock = FakeClock()
     dev = FakeDevice(clock)
     step = ScriptedStep(clock, [0.01] * 100)
-    measure(step, 1, settings(warmup_steps=0), device=dev, clock=clock)
-    assert dev.syncs >= 3  # window open, chunk start, chunk end
+    chunks = CountChunks()
+    win = measure(step, 1, settings(warmup_steps=0), device=dev, clock=clock, sync=chunks)
+    assert 1 <= chunks.chunks < len(win.step_seconds)
+    assert dev.syncs == 1 + 2 * chunks.chunks  # window open; chunk start and end
+    warm, warm_chunks = FakeDevice(clock), CountChunks()
+    measure(ScriptedStep(clock, [0.01] * 100), 1, settings(warmup_steps=2), device=warm, clock=clock, sync=warm_chunks)
+    assert warm.syncs == 2 + 1 + 2 * warm_chunks.chunks  # and once after each warm-up step (its time is read)

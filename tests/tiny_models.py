@@ -85,12 +85,16 @@ class OddOne(nn.Module):
     """Fails in training at some batch sizes only (as BatchNorm does at batch 1 on a 1x1 map),
     with a plain error, not an OOM; every size fails when ``fail_all`` is set."""
 
-    def __init__(self, fail_all: bool = False) -> None:
+    def __init__(self, fail_all: bool = False, fail_above: int | None = None) -> None:
         super().__init__()
         self.fc = nn.Linear(4, 3)
         self.fail_all = fail_all
+        self.fail_above = fail_above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail_above is not None and x.shape[0] > self.fail_above:
+            # a RuntimeError, as library OOMs are, but not one: it must not be read as an OOM
+            raise RuntimeError(f"shape '[{x.shape[0]}, 5]' is invalid for input of size {x.numel()}")
         if self.training and (self.fail_all or x.shape[0] == 1):
             raise ValueError("Expected more than 1 value per channel when training")
         return self.fc(x.flatten(1)[:, :4])
@@ -102,6 +106,11 @@ def fails_at_batch_1() -> nn.Module:
 
 def fails_in_training() -> nn.Module:
     return OddOne(fail_all=True)
+
+
+def fails_above_4() -> nn.Module:
+    """Measures at batch 2 to 4, then fails with a plain (non-OOM) RuntimeError at every larger size."""
+    return OddOne(fail_above=4)
 
 
 class FailsOnRank1(TinyCNN):
