@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -197,33 +197,64 @@ def sweep(
         raise BenchError("--isolate does not apply under torchrun: each rank measures in its own process")
     is_main = rank_env is None or rank_env.is_main  # other ranks print nothing but errors
     timeout = parse_timeout(dist_timeout)
+    saved: list[Path | None] = [out_path]  # where the results are: a failed write moves them
+
+    def track(live: Any) -> Any:
+        def on_event(event: Any) -> None:
+            if event.kind == "moved":
+                saved[0] = event.results_path
+            if live is not None:
+                live(event)
+
+        return on_event
+
     try:
         with (
             maybe_ranks(workload, timeout) as (workload, ranks),
             LiveSweep(err_console) if is_main else contextlib.nullcontext() as live,
         ):
             result = run_sweep(
-                workload, sizes, settings, out_path=out_path, on_event=live, annotate_steps=not no_nvtx,
-                ranks=ranks,
+                workload, sizes, settings, out_path=out_path, on_event=track(live),
+                annotate_steps=not no_nvtx, ranks=ranks,
             )  # fmt: skip
     except KeyboardInterrupt as exc:
         if not is_main:
             raise typer.Exit(130) from None
-        err_console.print(f"[yellow]interrupted[/]: finished points are saved in {out_path}")
-        _store(history, getattr(exc, "partial_result", None) or str(out_path))
+        err_console.print(f"[yellow]interrupted[/]: finished points are saved in {_saved_in(saved[0])}")
+        _store(history, getattr(exc, "partial_result", None) or str(saved[0] or out_path))
         raise typer.Exit(130) from None
     except Exception as exc:  # a later point failed hard: keep what was measured, then the error
         partial = getattr(exc, "partial_result", None)
         if partial is not None and partial.points and is_main:
             _store(history, partial)
             kept = "" if history is None else " and the history"
-            err_console.print(f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {out_path}{kept}")
+            err_console.print(
+                f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {_saved_in(saved[0])}{kept}"
+            )
         raise
     if not is_main:
         raise typer.Exit(1 if result.status == "failed" else 0)
     if advise and result.status != "failed":
-        result = _advise(result, out_path)
+        result = _advise(result, saved[0])
     stored = _store(history, result)
+    search = None
+    if result.best_point() is not None:
+        from bench.store import matching_max_batch
+
+        try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
+            search = matching_max_batch(history if stored else None, result)
+        except BenchError as exc:
+            err_console.print(f"[yellow]warning:[/] history not read: {exc}", highlight=False)
+    if search is not None or base_batch is not None:  # the file and history say what is printed
+        from dataclasses import replace
+
+        from bench.recommend import recommend
+
+        rec = recommend(result, search, base_batch=base_batch, base_lr=base_lr)
+        result = replace(result, recommendation=rec)
+        _rewrite(result, saved[0], "recommendation")
+        if stored:
+            _store(history, result)  # the same history id: a run is replaced in place
     if json_only:
         print(dumps(result))
     else:
@@ -232,16 +263,10 @@ def sweep(
         console.print(sweep_table(result))
         best = result.best_point()
         if best is not None:
-            from bench.store import matching_max_batch
-
-            try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
-                search = matching_max_batch(history if stored else None, result)
-            except BenchError as exc:
-                err_console.print(f"[yellow]warning:[/] history not read: {exc}", highlight=False)
-                search = None
-            console.print(render(recommend(result, search, base_batch=base_batch, base_lr=base_lr)))
+            console.print(render(result.recommendation or recommend(result)))
             console.print(
-                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; results: {out_path}"
+                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
+                f"results: {_saved_in(saved[0])}"
             )
         if result.advice:
             from bench.advise import advice_lines
@@ -251,16 +276,33 @@ def sweep(
                 console.print(f"  {line}", highlight=False)
         _print_time_summary(result)
     if result.status == "failed":
-        err_console.print(f"[red]sweep failed[/]: no batch size completed; see {out_path}")
+        err_console.print(f"[red]sweep failed[/]: no batch size completed; see {_saved_in(saved[0])}")
         raise typer.Exit(1)
 
 
-def _advise(result: SweepResult, out_path: Path) -> SweepResult:
+def _saved_in(path: Path | None) -> str:
+    """Where a sweep's results file is (``ResultWriter.where``) for the closing lines."""
+    return str(path) if path is not None else "memory only (no file could be written; see the note above)"
+
+
+def _rewrite(result: SweepResult, path: Path | None, what: str) -> None:
+    """Write the finished result again (with its advice or recommendation); a failed write is a
+    warning: the first file stays as it was, and the history gets the new one."""
+    from bench.schema import dumps
+    from bench.sweep import write_json_atomic
+
+    if path is None:
+        return
+    try:
+        write_json_atomic(path, dumps(result))
+    except OSError as exc:
+        err_console.print(f"[yellow]warning:[/] {what} not written to {path}: {exc.strerror or exc}")
+
+
+def _advise(result: SweepResult, out_path: Path | None) -> SweepResult:
     """Re-measure the flagged points with the change each verdict points to; the file is rewritten
     with the advice in it. A point's verdict with nothing to try is left alone."""
     from bench.advise import sweep_measure, with_advice
-    from bench.schema import dumps
-    from bench.sweep import write_json_atomic
 
     def say(batch_size: int, change: str) -> None:
         err_console.print(f"[dim]advice: batch {batch_size} again with {change}[/]", highlight=False)
@@ -268,10 +310,7 @@ def _advise(result: SweepResult, out_path: Path) -> SweepResult:
     result = with_advice(result, sweep_measure(result.settings), on_change=say)
     if not result.advice:
         err_console.print("[dim]advice: no host-bound or input-bound point with a change to try[/]")
-    try:
-        write_json_atomic(out_path, dumps(result))
-    except OSError as exc:
-        err_console.print(f"[yellow]warning:[/] advice not written to {out_path}: {exc.strerror or exc}")
+    _rewrite(result, out_path, "advice")
     return result
 
 

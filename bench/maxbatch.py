@@ -120,6 +120,25 @@ def _spec_for_module(module: Any, input_shape: tuple[int, ...] | None) -> tuple[
     return label, spec
 
 
+def _classes_in_main(module: Any) -> list[str]:
+    """The module's classes (its own and its submodules') defined in ``__main__``: a script run as a
+    program, or a notebook. A probe child cannot load them: it never imports the caller's
+    ``__main__`` (a script without a main guard would run again there)."""
+    modules = module.modules() if callable(getattr(module, "modules", None)) else [module]
+    return sorted({type(m).__qualname__ for m in modules if type(m).__module__ == "__main__"})
+
+
+def _in_main_message(label: str, names: list[str]) -> str:
+    which = ", ".join(names)
+    return (
+        f"cannot search {label}: class {which} is defined in __main__ (your script or notebook), and on "
+        "CPU every probe runs in a child process, which cannot import __main__. Define the class in a "
+        "module you import (e.g. mymodels.py) and pass the model or the factory name "
+        "'mymodels:build'; on a GPU (device='cuda', isolate=False, the default) the probes run in "
+        "this process and take the model as it is"
+    )
+
+
 def _run_steps(
     workload: Workload, spec: Any, batch_size: int, device: Any, steps: int, seen: dict[str, Any]
 ) -> None:
@@ -467,7 +486,9 @@ def find_max_batch(
     ``max_seconds``: stop probing once the probes took this long, with the best bracket so far
     (``exact=False``, ``stopped="time budget"``). ``repeat_boundary`` (default: on CPU) runs the
     max and max + granularity once more: where they do not repeat, the result is a band
-    (``band_low``..``band_high``), never "exact".
+    (``band_low``..``band_high``), never "exact". A module whose class is defined in ``__main__``
+    (a script or notebook) is probed in this process on a GPU (``isolate=True`` is then a notice);
+    on CPU, where probes need a child, it is a BenchError saying to move the class into a module.
 
     The result proves the answer: ``max_batch_size`` was run and fit, ``failed_batch_size`` (max +
     granularity) was run and did not. The soak is time-boxed to ``SOAK_SHARE`` of the search.
@@ -509,9 +530,18 @@ def find_max_batch(
         raise BenchError(f"--max-seconds must be > 0, got {max_seconds!r}")
     if spec is None:
         resolve(workload.model)  # a bad name is the user's to fix, before any probe
+    in_main = _classes_in_main(model_or_workload) if spec is not None else []
+    if in_main and device_kind(workload.device) == "cpu":  # CPU probes need a child: no way round
+        raise BenchError(_in_main_message(workload.model, in_main))
     device = open_device(workload.device)
     isolate = True if device.kind == "cpu" else bool(isolate)  # CPU: the RSS budget needs a child
     budget, source, notices = _budget(device, memory_limit)
+    if in_main and isolate:  # GPU: in-process probes load it; a child could not
+        isolate = False
+        notices.append(
+            f"isolate=True not honoured: class {', '.join(in_main)} is defined in __main__, which a "
+            "child process cannot import; the probes ran in this process"
+        )
     enforce_budget = device.kind == "cpu" or memory_limit is not None
     gc.collect()
     baseline = device.allocated_bytes()

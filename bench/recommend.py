@@ -14,38 +14,13 @@ for Adam-type optimizers). They are starting points for tuning, not answers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from bench.errors import BenchError
-from bench.schema import OK, OOM, Point, SweepResult
+from bench.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
 
 KNEE_FRACTION = 0.95
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One recommended batch. ``samples_per_sec`` is None when that size was not measured."""
-
-    batch_size: int
-    samples_per_sec: float | None
-    why: str
-    lr_linear: float | None = None  # starting point: base_lr * batch / base_batch
-    lr_sqrt: float | None = None  # starting point: base_lr * sqrt(batch / base_batch)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    best: Choice | None  # throughput-optimal
-    knee: Choice | None
-    safe_max: Choice | None
-    base_batch: int | None = None
-    base_lr: float | None = None
-    notes: tuple[str, ...] = ()
-    # batches whose 95% throughput interval overlaps the best's: the data cannot rank them
-    indistinguishable: tuple[int, ...] = ()
-    unconverged: tuple[int, ...] = ()  # measured points that ran out of time before the CI target
 
 
 def throughput_interval(p: Point) -> tuple[float, float] | None:

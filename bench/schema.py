@@ -16,7 +16,8 @@ JSON schema (``schema_version`` 1), one file per run::
       "workload": {...Workload...},
       "settings": {...MeasureSettings...},
       "points": [ {...Point...}, ... ],      # one per batch size, in the order run
-      "notices": ["...", ...]                 # things the user should know (e.g. NVML missing)
+      "notices": ["...", ...],                # things the user should know (e.g. NVML missing)
+      "recommendation": {...Recommendation...} | null  # once finished: picks, ties, caveats
     }
 
 Units live in the field names (``_seconds``, ``_bytes``, ``_watts``, ``_joules``, ``_percent``, ``_mhz``).
@@ -422,6 +423,34 @@ class Advice:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One recommended batch (``bench.recommend``). ``samples_per_sec`` is None when that size was
+    not measured (a safe max from a max-batch search that the sweep did not run)."""
+
+    batch_size: int
+    samples_per_sec: float | None
+    why: str
+    lr_linear: float | None = None  # starting point: base_lr * batch / base_batch
+    lr_sqrt: float | None = None  # starting point: base_lr * sqrt(batch / base_batch)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Which batch sizes to pick from a sweep, and how far the measurements support it
+    (computed by ``bench.recommend.recommend``; written into the result when the sweep finishes)."""
+
+    best: Choice | None  # throughput-optimal
+    knee: Choice | None
+    safe_max: Choice | None
+    base_batch: int | None = None
+    base_lr: float | None = None
+    notes: tuple[str, ...] = ()  # the caveats, as the table caption and the report show them
+    # batches whose 95% throughput interval overlaps the best's: the data cannot rank them
+    indistinguishable: tuple[int, ...] = ()
+    unconverged: tuple[int, ...] = ()  # measured points that ran out of time before the CI target
+
+
+@dataclass(frozen=True)
 class SweepResult:
     run_id: str
     status: str  # "running" | "complete" | "interrupted" | "failed"
@@ -436,6 +465,7 @@ class SweepResult:
     wall_seconds: float | None = None  # the whole command so far, setup included
     distributed: Distributed | None = None  # None: one process (world size 1)
     advice: tuple[Advice, ...] = ()  # measured effects of changes on flagged points (--advise)
+    recommendation: Recommendation | None = None  # None: not finished, or written before it existed
     kind: str = "sweep"
     schema_version: int = SCHEMA_VERSION
 
@@ -570,7 +600,24 @@ def result_from_dict(d: dict[str, Any]) -> SweepResult:
         d["distributed"] = _build(Distributed, d["distributed"], "distributed")
     d["notices"] = tuple(d.get("notices") or ())
     d["advice"] = tuple(_build(Advice, a, "advice") for a in d.get("advice") or ())
+    if d.get("recommendation") is not None:
+        d["recommendation"] = recommendation_from_dict(d["recommendation"])
     return _build(SweepResult, d, "result")
+
+
+def recommendation_from_dict(d: dict[str, Any]) -> Recommendation:
+    if not isinstance(d, dict):
+        raise BenchError(f"recommendation: expected an object, got {type(d).__name__}")
+    d = dict(d)
+    for pick in ("best", "knee", "safe_max"):
+        d[pick] = _build(Choice, d[pick], pick) if d.get(pick) is not None else None
+    d["notes"] = tuple(str(n) for n in d.get("notes") or ())
+    for key in ("indistinguishable", "unconverged"):
+        sizes = d.get(key) or []
+        if not isinstance(sizes, list) or not all(_type_ok("int", b) for b in sizes):
+            raise BenchError(f"recommendation: {key} should be a list of batch sizes, got {sizes!r:.40}")
+        d[key] = tuple(sizes)
+    return _build(Recommendation, d, "recommendation")
 
 
 def dumps(obj: Any) -> str:

@@ -24,6 +24,7 @@ from bench.diagnose import with_diagnoses
 from bench.errors import BenchError, first_line
 from bench.flops import count_flops_per_sample
 from bench.flops import figures as flop_figures
+from bench.recommend import recommend
 from bench.schema import (
     ERROR,
     OK,
@@ -163,6 +164,12 @@ class ResultWriter:
     def write(self, result: SweepResult) -> None:
         write_json_atomic(self.path, dumps(result))
 
+    @property
+    def where(self) -> Path | None:
+        """Where the results are now: the path asked for, the fallback file after a failed write,
+        or None when not even that could be written (memory and the history only)."""
+        return None if self.lost else (self.fallback or self.path)
+
     def save(self, result: SweepResult) -> str | None:
         """``write``, except that a failed write (a full disk) never loses the run: the result goes
         to a file of the same name in the temp folder from then on, or, if that fails too, stays in
@@ -203,7 +210,9 @@ class NoWriter(ResultWriter):
 
 @dataclass(frozen=True)
 class SweepEvent:
-    """Sent to ``on_event``: kind is "start", "point_start", "progress", "point_done" or "notice"."""
+    """Sent to ``on_event``: kind is "start", "point_start", "progress", "point_done", "notice" or
+    "moved" (a results write failed: from now on they are in ``results_path``; None: in memory
+    only). A "moved" event follows the notice that says so."""
 
     kind: str
     batch_size: int | None = None
@@ -211,6 +220,7 @@ class SweepEvent:
     point: Point | None = None
     message: str | None = None
     result: SweepResult | None = None
+    results_path: Path | None = None  # for "moved"
 
 
 EventFn = Callable[[SweepEvent], None]
@@ -433,9 +443,12 @@ def run_sweep(
         """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
         result = with_analysis(result, flops_per_sample)
         result = replace(result, wall_seconds=time.perf_counter() - command_start)
+        if result.finished_at is not None:  # the picks and how far the data supports them
+            result = replace(result, recommendation=recommend(result))
         while (note := writer.save(result)) is not None:
             result = replace(result, notices=(*result.notices, note))
             emit(SweepEvent("notice", message=note))
+            emit(SweepEvent("moved", results_path=writer.where))
         return result
 
     for note in notices:

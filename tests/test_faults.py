@@ -186,18 +186,22 @@ def test_a_full_disk_mid_sweep_loses_no_point(tmp_path, monkeypatch, capsys, als
     _full_disk_after(monkeypatch, 2, also_fallback=also_fallback)  # the start and the first point
     out, db = tmp_path / "r.json", tmp_path / "h.db"
     rc = main(["sweep", TINY, "-b", "2,4", *FAST, "--no-isolate", "-o", str(out), "--db", str(db)])
-    err = capsys.readouterr().err
+    out_text, err = capsys.readouterr()
     assert rc == 0, err
     assert "No space left on device" in err and "internal error" not in err
     assert [p["batch_size"] for p in json.loads(out.read_text())["points"]] == [2]  # the file before
     (stored,) = _history(db)
     assert stored["status"] == "complete" and [p["batch_size"] for p in stored["points"]] == [2, 4]
     fallback = tmp_path / "tmp" / "r.json"
+    closing = out_text.replace("\n", "")  # rich wraps long paths
     if also_fallback:
         assert not fallback.exists() and "memory only" in " ".join(err.split())
+        assert "results: memory only" in closing and f"results: {out}" not in closing
     else:
         assert json.loads(fallback.read_text())["status"] == "complete"
+        assert json.loads(fallback.read_text())["recommendation"]["best"] is not None
         assert str(fallback) in err.replace("\n", "")
+        assert f"results: {fallback}" in closing  # where the results are, not the path asked for
 
 
 def test_library_sweep_with_only_failed_points_raises(tmp_path):
@@ -369,3 +373,88 @@ def test_recommendation_says_when_the_spread_swamps_the_differences():
     # tight intervals that do not overlap: no caveat
     clean = recommend(sweep_of([_noisy(1, 100.0, 0.01, True), _noisy(2, 150.0, 0.01, True)]))
     assert clean.indistinguishable == () and clean.unconverged == () and not any("indisting" in n for n in clean.notes)
+
+
+def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
+    """Item 17, the JSON: a finished result carries the picks, the indistinguishable and the
+    unconverged batches and the caveat text; it round-trips, and files without it still load."""
+    from dataclasses import replace
+
+    from bench.recommend import recommend
+    from bench.schema import dumps, load_result, result_from_dict
+    from tests.test_recommend import sweep_of
+
+    noisy = sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)])
+    rec = recommend(noisy, {"safe_batch_size": 4, "max_batch_size": 5, "headroom_fraction": 0.1}, 2, 0.1)
+    data = json.loads(dumps(replace(noisy, recommendation=rec)))
+    block = data["recommendation"]
+    assert block["best"]["batch_size"] == 4 and block["knee"]["batch_size"] == 4
+    assert block["safe_max"]["batch_size"] == 4 and block["best"]["lr_linear"] == pytest.approx(0.2)
+    assert block["indistinguishable"] == [1, 2, 4] and block["unconverged"] == [1, 2, 4]
+    assert any("indistinguishable" in n for n in block["notes"])
+    assert result_from_dict(data).recommendation == rec
+    assert load_result(str(DATA / "cpu_resnet18.json")).recommendation is None  # written before it existed
+    with pytest.raises(BenchError, match="recommendation: indistinguishable should be a list"):
+        result_from_dict({**data, "recommendation": {**block, "indistinguishable": ["four"]}})
+
+
+def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
+    from bench import MeasureSettings, Workload, run_sweep
+    from bench.recommend import recommend
+    from bench.schema import load_result
+
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False)
+    seen = []
+    out = tmp_path / "r.json"
+    result = run_sweep(Workload(model=TINY, image_size=8), [2, 4], settings, out_path=out, on_event=seen.append)
+    running = [e.result for e in seen if e.kind == "start"]
+    assert running and running[0].recommendation is None  # not finished: no picks yet
+    assert result.recommendation == recommend(result) and result.recommendation.best is not None
+    assert load_result(str(out)).recommendation == result.recommendation
+
+
+def test_sweep_json_carries_the_recommendation_the_table_shows(tmp_path, capsys):
+    from bench.cli import main
+
+    out, db = tmp_path / "r.json", tmp_path / "h.db"
+    args = ["sweep", TINY, "-b", "2,4", *FAST, "--no-isolate", "-o", str(out), "--db", str(db)]
+    assert main([*args, "--json", "--base-batch", "2", "--base-lr", "0.1"]) == 0
+    printed = json.loads(capsys.readouterr().out)["recommendation"]
+    best = printed["best"]["batch_size"]
+    assert printed["best"]["lr_linear"] == pytest.approx(0.1 * best / 2) and printed["base_lr"] == 0.1
+    assert json.loads(out.read_text())["recommendation"] == printed
+    (stored,) = _history(db)
+    assert stored["recommendation"] == printed  # replaced in place, one run
+
+
+def test_a_model_class_from_a_script_is_one_clear_error_on_cpu(tmp_path):
+    """find_max_batch(model) with the model's class in the script itself: CPU probes run in child
+    processes, which never import the caller's __main__; say so and what to do, before any probe."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from bench import find_max_batch
+
+            class Net(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = torch.nn.Linear(4, 2)
+
+                def forward(self, x):
+                    return self.fc(x.flatten(1))
+
+            try:
+                find_max_batch(Net(), device="cpu", input_shape=(4,), cap=2, granularity=1, soak_steps=1)
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300
+    )
+    said = " ".join(proc.stdout.split())
+    assert said.startswith("BenchError cannot search __main__.Net: class Net is defined in __main__"), said
+    assert "mymodels.py" in said and "device='cuda'" in said

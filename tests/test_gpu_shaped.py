@@ -162,3 +162,38 @@ def test_summary_line_accounts_for_every_part():
         "2 probes in 32 s: 20 s first steps (torch.compile, cuDNN autotune), 5.0 s stopped part-way, "
         "3.0 s measuring, 1.0 s building, 2.7 s other (setup, writing, display)"  # the rest last
     )
+
+
+_FAKE_GPU: list[FakeCudaDevice] = []  # the device MainGpuLike drives (a module-level class pickles by name)
+
+
+class MainGpuLike(torch.nn.Module):
+    """FakeCudaDevice.model's network as a module-level class, re-homed to ``__main__`` in the test
+    as if defined in the user's script or notebook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "meta":
+            _FAKE_GPU[0].run_step(int(x.shape[0]))
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_model_class_from_main_is_probed_in_process_on_a_gpu(fake_gpu, monkeypatch):
+    """A child process cannot import the caller's __main__: on a GPU the search probes in this
+    process instead of failing (isolate=True becomes a notice)."""
+    import __main__
+
+    monkeypatch.setattr(MainGpuLike, "__module__", "__main__")
+    monkeypatch.setattr(__main__, "MainGpuLike", MainGpuLike, raising=False)
+    _FAKE_GPU[:] = [fake_gpu]
+    try:
+        res = find_max_batch(MainGpuLike(), device="cuda", isolate=True, image_size=8, soak_steps=2, cap=64)
+    finally:
+        _FAKE_GPU.clear()
+    assert res.max_batch_size == 64 and res.cap_reached and res.soak.ok
+    assert res.workload.model == "__main__.MainGpuLike"
+    assert any("isolate=True not honoured: class MainGpuLike is defined in __main__" in n for n in res.notices)
