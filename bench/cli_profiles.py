@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
+
+
+def _print_time_summary(suite: Any, wall_seconds: float) -> None:
+    """Where the profile's wall time went, over every configuration measured in this run."""
+    from bench.accounting import summary_line
+
+    timings = [p.timing for c in suite.cells if c.sweep is not None and not c.skipped for p in c.sweep.points]
+    line = summary_line(timings, wall_seconds)
+    if line:
+        err_console.print(line, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -78,6 +89,7 @@ def register(app: typer.Typer) -> None:
             elif state == "done":
                 overall.advance(task)
 
+        started = time.perf_counter()
         try:
             with live:
                 suite = run_profile(prof, resume=resume, on_cell=on_cell, on_sweep_event=live, db_path=db)
@@ -87,6 +99,7 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(130) from None
         finish_profile(suite, db_path=db, report_dir=out, console=console)
+        _print_time_summary(suite, time.perf_counter() - started)
         if suite.history_warning:
             err_console.print(f"[yellow]warning:[/] not stored in the history: {suite.history_warning}")
         if suite.cells and not any(c.sweep is not None and c.sweep.best_point() for c in suite.cells):
