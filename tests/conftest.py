@@ -15,3 +15,11 @@ def _hermetic(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".bench").mkdir()  # a --db folder must exist (only the default one is created)
     monkeypatch.setenv(DB_ENV, str(tmp_path / ".bench" / "results.db"))
+
+
+def pytest_collection_modifyitems(items):
+    """The README's plugin example stays as a user writes it (no marker), but it times real
+    ResNet-18 steps: slow."""
+    for item in items:
+        if item.path.name == "test_plugin_example.py":
+            item.add_marker(pytest.mark.slow)

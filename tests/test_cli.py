@@ -20,6 +20,7 @@ def run_cli(*args, cwd=None):  # None: the test's own temp folder (conftest)
     )
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_writes_valid_json(tmp_path):
     out = tmp_path / "res.json"
     proc = run_cli("sweep", TINY, "-b", "1,2", *FAST, "-o", str(out))
@@ -50,12 +51,14 @@ def test_sweep_end_to_end_writes_valid_json(tmp_path):
     assert "samples/s" in proc.stdout  # the final table
 
 
+@pytest.mark.slow
 def test_json_flag_prints_result(tmp_path):
     proc = run_cli("sweep", TINY, "-b", "2", *FAST, "--no-isolate", "--json", "-o", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["points"][0]["batch_size"] == 2
 
 
+@pytest.mark.slow
 def test_env_and_models_commands():
     proc = run_cli("env", "--json")
     assert proc.returncode == 0
@@ -125,6 +128,7 @@ def test_unwritable_output(capsys, tmp_path):
     assert code == 2 and "cannot write results" in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_bad_input_via_real_process_has_no_traceback():
     proc = run_cli("sweep", "efficientnet_bo")
     assert proc.returncode == 2
@@ -208,6 +212,7 @@ def test_max_batch_checks_its_output_path_before_probing(tmp_path, capsys):
     assert "searching" not in err  # no probe ran
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_sweep_like_ctrl_c_nothing_lost(tmp_path):
     """A scheduler's SIGTERM mid-sweep: exit 130, finished points kept, file marked interrupted,
     the run in the history."""

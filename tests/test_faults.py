@@ -177,6 +177,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     monkeypatch.setattr(sweep, "write_json_atomic", write)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("also_fallback", [False, True])
 def test_a_full_disk_mid_sweep_loses_no_point(tmp_path, monkeypatch, capsys, also_fallback):
     from bench.cli import main
@@ -413,6 +414,7 @@ def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     assert load_result(str(out)).recommendation == result.recommendation
 
 
+@pytest.mark.slow
 def test_sweep_json_carries_the_recommendation_the_table_shows(tmp_path, capsys):
     from bench.cli import main
 

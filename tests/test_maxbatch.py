@@ -39,6 +39,7 @@ def test_parse_bytes():
             parse_bytes(bad)
 
 
+@pytest.mark.slow
 def test_oom_cleanup_in_process_nothing_leaks():
     """A model that raises CUDA OOM above batch 4: the search finds exactly 4, and every model built
     for a probe (including those that raised, whose tracebacks held tensors) is freed."""
@@ -78,6 +79,7 @@ def test_leak_check_reports_what_is_left_allocated():
     helpers_maxbatch.KEPT.clear()
 
 
+@pytest.mark.slow
 def test_real_cpu_search_matches_brute_force(tmp_path):
     """Real child-process probes under an RSS budget, against brute force over the same probe, via
     the CLI (live lines, summary, JSON). ~60-100 MiB of activations per 256x256 sample keeps the
@@ -120,6 +122,7 @@ def test_real_cpu_search_matches_brute_force(tmp_path):
     assert d["memory_model"]["per_sample_bytes"] > 30 * MiB
 
 
+@pytest.mark.slow
 def test_your_model_and_optimizer_are_left_untouched():
     """find_max_batch(model) copies the module: weights, grads, mode and the caller's optimizer
     state are as they were, and the search's probes ran on its own copies."""

@@ -24,6 +24,7 @@ def _setup(pytester):
     pytester.makepyfile(test_inner=INNER)
 
 
+@pytest.mark.slow
 def test_samples_per_sec_lands_in_extra_info(pytester, monkeypatch):
     _setup(pytester)
     monkeypatch.setenv("BENCH_TEST_STEP_SECONDS", "0.02")
@@ -40,6 +41,7 @@ def test_samples_per_sec_lands_in_extra_info(pytester, monkeypatch):
     assert info["samples_per_sec"] == 4 / bm["stats"]["median"]
 
 
+@pytest.mark.slow
 def test_compare_fail_catches_a_slowdown_and_passes_an_unchanged_run(pytester, monkeypatch):
     _setup(pytester)
     storage = f"--benchmark-storage=file://{pytester.path / 'bm'}"
@@ -72,6 +74,7 @@ def test_sleepy_step(bench_model):
 """
 
 
+@pytest.mark.slow
 def test_repeats_land_in_extra_info(pytester, monkeypatch):
     shutil.copy(HERE / "sleepy_model.py", pytester.path / "sleepy_model.py")
     pytester.makepyfile(test_inner=GATED)

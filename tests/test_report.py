@@ -268,6 +268,7 @@ def test_unknown_history_id_and_unwritable_out(tmp_path, capsys):
     assert "cannot write the report" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_compare_and_store_never_import_torch(tmp_path):
     code = (
         "import sys\n"

@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from bench.profiles import parse_profile
 from bench.suite import Manifest, fingerprint, powers_of_two_up_to, run_profile
 
@@ -20,6 +22,7 @@ def test_powers_of_two_up_to():
     assert powers_of_two_up_to(100) == (1, 2, 4, 8, 16, 32, 64, 100)
 
 
+@pytest.mark.slow
 def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prof = parse_profile(TINY, "tiny.toml", "tiny")
@@ -55,6 +58,7 @@ def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
     assert [c.sweep_path for c in again.cells] == [c.sweep_path for c in suite.cells]
 
 
+@pytest.mark.slow
 def test_resume_reruns_what_changed_or_is_incomplete(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prof = parse_profile({**TINY, "precisions": ["fp32"]}, "tiny.toml", "tiny")
@@ -83,6 +87,7 @@ def test_fingerprint_depends_on_environment(tmp_path):
     assert m.done(a) is None
 
 
+@pytest.mark.slow
 def test_profile_with_trace_and_default_report_dir(tmp_path, monkeypatch):
     """`trace = true` records a PyTorch profiler trace of each cell's best batch, linked from the
     report, which goes to the profile's own `report` folder when none is given."""
@@ -126,6 +131,7 @@ isolate = false
 """
 
 
+@pytest.mark.slow
 def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, capsys):
     """`bench run FILE` as a user runs it: history rows, the profile's report, then --resume."""
     from bench.cli import main
@@ -152,6 +158,7 @@ def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, c
     assert capsys.readouterr().err.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path, monkeypatch):
     """Each cell is stored as it finishes: trouble in the next one (here a model that breaks at
     every size, interrupted as it starts) loses nothing already measured."""
@@ -186,6 +193,7 @@ def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path,
     assert len(list_runs(db)) == 2  # the resumed cell is not stored twice; the new one is added
 
 
+@pytest.mark.slow
 def test_inference_cells_sweep_up_to_their_training_twins_max(tmp_path, monkeypatch):
     """batch_sizes = "max" with train and infer: the search runs for the train cell only, and the
     infer cell of the same model/precision sweeps up to that searched safe max too."""

@@ -266,6 +266,7 @@ def run_bench(*args):
 FAST = ["--batch-size", "2", "--image-size", "8", "--steps", "2", "--warmup", "1", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_cli_runs_the_workload_under_nsys_with_the_right_child_arguments(tmp_path, monkeypatch):
     log = _install_fake_nsys(tmp_path, monkeypatch)
     out = tmp_path / "out"
@@ -294,6 +295,7 @@ def test_cli_runs_the_workload_under_nsys_with_the_right_child_arguments(tmp_pat
     assert "nsys report:" in proc.stdout and "Top operators" in proc.stdout
 
 
+@pytest.mark.slow
 def test_cli_reports_nsys_failure_in_one_line_with_exit_2(tmp_path, monkeypatch):
     _install_fake_nsys(tmp_path, monkeypatch, fail=True)
     proc = run_bench("trace", TINY, *FAST, "--out", str(tmp_path / "out"))
@@ -303,6 +305,7 @@ def test_cli_reports_nsys_failure_in_one_line_with_exit_2(tmp_path, monkeypatch)
     assert "nsys profile failed (exit 3)" in errors[0] and "cannot start the collection" in errors[0]
 
 
+@pytest.mark.slow
 def test_cli_without_nsys_writes_the_command_as_a_script(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -323,6 +326,7 @@ def test_cli_without_nsys_writes_the_command_as_a_script(tmp_path, monkeypatch):
     assert (out / "pytorch" / "rank0.pt.trace.json.gz").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
