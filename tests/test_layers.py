@@ -164,6 +164,26 @@ def test_device_queries_stay_in_hw():
     assert not problems, "\n".join(problems)
 
 
+def test_no_import_cycles():
+    """Not even through imports inside functions (those hid the cycles the layers now forbid)."""
+    graph = {name: set() for name in _modules()}
+    for name, path in _modules().items():
+        graph[name] |= {t for _, t in _imports(path, name) if t in graph and t != name}
+    done: set[str] = set()
+
+    def walk(node: str, trail: list[str]) -> None:
+        if node in trail:
+            raise AssertionError("import cycle: " + " -> ".join(f"bench.{m}" for m in trail[trail.index(node) :] + [node]))
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            walk(nxt, [*trail, node])
+        done.add(node)
+
+    for name in sorted(graph):
+        walk(name, [])
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The test would be worthless if a function-level import slipped past it."""
     src = ROOT / "bench" / "report.py"
