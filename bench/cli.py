@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli_common import (
     DB_ENV,
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=argv, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
         return 2
     except usage_error as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `bench` alone: show the help
@@ -476,11 +477,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(text)
             return 0
         message = " ".join(exc.format_message().split())
-        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return 2
     except click_error as exc:
         message = " ".join(exc.format_message().split())
-        err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return getattr(exc, "exit_code", 1) or 1
     except abort_error:
         err_console.print("[yellow]aborted[/]")
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BENCH_TRACEBACK"):
             raise
         err_console.print(
-            f"[red]internal error:[/] {first_line(exc)} (set BENCH_TRACEBACK=1 for the traceback)",
+            f"[red]internal error:[/] {escape(first_line(exc))} (set BENCH_TRACEBACK=1 for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

@@ -249,3 +249,18 @@ def test_max_batch_exits_1_when_nothing_fits(tmp_path, capsys):
     assert code == 1
     assert "no batch fits" in capsys.readouterr().out
     assert json.loads(out.read_text())["max_batch_size"] is None  # the finding is still recorded
+
+
+def test_error_lines_print_brackets_literally(capsys, monkeypatch):
+    """An error text with rich-markup look-alikes ('[/x]', '[measure]') is printed as it is, one line,
+    not swallowed as markup or crashing the printer (a gloo error once did)."""
+    import bench.cli as cli_mod
+    from bench.errors import BenchError
+
+    def boom(*a, **k):
+        raise BenchError("profile key [measure] bad; gloo said [/tmp/x] closed")
+
+    monkeypatch.setattr(cli_mod, "build_workload", boom)
+    assert main(["sweep", "tests.tiny_models:tiny_cnn", "--no-history"]) == 2
+    err = capsys.readouterr().err
+    assert "[measure]" in err and "[/tmp/x]" in err and len(err.strip().splitlines()) == 1
