@@ -314,6 +314,7 @@ def finish_profile(
 ) -> SuiteResult:
     """Store every measured run in the history, write the report (``report_dir``, else the
     profile's ``report``), and print the recommendations."""
+    from rich.markup import escape
     from rich.table import Table
 
     suite.cells[:] = [cell if cell.stored else _stored(cell, db_path, suite) for cell in suite.cells]
@@ -351,6 +352,14 @@ def finish_profile(
             cell.sweep_path or "-",
         )
     console.print(table)
+    for cell in suite.cells:  # what the measurements cannot support, as `bench sweep` says it
+        rec = cell.sweep.recommendation if cell.sweep is not None else None
+        if rec is None and cell.sweep is not None and cell.sweep.best_point() is not None:
+            from bench.recommend import recommend
+
+            rec = recommend(cell.sweep, cell.search)
+        for note in rec.notes if rec is not None else ():
+            console.print(f"[yellow]note[/] {escape(cell.label)}: {escape(note)}", highlight=False)
     files = write_profile_report(suite, report_dir or suite.profile.report_dir)
     if files is not None:
         console.print(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")

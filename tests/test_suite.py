@@ -230,3 +230,25 @@ def test_inference_cells_sweep_up_to_their_training_twins_max(tmp_path, monkeypa
     suite = run_profile(prof, manifest_dir=tmp_path / "m")
     assert searched == ["train"]
     assert [[p.batch_size for p in c.sweep.points] for c in suite.cells] == [[1, 2, 4], [1, 2, 4]]
+
+
+def test_recommendations_say_what_the_measurements_cannot_support(tmp_path):
+    """`bench run`'s recommendation table carries the same caveats as `bench sweep` (issue 15, item
+    17): batches the data cannot rank, points that ran out of time."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from bench.schema import Recommendation, load_result
+    from bench.suite import CellOutcome, SuiteResult, finish_profile
+
+    data = Path(__file__).parent / "data" / "cpu_resnet18.json"
+    rec = Recommendation(best=None, knee=None, safe_max=None, notes=("batches 4, 8 are indistinguishable",))
+    sweep = dataclasses.replace(load_result(str(data)), recommendation=rec)
+    prof = parse_profile(TINY, "tiny.toml", "tiny")
+    suite = SuiteResult(profile=prof, cells=[CellOutcome(label="resnet18 train fp32", sweep_path=None,
+                                                          sweep=sweep, stored=True)])  # fmt: skip
+    buf = io.StringIO()
+    finish_profile(suite, db_path=tmp_path / "h.db", report_dir=tmp_path / "r", console=Console(file=buf, width=200))
+    assert "note resnet18 train fp32: batches 4, 8 are indistinguishable" in buf.getvalue()
