@@ -46,7 +46,7 @@ from bench.results_maxbatch import (  # the results live in the results layer; r
     maxbatch_from_dict,  # noqa: F401 - re-exported
 )
 from bench.schema import Timing, Workload, device_kind
-from bench.search import MemoryModel, ProbeResult, search_down, search_max_batch
+from bench.search import ProbeResult, search_down, search_max_batch
 
 SOAK_STEPS = 20  # the chosen max runs this long before it is reported (at most; see SOAK_SHARE)
 SOAK_SHARE = 0.2  # the soak takes at most this share of the search's time
@@ -347,15 +347,26 @@ def _budget(device: Any, memory_limit: str | int | None) -> tuple[int, str, list
     return limit, "memory limit", notices
 
 
-def _model_info(model: MemoryModel | None, probes: list[ProbeRecord]) -> MemoryModelInfo | None:
-    if model is None:
+def _model_info(probes: list[ProbeRecord]) -> MemoryModelInfo | None:
+    """memory(b) = fixed + per_sample * b over every probe that fit (repeats and all), for the
+    report and the safe batch: a least-squares line weighted by batch size, so the points near the
+    edge count most and one noisy small batch (CPU RSS at batch 1 varies by tens of MiB) does not
+    set the slope. Fitted to the steady peaks where probes measured them (not the first step's
+    autotune workspace), and its error is measured against the same readings."""
+    pts = [(p.batch_size, float(p.steady_peak_bytes if p.steady_peak_bytes is not None else p.peak_bytes))
+           for p in probes if p.fits and (p.steady_peak_bytes or p.peak_bytes)]  # fmt: skip
+    if len({b for b, _ in pts}) < 2:
         return None
-    errors = [
-        abs(p.peak_bytes - model.predict(p.batch_size)) / p.peak_bytes
-        for p in probes
-        if p.fits and p.peak_bytes
-    ]
-    return MemoryModelInfo(model.fixed_bytes, model.per_sample_bytes, max(errors, default=0.0))
+    w = sum(b for b, _ in pts)
+    mean_b = sum(b * b for b, _ in pts) / w
+    mean_y = sum(b * y for b, y in pts) / w
+    var = sum(b * (b - mean_b) ** 2 for b, _ in pts)
+    per = sum(b * (b - mean_b) * (y - mean_y) for b, y in pts) / var
+    if per <= 0:
+        return None
+    fixed = mean_y - per * mean_b
+    errors = [abs(y - (fixed + per * b)) / y for b, y in pts]
+    return MemoryModelInfo(fixed, per, max(errors, default=0.0))
 
 
 def headroom(device_kind: str, model: MemoryModelInfo | None, probes: list[ProbeRecord]) -> tuple[float, str]:
@@ -580,7 +591,7 @@ def find_max_batch(
         try_batch, budget_bytes=budget, granularity=granularity, cap=cap, max_seconds=max_seconds
     )
     max_b, failed_b, exact = result.max_batch_size, result.failed_batch_size, result.exact
-    model = _model_info(result.model, records)
+    model = _model_info(records)
     search_seconds = time.perf_counter() - started
 
     band_low = band_high = None
