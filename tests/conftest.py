@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli_common import DB_ENV
+from bench.cli.common import DB_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -254,7 +254,7 @@ def test_max_batch_exits_1_when_nothing_fits(tmp_path, capsys):
 def test_error_lines_print_brackets_literally(capsys, monkeypatch):
     """An error text with rich-markup look-alikes ('[/x]', '[measure]') is printed as it is, one line,
     not swallowed as markup or crashing the printer (a gloo error once did)."""
-    import bench.cli as cli_mod
+    import bench.cli.sweep as cli_mod
     from bench.errors import BenchError
 
     def boom(*a, **k):

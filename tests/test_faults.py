@@ -242,7 +242,7 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
 
 
 def test_results_files_share_one_mode_under_the_umask(tmp_path):
-    from bench.cli_maxbatch import _write_json
+    from bench.cli.maxbatch import _write_json
     from bench.sweep import write_json_atomic
 
     old = os.umask(0o022)
@@ -317,13 +317,13 @@ def test_bench_run_exits_1_when_every_configuration_failed(tmp_path, monkeypatch
 
 
 def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
-    import bench.cli_maxbatch
+    import bench.cli.maxbatch
     from bench.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.cli_maxbatch, "_search", interrupted)
+    monkeypatch.setattr(bench.cli.maxbatch, "_search", interrupted)
     assert main(["max-batch", TINY, "--image-size", "8", "--db", str(tmp_path / "h.db")]) == 130
     assert "interrupted" in capsys.readouterr().err
 

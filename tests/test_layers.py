@@ -22,8 +22,7 @@ DATA = Path(__file__).parent / "data"
 LAYERS: dict[str, tuple[str, ...]] = {
     # `bench/__init__.py` is the library's front door (it imports the results layer at import time,
     # sweep and maxbatch only when called); `benchmarks.` are the developers' study scripts.
-    "command line": ("cli", "cli_common", "cli_launch", "cli_maxbatch", "cli_profiles", "cli_report",
-                     "cli_trace", "__main__", "", "benchmarks."),
+    "command line": ("cli.", "__main__", "", "benchmarks."),
     "orchestration": ("sweep", "maxbatch", "suite", "profiles", "isolate", "_child", "plugin", "distributed",
                       "launch", "advise"),
     "measurement": ("runner", "workload", "telemetry", "trace", "models", "zoo", "flops", "data", "breakdown"),

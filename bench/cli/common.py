@@ -7,6 +7,7 @@ the flags mean the same everywhere.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -143,3 +144,21 @@ def build_settings(**kwargs: object) -> MeasureSettings:
         return MeasureSettings(**kwargs)  # type: ignore[arg-type]
     except TypeError as exc:  # pragma: no cover - programming error
         raise BenchError(str(exc)) from None
+
+
+def store_in_history(db: Path | None, result: object) -> bool:
+    """Add a run to the history; a history problem is a warning, never a lost measurement.
+    True when stored."""
+    if db is None:
+        return False
+    from bench.store import import_file, save_run
+
+    try:
+        if isinstance(result, str):
+            import_file(db, result)
+        else:
+            save_run(db, result)
+    except (BenchError, OSError) as exc:
+        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}", highlight=False)
+        return False
+    return True

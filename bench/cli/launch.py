@@ -41,7 +41,7 @@ def launch_sweep(
     under_torchrun: Any,
 ) -> None:
     """Run the sweep of ``ctx`` through torchrun once per process count in ``nproc``."""
-    from bench.cli_common import console, err_console
+    from bench.cli.common import console, err_console
     from bench.launch import (
         click_args,
         finish_scaling,

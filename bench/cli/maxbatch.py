@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bench.cli_common import (
+from bench.cli.common import (
     DB_ENV,
     DB_HELP,
     DEFAULT_DB,
@@ -26,6 +26,7 @@ from bench.cli_common import (
     console,
     err_console,
     fmt_bytes,
+    store_in_history,
 )
 from bench.errors import BenchError
 from bench.schema import device_kind
@@ -218,9 +219,8 @@ def register(app: typer.Typer) -> None:
             err_console.print("[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)")
             raise typer.Exit(130) from None
         print_summary(res)
-        from bench.cli import _store
 
-        _store(db, res)
+        store_in_history(db, res)
         if out is not None:
             _write_json(out, res.to_dict())
             console.print(f"results: {out}")
@@ -250,7 +250,6 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
-        from bench.cli import _store
         from bench.display import LiveSweep, sweep_table
         from bench.recommend import check_lr_reference, render
         from bench.recommend import recommend as make_recommendation
@@ -269,14 +268,14 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         res = _search(workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate)
         print_summary(res)
-        _store(db, res)
+        store_in_history(db, res)
         if res.safe_batch_size is None:
             raise BenchError("no batch size fits with headroom: nothing to sweep")
         sizes = powers_of_two_up_to(res.safe_batch_size)
         out_path = out or default_out_path(workload)
         with LiveSweep(err_console) as live:
             result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
-        _store(db, str(out_path))
+        store_in_history(db, str(out_path))
         console.print(sweep_table(result))
         console.print(render(make_recommendation(result, res, base_batch, base_lr)))
         console.print(f"results: {out_path}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
+from bench.cli.common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
 
 
 def _print_time_summary(suite: Any, wall_seconds: float) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
+from bench.cli.common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
 
 DbOpt = Annotated[Path, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 

@@ -1,25 +1,14 @@
-"""The ``bench`` command line: thin wrappers over library calls a user could make from Python.
-
-Every user error arrives as BenchError (or a click usage error) and leaves as one line on stderr
-with exit code 2. Ctrl-C exits 130 after the results file is marked "interrupted".
-"""
+"""``bench sweep``: samples/sec, step time, memory and utilisation across batch sizes."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
-import os
-import signal
-import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from bench.cli_common import (
+from bench.cli.common import (
     DB_ENV,
     DB_HELP,
     DEFAULT_DB,
@@ -43,21 +32,12 @@ from bench.cli_common import (
     check_workload,
     console,
     err_console,
-    fmt_bytes,
+    store_in_history,
 )
-from bench.errors import BenchError, first_line
+from bench.errors import BenchError
 from bench.schema import SweepResult, Workload, device_kind
 
-app = typer.Typer(
-    name="bench",
-    help="Throughput profiler and benchmark suite for PyTorch training.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
 
-
-@app.command()
 def sweep(
     model: ModelArg = "efficientnet_b0",
     batch_sizes: Annotated[
@@ -190,7 +170,7 @@ def sweep(
 
     rank_env = detect()  # under torchrun: this process is one rank
     if nproc is not None:
-        from bench.cli_launch import launch_sweep
+        from bench.cli.launch import launch_sweep
 
         launch_sweep(ctx, nproc, workload, out_path, history, json_only=json_only, under_torchrun=rank_env)
         return
@@ -222,12 +202,12 @@ def sweep(
         if not is_main:
             raise typer.Exit(130) from None
         err_console.print(f"[yellow]interrupted[/]: finished points are saved in {_saved_in(saved[0])}")
-        _store(history, getattr(exc, "partial_result", None) or str(saved[0] or out_path))
+        store_in_history(history, getattr(exc, "partial_result", None) or str(saved[0] or out_path))
         raise typer.Exit(130) from None
     except Exception as exc:  # a later point failed hard: keep what was measured, then the error
         partial = getattr(exc, "partial_result", None)
         if partial is not None and partial.points and is_main:
-            _store(history, partial)
+            store_in_history(history, partial)
             kept = "" if history is None else " and the history"
             err_console.print(
                 f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {_saved_in(saved[0])}{kept}"
@@ -237,7 +217,7 @@ def sweep(
         raise typer.Exit(1 if result.status == "failed" else 0)
     if advise and result.status != "failed":
         result = _advise(result, saved[0])
-    stored = _store(history, result)
+    stored = store_in_history(history, result)
     search = None
     if result.best_point() is not None:
         from bench.store import matching_max_batch
@@ -255,7 +235,7 @@ def sweep(
         result = replace(result, recommendation=rec)
         _rewrite(result, saved[0], "recommendation")
         if stored:
-            _store(history, result)  # the same history id: a run is replaced in place
+            store_in_history(history, result)  # the same history id: a run is replaced in place
     if json_only:
         print(dumps(result))
     else:
@@ -361,163 +341,5 @@ def _print_time_summary(result: SweepResult) -> None:
         err_console.print(line, highlight=False)
 
 
-def _store(db: Path | None, result: object) -> bool:
-    """Add a run to the history; a history problem is a warning, never a lost measurement.
-    True when stored."""
-    if db is None:
-        return False
-    from bench.store import import_file, save_run
-
-    try:
-        if isinstance(result, str):
-            import_file(db, result)
-        else:
-            save_run(db, result)
-    except (BenchError, OSError) as exc:
-        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}", highlight=False)
-        return False
-    return True
-
-
-@app.command("env")
-def env_cmd(
-    json_only: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
-    """Print the machine and software environment results are recorded with."""
-    from bench import env
-    from bench.schema import to_dict
-
-    info = env.collect()
-    if json_only:
-        print(json.dumps(to_dict(info), indent=2))
-        return
-    from rich.table import Table
-
-    table = Table(show_header=False, title="environment", title_justify="left")
-    for key, value in to_dict(info).items():
-        if key == "gpus":
-            for g in info.gpus:
-                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
-            continue
-        if key == "ram_total_bytes":
-            value = fmt_bytes(value)
-        table.add_row(key, "-" if value is None else str(value))
-    console.print(table)
-
-
-@app.command()
-def models(
-    filter: Annotated[str | None, typer.Argument(help="substring to filter names")] = None,
-    timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
-) -> None:
-    """List model names bench can build (torchvision; timm with --timm)."""
-    from bench.models import timm_models, torchvision_models
-
-    names = torchvision_models()
-    if timm:
-        extra = timm_models()
-        if extra is None:
-            raise BenchError("timm is not installed: pip install 'bench[timm]'")
-        names += [f"timm:{n}" for n in extra]
-    if filter:
-        names = [n for n in names if filter.lower() in n.lower()]
-    for n in names:
-        print(n)
-    if not timm:
-        err_console.print("[dim]also: timm:NAME (bench models --timm), or your own package.module:factory[/]")
-
-
-def _register_extensions() -> None:
-    """Commands that live with their feature (max-batch, trace, report, ...)."""
-    for name in ("bench.cli_maxbatch", "bench.cli_trace", "bench.cli_report", "bench.cli_profiles"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(app)
-
-
-_register_extensions()
-
-
-def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-    """(ClickException, UsageError, Exit, Abort) classes from click and typer's vendored copy.
-
-    Newer typer vendors its own click (``typer._click``); older typer uses click itself.
-    """
-    modules = []
-    for name in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ImportError:
-            pass
-
-    def classes(attr: str) -> tuple[type, ...]:
-        return tuple(getattr(m, attr) for m in modules if hasattr(m, attr))
-
-    return classes("ClickException"), classes("UsageError"), classes("Exit"), classes("Abort")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the typer app, turning user errors into one line and exit code 2."""
-    click_error, usage_error, exit_error, abort_error = _click_exceptions()
-    command = typer.main.get_command(app)
-    previous = _sigterm_as_interrupt()
-    try:
-        rv = command.main(args=argv, prog_name="bench", standalone_mode=False)
-    except BenchError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
-        return 2
-    except usage_error as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `bench` alone: show the help
-            text = exc.format_message()  # older click: the help text; newer typer printed it
-            if text.strip():
-                print(text)
-            return 0
-        message = " ".join(exc.format_message().split())
-        err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        return 2
-    except click_error as exc:
-        message = " ".join(exc.format_message().split())
-        err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        return getattr(exc, "exit_code", 1) or 1
-    except abort_error:
-        err_console.print("[yellow]aborted[/]")
-        return 130
-    except exit_error as exc:
-        return getattr(exc, "exit_code", 0)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        return 130
-    except Exception as exc:  # a bug, not the user's input: one line, the traceback on request
-        if os.environ.get("BENCH_TRACEBACK"):
-            raise
-        err_console.print(
-            f"[red]internal error:[/] {escape(first_line(exc))} (set BENCH_TRACEBACK=1 for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return rv if isinstance(rv, int) else 0
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _sigterm_as_interrupt() -> object | None:
-    """SIGTERM (a batch scheduler's time limit, ``kill``) ends a run the way Ctrl-C does: finished
-    points saved, the file marked "interrupted", the run in the history, child processes killed.
-    Returns the previous handler to restore (None where handlers cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def register(app: typer.Typer) -> None:
+    app.command()(sweep)

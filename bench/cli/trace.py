@@ -26,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli_common import (
+from bench.cli.common import (
     ChannelsLastOpt,
     CompileOpt,
     DeviceOpt,

@@ -1,0 +1,62 @@
+"""``bench env`` and ``bench models``: what results are recorded with, and what can be measured."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from bench.cli.common import console, err_console, fmt_bytes
+from bench.errors import BenchError
+
+
+def env_cmd(
+    json_only: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the machine and software environment results are recorded with."""
+    from bench import env
+    from bench.schema import to_dict
+
+    info = env.collect()
+    if json_only:
+        print(json.dumps(to_dict(info), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title="environment", title_justify="left")
+    for key, value in to_dict(info).items():
+        if key == "gpus":
+            for g in info.gpus:
+                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
+            continue
+        if key == "ram_total_bytes":
+            value = fmt_bytes(value)
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+
+
+def models(
+    filter: Annotated[str | None, typer.Argument(help="substring to filter names")] = None,
+    timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
+) -> None:
+    """List model names bench can build (torchvision; timm with --timm)."""
+    from bench.models import timm_models, torchvision_models
+
+    names = torchvision_models()
+    if timm:
+        extra = timm_models()
+        if extra is None:
+            raise BenchError("timm is not installed: pip install 'bench[timm]'")
+        names += [f"timm:{n}" for n in extra]
+    if filter:
+        names = [n for n in names if filter.lower() in n.lower()]
+    for n in names:
+        print(n)
+    if not timm:
+        err_console.print("[dim]also: timm:NAME (bench models --timm), or your own package.module:factory[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("env")(env_cmd)
+    app.command()(models)
