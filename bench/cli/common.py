@@ -6,9 +6,11 @@ the flags mean the same everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +22,18 @@ from bench.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands form
 
 DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
 DB_HELP = f"results history, SQLite (default {DEFAULT_DB}, or ${DB_ENV})"
+
+
+def _defaults(cls: type) -> SimpleNamespace:
+    """A dataclass's field defaults by name: the flags default to what the library defaults to."""
+    return SimpleNamespace(
+        **{f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    )
+
+
+WORKLOAD = _defaults(Workload)  # e.g. ``mode: ModeOpt = WORKLOAD.mode``
+SETTINGS = _defaults(MeasureSettings)
+DEFAULT_MODEL = "efficientnet_b0"
 
 # Results and tables go to stdout, progress and notices to stderr. Redirected to a file or a CI
 # log, rich would wrap tables at 80 columns; give them room instead.
@@ -82,51 +96,23 @@ WorkersOpt = Annotated[
 DataDirOpt = Annotated[
     str | None, typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)")
 ]
+DbOpt = Annotated[Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 DatasetSizeOpt = Annotated[
     int, typer.Option("--dataset-size", help="samples per epoch for the epoch-time estimate")
 ]
 
 
-def build_workload(
-    model: str,
-    *,
-    mode: str,
-    precision: str,
-    channels_last: bool,
-    compile: bool,
-    image_size: int,
-    device: str | None,
-    h2d: bool,
-    optimizer: str,
-    dataset_size: int,
-    cudnn_benchmark: bool = True,
-    data: str = "synthetic",
-    workers: int = 0,
-    data_dir: str | None = None,
-    compile_mode: str | None = None,
-) -> Workload:
-    """Flags -> validated Workload (BenchError with one line on bad input)."""
+def build_workload(model: str, *, device: str | None = None, **flags: Any) -> Workload:
+    """Flags -> validated Workload (BenchError with one line on bad input). A flag left out takes
+    Workload's default; ``device=None`` is CUDA when there is one, else the CPU."""
     from bench.hw.device import check_device, default_device
 
     device = device or default_device()
     check_device(device)
-    return Workload(
-        model=model,
-        mode=mode.lower(),
-        precision=precision.lower(),
-        channels_last=channels_last,
-        compile=compile,
-        image_size=image_size,
-        device=device,
-        h2d=h2d,
-        optimizer=optimizer.lower(),
-        dataset_size=dataset_size,
-        cudnn_benchmark=cudnn_benchmark,
-        data=data.lower(),
-        workers=workers,
-        data_dir=data_dir,
-        compile_mode=compile_mode,
-    )
+    for name in ("mode", "precision", "optimizer", "data"):  # the choices are lower case
+        if isinstance(flags.get(name), str):
+            flags[name] = flags[name].lower()
+    return Workload(model=model, device=device, **flags)
 
 
 def check_workload(workload: Workload) -> None:

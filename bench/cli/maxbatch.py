@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bench.cli.common import (
-    DB_ENV,
-    DB_HELP,
     DEFAULT_DB,
+    DEFAULT_MODEL,
+    WORKLOAD,
     ChannelsLastOpt,
     CompileOpt,
     CudnnBenchmarkOpt,
+    DbOpt,
     DeviceOpt,
     ImageSizeOpt,
     ModelArg,
@@ -55,7 +56,6 @@ IsolateOpt = Annotated[
 ]
 CapOpt = Annotated[int | None, typer.Option("--max-batch", help="never probe above this batch")]
 SoakOpt = Annotated[int, typer.Option("--soak-steps", help="steps the chosen max must survive")]
-DbOpt = Annotated[Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 
 
 def _workload(model: str, mode: str, **flags: Any) -> Workload:
@@ -167,15 +167,15 @@ def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
 def register(app: typer.Typer) -> None:
     @app.command("max-batch")
     def max_batch_cmd(
-        model: ModelArg = "efficientnet_b0",
-        mode: ModeOpt = "train",
-        precision: PrecisionOpt = "fp32",
-        channels_last: ChannelsLastOpt = False,
-        compile: CompileOpt = False,
-        image_size: ImageSizeOpt = 224,
+        model: ModelArg = DEFAULT_MODEL,
+        mode: ModeOpt = WORKLOAD.mode,
+        precision: PrecisionOpt = WORKLOAD.precision,
+        channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+        compile: CompileOpt = WORKLOAD.compile,
+        image_size: ImageSizeOpt = WORKLOAD.image_size,
         device: DeviceOpt = None,
-        optimizer: OptimizerOpt = "sgd",
-        cudnn_benchmark: CudnnBenchmarkOpt = True,
+        optimizer: OptimizerOpt = WORKLOAD.optimizer,
+        cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
         granularity: GranularityOpt = None,
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
+            image_size=image_size, device=device, optimizer=optimizer,
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
         if out is not None:  # an unwritable output is bad input: say so before minutes of probing
@@ -229,14 +229,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def recommend(
-        model: ModelArg = "efficientnet_b0",
-        mode: ModeOpt = "train",
-        precision: PrecisionOpt = "fp32",
-        channels_last: ChannelsLastOpt = False,
-        compile: CompileOpt = False,
-        image_size: ImageSizeOpt = 224,
+        model: ModelArg = DEFAULT_MODEL,
+        mode: ModeOpt = WORKLOAD.mode,
+        precision: PrecisionOpt = WORKLOAD.precision,
+        channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+        compile: CompileOpt = WORKLOAD.compile,
+        image_size: ImageSizeOpt = WORKLOAD.image_size,
         device: DeviceOpt = None,
-        optimizer: OptimizerOpt = "sgd",
+        optimizer: OptimizerOpt = WORKLOAD.optimizer,
         granularity: GranularityOpt = None,
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
         settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, optimizer=optimizer, dataset_size=1_281_167,
+            image_size=image_size, device=device, optimizer=optimizer,
         )  # fmt: skip
         res = _search(workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate)
         print_summary(res)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench.cli.common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
+from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
 
 def _print_time_summary(suite: Any, wall_seconds: float) -> None:
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--resume", help="skip cells already measured here with this configuration")
         ] = False,
         device: Annotated[str | None, typer.Option("--device", help="override the profile's device")] = None,
-        db: Annotated[Path, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)] = DEFAULT_DB,
+        db: DbOpt = DEFAULT_DB,
         out: Annotated[
             Path | None, typer.Option("--out", help="report directory (default: the profile's report)")
         ] = None,

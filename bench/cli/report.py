@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli.common import DB_ENV, DB_HELP, DEFAULT_DB, console, err_console
-
-DbOpt = Annotated[Path, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
+from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
 
 def register(app: typer.Typer) -> None:

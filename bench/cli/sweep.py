@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from bench.cli.common import (
-    DB_ENV,
-    DB_HELP,
     DEFAULT_DB,
+    DEFAULT_MODEL,
+    SETTINGS,
+    WORKLOAD,
     ChannelsLastOpt,
     CompileModeOpt,
     CompileOpt,
@@ -19,6 +20,7 @@ from bench.cli.common import (
     DataDirOpt,
     DataOpt,
     DatasetSizeOpt,
+    DbOpt,
     DeviceOpt,
     H2dOpt,
     ImageSizeOpt,
@@ -39,32 +41,32 @@ from bench.schema import SweepResult, Workload, device_kind
 
 
 def sweep(
-    model: ModelArg = "efficientnet_b0",
+    model: ModelArg = DEFAULT_MODEL,
     batch_sizes: Annotated[
         str | None,
         typer.Option(
             "--batch-sizes", "-b", help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: by device)"
         ),
     ] = None,
-    mode: ModeOpt = "train",
-    precision: PrecisionOpt = "fp32",
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    compile_mode: CompileModeOpt = None,
-    image_size: ImageSizeOpt = 224,
+    mode: ModeOpt = WORKLOAD.mode,
+    precision: PrecisionOpt = WORKLOAD.precision,
+    channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+    compile: CompileOpt = WORKLOAD.compile,
+    compile_mode: CompileModeOpt = WORKLOAD.compile_mode,
+    image_size: ImageSizeOpt = WORKLOAD.image_size,
     device: DeviceOpt = None,
-    h2d: H2dOpt = False,
-    optimizer: OptimizerOpt = "sgd",
-    dataset_size: DatasetSizeOpt = 1_281_167,
-    cudnn_benchmark: CudnnBenchmarkOpt = True,
-    data: DataOpt = "synthetic",
-    workers: WorkersOpt = "0",
-    data_dir: DataDirOpt = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = 5,
-    min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = 10,
+    h2d: H2dOpt = WORKLOAD.h2d,
+    optimizer: OptimizerOpt = WORKLOAD.optimizer,
+    dataset_size: DatasetSizeOpt = WORKLOAD.dataset_size,
+    cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
+    data: DataOpt = WORKLOAD.data,
+    workers: WorkersOpt = str(WORKLOAD.workers),
+    data_dir: DataDirOpt = WORKLOAD.data_dir,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = SETTINGS.warmup_steps,
+    min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = SETTINGS.min_steps,
     max_time: Annotated[
         float, typer.Option("--max-time", help="seconds of timed steps per point at most")
-    ] = 10.0,
+    ] = SETTINGS.max_time_seconds,
     min_time: Annotated[
         float | None,
         typer.Option(
@@ -76,7 +78,7 @@ def sweep(
         typer.Option(
             "--target-ci", help="stop when the 95% CI half-width is within this fraction of the median"
         ),
-    ] = 0.02,
+    ] = SETTINGS.target_rel_ci,
     sample_interval: Annotated[
         float | None,
         typer.Option("--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"),
@@ -92,7 +94,7 @@ def sweep(
             help="independent measurements of every batch size, interleaved (fresh process on CPU, fresh "
             "model on GPU); their spread is the run-to-run noise `bench compare` gates on",
         ),
-    ] = 1,
+    ] = SETTINGS.repeat,
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")
     ] = False,
@@ -100,9 +102,7 @@ def sweep(
         Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
     ] = None,
     json_only: Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")] = False,
-    db: Annotated[
-        Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)
-    ] = DEFAULT_DB,
+    db: DbOpt = DEFAULT_DB,
     no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
     no_nvtx: Annotated[
         bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")

@@ -27,6 +27,7 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import (
+    WORKLOAD,
     ChannelsLastOpt,
     CompileOpt,
     DeviceOpt,
@@ -146,14 +147,14 @@ def trace_cmd(
         bool, typer.Option("--memory", help="also record a CUDA allocator snapshot (memory_viz pickle)")
     ] = False,
     top: Annotated[int, typer.Option("--top", help="operators listed per table")] = 15,
-    mode: ModeOpt = "train",
-    precision: PrecisionOpt = "fp32",
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    image_size: ImageSizeOpt = 224,
+    mode: ModeOpt = WORKLOAD.mode,
+    precision: PrecisionOpt = WORKLOAD.precision,
+    channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+    compile: CompileOpt = WORKLOAD.compile,
+    image_size: ImageSizeOpt = WORKLOAD.image_size,
     device: DeviceOpt = None,
-    h2d: H2dOpt = False,
-    optimizer: OptimizerOpt = "sgd",
+    h2d: H2dOpt = WORKLOAD.h2d,
+    optimizer: OptimizerOpt = WORKLOAD.optimizer,
     inside_nsys: Annotated[bool, typer.Option("--inside-nsys", hidden=True)] = False,
 ) -> None:
     """Trace one batch size: PyTorch profiler trace (Perfetto/HTA), top-operator table, nsys capture."""
