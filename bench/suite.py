@@ -9,6 +9,7 @@ leaves everything finished saved.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,11 +20,70 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.profiles import Profile, ProfileEntry
-from bench.schema import Environment, SweepResult, load_result, to_dict
+from bench.schema import (
+    Environment,
+    MeasureSettings,
+    Recommendation,
+    SweepResult,
+    Workload,
+    load_result,
+    to_dict,
+)
 from bench.sweep import powers_of_two_up_to  # 1, 2, 4, ... up to the searched safe max, which ends it
 
 MANIFEST_DIR = Path(".bench") / "profiles"
+
+
+@dataclass(frozen=True)
+class RecommendRun:
+    """`bench recommend`'s answer: the max-batch search, the sweep it bounded, and the pick."""
+
+    search: Any  # MaxBatchResult
+    sweep: SweepResult
+    recommendation: Recommendation
+    sweep_path: Path
+
+
+def recommend_for(
+    workload: Workload,
+    settings: MeasureSettings,
+    *,
+    out_path: Path | str,
+    base_batch: int | None = None,
+    base_lr: float | None = None,
+    on_search: Callable[[Any], None] | None = None,
+    sweep_display: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    find: Callable[..., Any] | None = None,
+    sweep: Callable[..., SweepResult] | None = None,
+    **search_options: Any,
+) -> RecommendRun:
+    """Max batch, then a sweep of powers of two up to the safe batch (the largest that keeps the
+    memory headroom), then the batch to pick: one call for what a user would otherwise chain by hand.
+
+    ``search_options`` go to ``find_max_batch`` (granularity, memory_limit, cap, isolate, on_probe).
+    ``on_search`` sees the search before the sweep starts (the CLI prints and stores it);
+    ``sweep_display()`` is entered around the sweep and its value, if not None, receives the sweep's
+    events (the CLI's live table). ``find`` and ``sweep`` stand in for ``find_max_batch`` and
+    ``run_sweep`` (tests). BenchError when no batch fits with headroom: there is nothing to sweep.
+    """
+    from bench.recommend import check_lr_reference, recommend
+
+    check_lr_reference(base_batch, base_lr)
+    if find is None:
+        from bench.maxbatch import find_max_batch as find
+    if sweep is None:
+        from bench.sweep import run_sweep as sweep
+    search = find(workload, **search_options)
+    if on_search is not None:
+        on_search(search)
+    if search.safe_batch_size is None:
+        raise BenchError("no batch size fits with headroom: nothing to sweep")
+    sizes = powers_of_two_up_to(search.safe_batch_size)
+    with sweep_display() as on_event:
+        result = sweep(workload, sizes, settings, out_path=out_path, on_event=on_event)
+    return RecommendRun(search, result, recommend(result, search, base_batch, base_lr), Path(out_path))
 
 
 @dataclass(frozen=True)

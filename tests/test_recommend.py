@@ -104,3 +104,53 @@ def test_render_shows_the_picks_and_labels_lr_as_starting_points():
         "starting points",
     ):
         assert expected in text
+
+
+def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
+    """The `bench recommend` pipeline as a library call: search, then the sweep it bounds, then the pick."""
+    import contextlib
+
+    from bench.schema import MeasureSettings, Workload
+    from bench.suite import recommend_for
+
+    log = []
+    search = max_result(safe=4, mx=5, headroom=0.1)
+
+    def find(workload, **options):
+        log.append(("find", options))
+        return search
+
+    def sweep(workload, sizes, settings, *, out_path, on_event):
+        log.append(("sweep", list(sizes), on_event))
+        return sweep_of([pt(b, 100.0 * b) for b in sizes])
+
+    @contextlib.contextmanager
+    def display():
+        log.append("display")
+        yield "live"
+
+    run = recommend_for(
+        Workload(model="m"), MeasureSettings(), out_path="r.json", on_search=lambda s: log.append(("shown", s)),
+        sweep_display=display, find=find, sweep=sweep, cap=4,
+    )  # fmt: skip
+    assert log == [("find", {"cap": 4}), ("shown", search), "display", ("sweep", [1, 2, 4], "live")]
+    assert run.search is search and run.sweep_path == Path("r.json")
+    assert [p.batch_size for p in run.sweep.points] == [1, 2, 4]
+    assert run.recommendation == recommend(run.sweep, search)
+
+
+def test_recommend_for_stops_before_the_sweep_when_no_batch_keeps_the_headroom():
+    from bench.schema import MeasureSettings, Workload
+    from bench.suite import recommend_for
+
+    shown = []
+
+    def sweep(*a, **k):
+        raise AssertionError("nothing to sweep")
+
+    with pytest.raises(BenchError, match="no batch size fits with headroom"):
+        recommend_for(
+            Workload(model="m"), MeasureSettings(), out_path="r.json", on_search=shown.append,
+            find=lambda w, **o: max_result(safe=None), sweep=sweep,
+        )  # fmt: skip
+    assert len(shown) == 1  # the search is still shown (and stored by the CLI)

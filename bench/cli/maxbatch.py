@@ -149,10 +149,10 @@ def _write_json(out: Path, data: dict[str, Any]) -> None:
         raise BenchError(f"cannot write {out}: {exc.strerror}") from None
 
 
-def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
-    from bench.maxbatch import SOAK_STEPS, check_options, default_granularity, find_max_batch, parse_bytes
+def _start_search(workload: Workload, **kwargs: Any) -> None:
+    """Bad input is one line before anything starts; then the line that says what is searched."""
+    from bench.maxbatch import SOAK_STEPS, check_options, default_granularity, parse_bytes
 
-    # bad input is one line before anything starts
     g = kwargs["granularity"]
     if g is None:
         g = min(default_granularity(device_kind(workload.device)), kwargs["cap"] or 2**62)
@@ -161,6 +161,12 @@ def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
         parse_bytes(kwargs["memory_limit"])
     check_workload(workload)  # bad input is the only line printed
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
+
+
+def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
+    from bench.maxbatch import find_max_batch
+
+    _start_search(workload, **kwargs)
     return find_max_batch(workload, on_probe=print_probe, **kwargs)
 
 
@@ -252,30 +258,31 @@ def register(app: typer.Typer) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
         from bench.display import LiveSweep, sweep_table
         from bench.recommend import check_lr_reference, render
-        from bench.recommend import recommend as make_recommendation
         from bench.schema import MeasureSettings
-        from bench.suite import powers_of_two_up_to
-        from bench.sweep import default_out_path, run_sweep
+        from bench.store import check_history_path
+        from bench.suite import recommend_for
+        from bench.sweep import default_out_path
 
         check_lr_reference(base_batch, base_lr)
-        from bench.store import check_history_path
-
         check_history_path(db)
         settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
         )  # fmt: skip
-        res = _search(workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate)
-        print_summary(res)
-        store_in_history(db, res)
-        if res.safe_batch_size is None:
-            raise BenchError("no batch size fits with headroom: nothing to sweep")
-        sizes = powers_of_two_up_to(res.safe_batch_size)
-        out_path = out or default_out_path(workload)
-        with LiveSweep(err_console) as live:
-            result = run_sweep(workload, sizes, settings, out_path=out_path, on_event=live)
-        store_in_history(db, str(out_path))
-        console.print(sweep_table(result))
-        console.print(render(make_recommendation(result, res, base_batch, base_lr)))
-        console.print(f"results: {out_path}")
+        search_options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+        _start_search(workload, **search_options)
+
+        def show(res: MaxBatchResult) -> None:
+            print_summary(res)
+            store_in_history(db, res)
+
+        run = recommend_for(
+            workload, settings, out_path=out or default_out_path(workload), base_batch=base_batch,
+            base_lr=base_lr, on_search=show, sweep_display=lambda: LiveSweep(err_console),
+            on_probe=print_probe, **search_options,
+        )  # fmt: skip
+        store_in_history(db, str(run.sweep_path))
+        console.print(sweep_table(run.sweep))
+        console.print(render(run.recommendation))
+        console.print(f"results: {run.sweep_path}")
