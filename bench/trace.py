@@ -38,6 +38,7 @@ stable, the exact release an option appeared in is the uncertain part, so gates 
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import os
@@ -45,6 +46,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -54,6 +56,7 @@ from typing import Any
 
 from bench.errors import BenchError, first_line
 from bench.runner import NO_HOOKS, Hooks
+from bench.schema import Workload, device_kind
 
 PHASES = ("data", "forward", "backward", "optimizer")
 
@@ -874,3 +877,95 @@ def record_memory_snapshot(
         torch.cuda.memory._record_memory_history(enabled=None)
     _point_or_raise(point, "the memory-snapshot run")
     return path
+
+
+# --- bench trace's nsys capture: the command line nsys runs, and the run itself ---
+
+NSYS_NAME = "profile"
+
+
+def default_trace_dir(workload: Workload, batch_size: int, started: dt.datetime | None = None) -> Path:
+    """``bench_traces/trace-<model>-<device>-b<N>-<time>``: one folder per trace, named so a listing sorts by model."""
+    started = started or dt.datetime.now()
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    device = workload.device.replace(":", "")
+    return Path("bench_traces") / f"trace-{model}-{device}-b{batch_size}-{started.strftime('%Y%m%d-%H%M%S')}"
+
+
+def child_argv(workload: Workload, batch_size: int, steps: int, warmup: int) -> list[str]:
+    """The command nsys runs: this same trace, annotated, without the PyTorch profiler."""
+    return [
+        sys.executable, "-m", "bench", "trace", workload.model,
+        "--batch-size", str(batch_size), "--steps", str(steps), "--warmup", str(warmup),
+        "--device", workload.device, "--mode", workload.mode, "--precision", workload.precision,
+        "--image-size", str(workload.image_size), "--optimizer", workload.optimizer,
+        "--channels-last" if workload.channels_last else "--no-channels-last",
+        "--compile" if workload.compile else "--no-compile",
+        "--h2d" if workload.h2d else "--no-h2d",
+        "--inside-nsys",
+    ]  # fmt: skip
+
+
+def nsys_capture(
+    workload: Workload,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    out_dir: Path,
+    nsys_opt: str | None,
+    *,
+    on_status: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The Nsight Systems half of ``bench trace``: run the workload again under nsys in a child
+    (``child_argv``; the two profilers both use CUPTI and must not share a process), then its stats
+    as CSV, into ``out_dir/nsys``. ``out_dir/nsys_profile.sh`` holds the exact commands in every
+    case; without nsys (PATH or ``nsys_opt``) it is all that is written. Returns the lines to show
+    the user (report paths, warnings); ``on_status`` hears progress. BenchError when nsys fails.
+    """
+    kind = device_kind(workload.device)
+    nsys = resolve_nsys(nsys_opt)
+    argv = child_argv(workload, batch_size, steps, warmup)
+    nsys_dir = out_dir / "nsys"
+    script = out_dir / "nsys_profile.sh"
+    if nsys is None:
+        version = SCRIPT_ASSUMED_VERSION
+        profile_cmd = build_nsys_command(version, nsys_dir, argv, device_kind=kind, name=NSYS_NAME)
+        stats_cmd = build_nsys_stats_command(
+            nsys_dir / f"{NSYS_NAME}.nsys-rep",
+            stats_report_names(version, kind),
+            nsys_dir / "stats",
+        )
+        write_nsys_script(
+            script, profile_cmd, stats_cmd, os.getcwd(), "Nsight Systems capture of the measured steps"
+        )
+        return [
+            f"nsys not found (PATH or --nsys): wrote the capture command to {script}; run it where nsys is installed"
+        ]
+
+    version = nsys_version(nsys)
+    profile_cmd = build_nsys_command(
+        version, nsys_dir, argv, nsys=nsys, device_kind=kind, name=NSYS_NAME
+    )
+    available = available_stats_reports(nsys)
+    reports = stats_report_names(version, kind, available)
+
+    def stats_for(report: Path) -> list[str]:
+        return build_nsys_stats_command(report, reports, nsys_dir / "stats", nsys=nsys)
+
+    write_nsys_script(
+        script,
+        profile_cmd,
+        stats_for(nsys_dir / f"{NSYS_NAME}.nsys-rep"),
+        os.getcwd(),
+        "the capture bench trace ran",
+    )
+    shown = ".".join(str(v) for v in version) if version else "unknown version"
+    if on_status is not None:
+        on_status(f"nsys {shown}: capturing the measured steps in a child process...")
+    outcome = run_nsys(nsys, profile_cmd, stats_for, nsys_dir, name=NSYS_NAME)
+    lines = [f"warning: {n}" for n in outcome.notices]
+    if outcome.report_path is not None:
+        lines.append(f"nsys report: {outcome.report_path}")
+    if outcome.stats_csv:
+        lines.append(f"nsys stats: {len(outcome.stats_csv)} CSV summaries in {nsys_dir} (stats_*.csv)")
+    return lines

@@ -407,3 +407,21 @@ def test_each_device_microsecond_is_counted_once_per_table_as_share_of_the_step(
     assert [k["name"] for k in doc["kernels"]] == [BN_KERNEL, ADD_KERNEL]  # full names in the JSON
     assert doc["kernels"][1]["short_name"] == "elementwise_kernel [CUDAFunctor_add]"
     assert doc["operators"][0]["device_share_of_step"] == pytest.approx(5.335 / 29.5)
+
+
+def test_nsys_capture_without_nsys_writes_the_commands_as_a_script(tmp_path, monkeypatch):
+    """The library half of `bench trace`'s nsys flow: no nsys on PATH -> the script, one line, no run."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    workload = Workload(model=TINY, device="cpu", image_size=8)
+    heard = []
+    lines = trace.nsys_capture(workload, 2, 3, 1, tmp_path, None, on_status=heard.append)
+    script = tmp_path / "nsys_profile.sh"
+    assert len(lines) == 1 and "nsys not found" in lines[0] and str(script) in lines[0]
+    assert heard == []  # nothing ran
+    text = script.read_text()
+    assert " ".join(trace.child_argv(workload, 2, 3, 1)[1:]) in text
+    assert str(tmp_path / "nsys" / "profile") in text  # the capture goes under out_dir/nsys
+    assert not (tmp_path / "nsys" / "profile.nsys-rep").exists()
+    assert trace.default_trace_dir(workload, 2).parts[0] == "bench_traces"

@@ -16,11 +16,7 @@ profilers both use CUPTI and must not run in one process.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import re
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,29 +40,6 @@ from bench.cli.common import (
 from bench.errors import BenchError
 from bench.schema import Workload, device_kind
 
-NSYS_NAME = "profile"
-
-
-def default_trace_dir(workload: Workload, batch_size: int, started: dt.datetime | None = None) -> Path:
-    started = started or dt.datetime.now()
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
-    device = workload.device.replace(":", "")
-    return Path("bench_traces") / f"trace-{model}-{device}-b{batch_size}-{started.strftime('%Y%m%d-%H%M%S')}"
-
-
-def child_argv(workload: Workload, batch_size: int, steps: int, warmup: int) -> list[str]:
-    """The command nsys runs: this same trace, annotated, without the PyTorch profiler."""
-    return [
-        sys.executable, "-m", "bench", "trace", workload.model,
-        "--batch-size", str(batch_size), "--steps", str(steps), "--warmup", str(warmup),
-        "--device", workload.device, "--mode", workload.mode, "--precision", workload.precision,
-        "--image-size", str(workload.image_size), "--optimizer", workload.optimizer,
-        "--channels-last" if workload.channels_last else "--no-channels-last",
-        "--compile" if workload.compile else "--no-compile",
-        "--h2d" if workload.h2d else "--no-h2d",
-        "--inside-nsys",
-    ]  # fmt: skip
-
 
 def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -> None:
     from bench.trace import run_annotated
@@ -76,60 +49,6 @@ def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -
         f"bench trace (under nsys): batch {batch_size}, {steps} measured steps, "
         f"{point.samples_per_sec:,.1f} samples/s with NVTX ranges"
     )
-
-
-def _nsys_part(
-    workload: Workload, batch_size: int, steps: int, warmup: int, out_dir: Path, nsys_opt: str | None
-) -> list[str]:
-    """Run (or script) the nsys capture. Returns lines to print."""
-    from bench import trace
-
-    kind = device_kind(workload.device)
-    nsys = trace.resolve_nsys(nsys_opt)
-    argv = child_argv(workload, batch_size, steps, warmup)
-    nsys_dir = out_dir / "nsys"
-    script = out_dir / "nsys_profile.sh"
-    if nsys is None:
-        version = trace.SCRIPT_ASSUMED_VERSION
-        profile_cmd = trace.build_nsys_command(version, nsys_dir, argv, device_kind=kind, name=NSYS_NAME)
-        stats_cmd = trace.build_nsys_stats_command(
-            nsys_dir / f"{NSYS_NAME}.nsys-rep",
-            trace.stats_report_names(version, kind),
-            nsys_dir / "stats",
-        )
-        trace.write_nsys_script(
-            script, profile_cmd, stats_cmd, os.getcwd(), "Nsight Systems capture of the measured steps"
-        )
-        return [
-            f"nsys not found (PATH or --nsys): wrote the capture command to {script}; run it where nsys is installed"
-        ]
-
-    version = trace.nsys_version(nsys)
-    profile_cmd = trace.build_nsys_command(
-        version, nsys_dir, argv, nsys=nsys, device_kind=kind, name=NSYS_NAME
-    )
-    available = trace.available_stats_reports(nsys)
-    reports = trace.stats_report_names(version, kind, available)
-
-    def stats_for(report: Path) -> list[str]:
-        return trace.build_nsys_stats_command(report, reports, nsys_dir / "stats", nsys=nsys)
-
-    trace.write_nsys_script(
-        script,
-        profile_cmd,
-        stats_for(nsys_dir / f"{NSYS_NAME}.nsys-rep"),
-        os.getcwd(),
-        "the capture bench trace ran",
-    )
-    shown = ".".join(str(v) for v in version) if version else "unknown version"
-    err_console.print(f"[dim]nsys {shown}: capturing the measured steps in a child process...[/]")
-    outcome = trace.run_nsys(nsys, profile_cmd, stats_for, nsys_dir, name=NSYS_NAME)
-    lines = [f"warning: {n}" for n in outcome.notices]
-    if outcome.report_path is not None:
-        lines.append(f"nsys report: {outcome.report_path}")
-    if outcome.stats_csv:
-        lines.append(f"nsys stats: {len(outcome.stats_csv)} CSV summaries in {nsys_dir} (stats_*.csv)")
-    return lines
 
 
 def trace_cmd(
@@ -179,7 +98,7 @@ def trace_cmd(
 
     from bench import trace
 
-    out_dir = out or default_trace_dir(workload, batch_size)
+    out_dir = out or trace.default_trace_dir(workload, batch_size)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -217,7 +136,10 @@ def trace_cmd(
             )
             say(f"memory snapshot: {snap} (open at https://pytorch.org/memory_viz)")
 
-    for line in _nsys_part(workload, batch_size, steps, warmup, out_dir, nsys):
+    def status(line: str) -> None:
+        err_console.print(f"[dim]{line}[/]")
+
+    for line in trace.nsys_capture(workload, batch_size, steps, warmup, out_dir, nsys, on_status=status):
         say(line)
 
 
