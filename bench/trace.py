@@ -943,9 +943,7 @@ def nsys_capture(
         ]
 
     version = nsys_version(nsys)
-    profile_cmd = build_nsys_command(
-        version, nsys_dir, argv, nsys=nsys, device_kind=kind, name=NSYS_NAME
-    )
+    profile_cmd = build_nsys_command(version, nsys_dir, argv, nsys=nsys, device_kind=kind, name=NSYS_NAME)
     available = available_stats_reports(nsys)
     reports = stats_report_names(version, kind, available)
 
