@@ -82,7 +82,9 @@ def _scaling(point: Point, neighbours: Sequence[Point]) -> tuple[float | None, s
     lo, hi = sorted((point, other), key=lambda p: p.batch_size)
     assert lo.step_stats is not None and hi.step_stats is not None
     ratio = hi.step_stats.median_seconds / lo.step_stats.median_seconds
-    shape = "nearly flat" if e < FLAT_EXPONENT else "proportional" if e >= PROPORTIONAL_EXPONENT else "sub-linear"
+    shape = (
+        "nearly flat" if e < FLAT_EXPONENT else "proportional" if e >= PROPORTIONAL_EXPONENT else "sub-linear"
+    )
     words = (
         f"step time {_ms(lo.step_stats.median_seconds)} at batch {lo.batch_size} -> "
         f"{_ms(hi.step_stats.median_seconds)} at batch {hi.batch_size} "

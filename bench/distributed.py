@@ -391,7 +391,9 @@ class Ranks:
                     f"rank {self.env.rank}: batch {batch_size} failed ({_plain(point.error)}); the other ranks "
                     f"did not fail within {wait:g} s, so the run stops"
                 ) from None
-        gathered = self.gather((point, rank_stats(self.env.rank, point, spans)), "gathering the ranks' points")
+        gathered = self.gather(
+            (point, rank_stats(self.env.rank, point, spans)), "gathering the ranks' points"
+        )
         return combine([p for p, _ in gathered], [r for _, r in gathered], workload.dataset_size)
 
 
@@ -439,7 +441,9 @@ def one_rank_store() -> Any:
 
 
 @contextmanager
-def maybe_ranks(workload: Any, timeout_seconds: float | str | None = None) -> Iterator[tuple[Any, Ranks | None]]:
+def maybe_ranks(
+    workload: Any, timeout_seconds: float | str | None = None
+) -> Iterator[tuple[Any, Ranks | None]]:
     """(workload, ranks) for this process: under torchrun the process group joined for the
     duration, on this rank's device (``ranks.device``; the workload keeps the device as the user
     gave it, so a 1-process torchrun run and a plain sweep record the same workload); otherwise

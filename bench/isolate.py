@@ -49,7 +49,7 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def over_budget_message(rss_bytes: int, limit_bytes: int) -> str:
-    """"child RSS 1.0001 GiB exceeded the 1.0000 GiB budget": as many decimals as it takes for
+    """ "child RSS 1.0001 GiB exceeded the 1.0000 GiB budget": as many decimals as it takes for
     the two numbers to differ (they always do: the child is killed only when RSS > budget)."""
     unit, scale = ("GiB", 2**30) if limit_bytes >= 2**30 else ("MiB", 2**20)
     for decimals in range(2, 10):
@@ -98,7 +98,9 @@ def _start_child(target: str, args: tuple[Any, ...]) -> tuple[subprocess.Popen, 
         os.close(write_fd)  # the child holds the only write end: EOF here when it exits
     inbox: queue_mod.Queue = queue_mod.Queue()
     reader = os.fdopen(read_fd, "rb")
-    threading.Thread(target=_read_messages, args=(reader, inbox), daemon=True, name="bench-child-read").start()
+    threading.Thread(
+        target=_read_messages, args=(reader, inbox), daemon=True, name="bench-child-read"
+    ).start()
     try:
         assert proc.stdin is not None
         proc.stdin.write(payload)

@@ -144,7 +144,9 @@ def launch_sweeps(
     return done
 
 
-def finish_scaling(runs: Sequence[tuple[int, Path]], summary_path: Path | None) -> tuple[list[Any], list[Any]]:
+def finish_scaling(
+    runs: Sequence[tuple[int, Path]], summary_path: Path | None
+) -> tuple[list[Any], list[Any]]:
     """Load each world size's result, fill in scaling efficiency against the 1-process run,
     rewrite the files, and write the summary; returns (results, rows)."""
     from bench.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
@@ -161,6 +163,9 @@ def finish_scaling(runs: Sequence[tuple[int, Path]], summary_path: Path | None) 
     if summary_path is not None:
         write_json(
             summary_path,
-            scaling_to_dict(rows, [(r.world_size, str(path), r.run_id) for r, (_, path) in zip(results, runs, strict=True)]),
+            scaling_to_dict(
+                rows,
+                [(r.world_size, str(path), r.run_id) for r, (_, path) in zip(results, runs, strict=True)],
+            ),
         )
     return results, rows

@@ -293,7 +293,13 @@ def probe_isolated(
     if outcome.status != "ok":  # "died": SIGKILL is the kernel's OOM killer; anything else an error
         kind = OOM if outcome.exitcode == -9 else ERROR
         return ProbeRecord(
-            batch_size, kind, None, seconds, steps, detail=outcome.message, timing=Timing(total_seconds=seconds)
+            batch_size,
+            kind,
+            None,
+            seconds,
+            steps,
+            detail=outcome.message,
+            timing=Timing(total_seconds=seconds),
         )
     record: ProbeRecord = outcome.value["record"]
     if record.timing is not None:  # what starting the child and importing torch there cost

@@ -80,7 +80,9 @@ def with_efficiency(result: SweepResult, single: dict[int, float]) -> SweepResul
     return replace(result, points=tuple(points))
 
 
-def scaling_to_dict(rows: Sequence[ScalingRow], runs: Sequence[tuple[int, str, str | None]]) -> dict[str, Any]:
+def scaling_to_dict(
+    rows: Sequence[ScalingRow], runs: Sequence[tuple[int, str, str | None]]
+) -> dict[str, Any]:
     """The scaling summary file: ``runs`` are (world size, result file, run id)."""
     return {
         "schema_version": 1,

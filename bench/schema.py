@@ -569,7 +569,9 @@ def _point_distributed_from_dict(d: dict[str, Any]) -> PointDistributed:
     for r in d.get("ranks") or ():
         r = dict(r) if isinstance(r, dict) else r
         if isinstance(r, dict):
-            r["step_stats"] = _build(StepStats, r["step_stats"], "step_stats") if r.get("step_stats") else None
+            r["step_stats"] = (
+                _build(StepStats, r["step_stats"], "step_stats") if r.get("step_stats") else None
+            )
             r["memory"] = _build(MemoryStats, r.get("memory") or {}, "memory")
         ranks.append(_build(RankStats, r, "rank"))
     d["ranks"] = tuple(ranks)

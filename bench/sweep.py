@@ -285,7 +285,9 @@ def _measure_point_isolated(
             point, timing=replace(point.timing, spawn_seconds=max(total - inner, 0.0), total_seconds=total)
         )
     status = OOM if outcome.exitcode == -9 else ERROR
-    return Point(batch_size=batch_size, status=status, error=outcome.message, timing=Timing(total_seconds=total))
+    return Point(
+        batch_size=batch_size, status=status, error=outcome.message, timing=Timing(total_seconds=total)
+    )
 
 
 def _repeat_rounds(
@@ -391,7 +393,9 @@ def run_sweep(
     isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
     isolate = isolate and ranks is None  # a rank measures in its own process already
     settings = replace(settings, isolate=isolate)
-    writer = (ResultWriter if ranks is None or ranks.is_main else NoWriter)(out_path or default_out_path(workload))
+    writer = (ResultWriter if ranks is None or ranks.is_main else NoWriter)(
+        out_path or default_out_path(workload)
+    )
 
     notices: list[str] = []
     if workload.h2d and kind == "cpu":

@@ -15,4 +15,3 @@ def report_pid_then_sleep(seconds: float, *, emit) -> None:
 def echo(value, *, emit):
     emit("hello")
     return value
-

@@ -44,7 +44,9 @@ def test_detect_none_outside_torchrun():
 
 
 def test_detect_reads_torchrun_variables():
-    env = dd.detect({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "2"})
+    env = dd.detect(
+        {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4", "GROUP_WORLD_SIZE": "2"}
+    )
     assert env == dd.RankEnv(rank=3, local_rank=1, world_size=8, local_world_size=4, nnodes=2)
     assert not env.is_main
 
@@ -189,7 +191,9 @@ def test_click_args_rebuild_the_command_line():
     from bench.cli import app
 
     command = typer.main.get_command(app).commands["sweep"]
-    ctx = command.make_context("sweep", [TINY, "-b", "2,4", "--no-isolate", "--nproc", "2", "--max-time", "0.5"])
+    ctx = command.make_context(
+        "sweep", [TINY, "-b", "2,4", "--no-isolate", "--nproc", "2", "--max-time", "0.5"]
+    )
     args = click_args(ctx, drop=("nproc",))
     assert args[0] == TINY
     pairs = dict(zip(args[1::2], args[2::2], strict=False))
@@ -208,7 +212,9 @@ def test_one_rank_group_measures_in_ddp(tmp_path):
     wl = Workload(model=TINY, image_size=8, device="cpu")
     settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0)
     with dd.open_ranks(dd.SINGLE, CpuDevice(), 10.0, store=dd.one_rank_store()) as ranks:
-        result = run_sweep(wl, [2, 4], settings, out_path=tmp_path / "r.json", ranks=ranks, annotate_steps=False)
+        result = run_sweep(
+            wl, [2, 4], settings, out_path=tmp_path / "r.json", ranks=ranks, annotate_steps=False
+        )
     assert result.distributed.world_size == 1 and result.distributed.backend == "gloo"
     for p in result.points:
         assert p.status == OK
@@ -274,7 +280,9 @@ def test_a_failing_rank_is_one_clear_error_not_a_hang(tmp_path):
     assert proc.returncode != 0
     assert time.monotonic() - start < 60
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert any("rank 1: batch 4 failed (ValueError: rank 1 broke on purpose)" in e for e in errors), proc.stderr
+    assert any("rank 1: batch 4 failed (ValueError: rank 1 broke on purpose)" in e for e in errors), (
+        proc.stderr
+    )
     assert not any("Traceback" in line and "bench/" in line for line in proc.stderr.splitlines())
 
 

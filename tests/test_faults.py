@@ -208,10 +208,17 @@ def test_a_full_disk_mid_sweep_loses_no_point(tmp_path, monkeypatch, capsys, als
 def test_library_sweep_with_only_failed_points_raises(tmp_path):
     from bench import MeasureSettings, Workload, run_sweep
 
-    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False)
+    settings = MeasureSettings(
+        warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False
+    )
     out = tmp_path / "r.json"
     with pytest.raises(BenchError, match="could be measured.*Expected more than 1 value"):
-        run_sweep(Workload(model="tests.tiny_models:fails_in_training", image_size=8), [2, 4], settings, out_path=out)
+        run_sweep(
+            Workload(model="tests.tiny_models:fails_in_training", image_size=8),
+            [2, 4],
+            settings,
+            out_path=out,
+        )
     assert json.loads(out.read_text())["status"] == "failed"  # the file is kept, finalised
 
 
@@ -272,7 +279,9 @@ def test_import_rejects_a_malformed_max_batch_file_and_reports_skip_old_ones(tmp
     assert main(["import", str(DATA / "cpu_resnet18.json"), "--db", str(db)]) == 0
     # one imported before imports were checked: a later report skips it instead of crashing
     save_run(db, json.loads(bad.read_text()))
-    assert main(["report", "latest", "--db", str(db), "--out", str(tmp_path / "r")]) == 0, capsys.readouterr().err
+    assert main(["report", "latest", "--db", str(db), "--out", str(tmp_path / "r")]) == 0, (
+        capsys.readouterr().err
+    )
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json")))
     assert main(["import", str(good), "--db", str(db)]) == 0
@@ -288,14 +297,20 @@ def test_import_rejects_a_malformed_max_batch_file_and_reports_skip_old_ones(tmp
     ],
 )
 @pytest.mark.parametrize("command", ["report", "compare"])
-def test_mistyped_or_zero_step_times_are_one_line_in_report_and_compare(tmp_path, capsys, change, message, command):
+def test_mistyped_or_zero_step_times_are_one_line_in_report_and_compare(
+    tmp_path, capsys, change, message, command
+):
     from bench.cli import main
 
     data = json.loads((DATA / "cpu_resnet18.json").read_text())
     change(data)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    args = [str(bad), "--out", str(tmp_path / "r")] if command == "report" else [str(DATA / "cpu_resnet18.json"), str(bad)]
+    args = (
+        [str(bad), "--out", str(tmp_path / "r")]
+        if command == "report"
+        else [str(DATA / "cpu_resnet18.json"), str(bad)]
+    )
     assert main([command, *args, "--db", str(tmp_path / "h.db")]) == 2
     err = capsys.readouterr().err
     assert message in err and "internal error" not in err
@@ -365,7 +380,9 @@ def test_recommendation_says_when_the_spread_swamps_the_differences():
     from tests.test_recommend import sweep_of
 
     # the quickstart: +-500% intervals, unconverged; 4 "wins" by noise
-    noisy = sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)])
+    noisy = sweep_of(
+        [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
+    )
     rec = recommend(noisy)
     assert rec.best.batch_size == 4 and rec.indistinguishable == (1, 2, 4) and rec.unconverged == (1, 2, 4)
     console = Console(width=300, record=True)
@@ -373,7 +390,11 @@ def test_recommendation_says_when_the_spread_swamps_the_differences():
     assert "batches 1, 2, 4 are indistinguishable" in " ".join(console.export_text().split())
     # tight intervals that do not overlap: no caveat
     clean = recommend(sweep_of([_noisy(1, 100.0, 0.01, True), _noisy(2, 150.0, 0.01, True)]))
-    assert clean.indistinguishable == () and clean.unconverged == () and not any("indisting" in n for n in clean.notes)
+    assert (
+        clean.indistinguishable == ()
+        and clean.unconverged == ()
+        and not any("indisting" in n for n in clean.notes)
+    )
 
 
 def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
@@ -385,7 +406,9 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     from bench.schema import dumps, load_result, result_from_dict
     from tests.test_recommend import sweep_of
 
-    noisy = sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)])
+    noisy = sweep_of(
+        [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
+    )
     rec = recommend(noisy, {"safe_batch_size": 4, "max_batch_size": 5, "headroom_fraction": 0.1}, 2, 0.1)
     data = json.loads(dumps(replace(noisy, recommendation=rec)))
     block = data["recommendation"]
@@ -404,10 +427,14 @@ def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     from bench.recommend import recommend
     from bench.schema import load_result
 
-    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False)
+    settings = MeasureSettings(
+        warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False
+    )
     seen = []
     out = tmp_path / "r.json"
-    result = run_sweep(Workload(model=TINY, image_size=8), [2, 4], settings, out_path=out, on_event=seen.append)
+    result = run_sweep(
+        Workload(model=TINY, image_size=8), [2, 4], settings, out_path=out, on_event=seen.append
+    )
     running = [e.result for e in seen if e.kind == "start"]
     assert running and running[0].recommendation is None  # not finished: no picks yet
     assert result.recommendation == recommend(result) and result.recommendation.best is not None

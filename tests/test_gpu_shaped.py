@@ -69,7 +69,9 @@ def test_model_reuse_builds_once_and_keeps_the_autotune_cache_across_points():
 
 def test_model_cache_resets_weights_grads_and_batchnorm_statistics():
     cache = ModelCache()
-    model = cache.get(("m", "cpu", False), lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)))
+    model = cache.get(
+        ("m", "cpu", False), lambda: torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    )
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     out = model(torch.randn(8, 4) * 5 + 3)
@@ -92,7 +94,9 @@ def test_reused_model_measures_like_a_fresh_one():
         clock = FakeClock()
         dev = gpu(clock)
         cache = ModelCache() if reuse else None
-        return [run_point(wl, spec_for(dev), b, SETTINGS, dev, clock=clock, model_cache=cache) for b in (8, 64)]
+        return [
+            run_point(wl, spec_for(dev), b, SETTINGS, dev, clock=clock, model_cache=cache) for b in (8, 64)
+        ]
 
     fresh, reused = sweep(False), sweep(True)
     for a, b in zip(fresh, reused, strict=True):
@@ -125,7 +129,9 @@ def fake_gpu(monkeypatch):
 
 def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
     dev = fake_gpu
-    truth = max(b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total)
+    truth = max(
+        b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total
+    )
     wl = Workload(model="gpu_like", device="cuda", image_size=8)
     spec = spec_for(dev, "gpu_like_mb")
     import bench.models
@@ -142,7 +148,9 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
     assert all(p.batch_size <= 1.25 * truth for p in res.probes)
     small = res.probes[0]  # batch 1: the first step carries the autotune workspace, the steady steps not
     assert small.first_step_peak_bytes > small.steady_peak_bytes
-    assert small.steady_peak_bytes == pytest.approx((dev.fixed + dev.per_sample) * (1 + dev.overhead), rel=0.01)
+    assert small.steady_peak_bytes == pytest.approx(
+        (dev.fixed + dev.per_sample) * (1 + dev.overhead), rel=0.01
+    )
     assert res.memory_model.per_sample_bytes == pytest.approx(dev.per_sample * (1 + dev.overhead), rel=0.02)
     assert all(p.timing is not None and p.timing.total_seconds for p in res.probes)
     assert all(p.timing.first_step_seconds is not None for p in res.probes if p.fits)
@@ -196,7 +204,9 @@ def test_a_model_class_from_main_is_probed_in_process_on_a_gpu(fake_gpu, monkeyp
         _FAKE_GPU.clear()
     assert res.max_batch_size == 64 and res.cap_reached and res.soak.ok
     assert res.workload.model == "__main__.MainGpuLike"
-    assert any("isolate=True not honoured: class MainGpuLike is defined in __main__" in n for n in res.notices)
+    assert any(
+        "isolate=True not honoured: class MainGpuLike is defined in __main__" in n for n in res.notices
+    )
 
 
 def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu):

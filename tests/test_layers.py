@@ -46,7 +46,11 @@ MAY_IMPORT: dict[str, set[str]] = {
 
 # Third-party modules that only some layers may import (inside functions too).
 DEVICE_LIBS = {"pynvml": {"hw.nvml"}}
-NO_TORCH_LAYERS = {"presentation", "pure logic", "results"}  # `bench report/compare/history` run without torch
+NO_TORCH_LAYERS = {
+    "presentation",
+    "pure logic",
+    "results",
+}  # `bench report/compare/history` run without torch
 # results: errors.is_oom checks torch.cuda.OutOfMemoryError by type, only when torch is already loaded
 TORCH_ALLOWED = {"errors"}
 
@@ -68,7 +72,9 @@ def _layer_of(name: str) -> str | None:
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / "bench").rglob("*.py")) if "__pycache__" not in p.parts}
+    return {
+        _module_name(p): p for p in sorted((ROOT / "bench").rglob("*.py")) if "__pycache__" not in p.parts
+    }
 
 
 def _imports(path: Path, name: str) -> list[tuple[int, str]]:
@@ -137,7 +143,11 @@ def test_imports_point_down_the_layers():
 
 # torch.cuda outside bench/hw: what is left, and why it is not a device query behind hw/.
 CUDA_OUTSIDE_HW = {
-    "env": {"is_available", "device_count", "get_device_properties"},  # the environment record (hardware layer)
+    "env": {
+        "is_available",
+        "device_count",
+        "get_device_properties",
+    },  # the environment record (hardware layer)
     "errors": {"OutOfMemoryError"},  # an exception type, matched by type
     "trace": {"nvtx", "memory"},  # NVTX ranges and allocator snapshots: tracing, not queries
 }
@@ -172,7 +182,9 @@ def test_no_import_cycles():
 
     def walk(node: str, trail: list[str]) -> None:
         if node in trail:
-            raise AssertionError("import cycle: " + " -> ".join(f"bench.{m}" for m in trail[trail.index(node) :] + [node]))
+            raise AssertionError(
+                "import cycle: " + " -> ".join(f"bench.{m}" for m in trail[trail.index(node) :] + [node])
+            )
         if node in done:
             return
         for nxt in sorted(graph[node]):
@@ -226,7 +238,12 @@ def test_light_commands_run_where_torch_cannot_be_imported(tmp_path, args):
 
     def bench(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "bench", *argv], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+            [sys.executable, "-m", "bench", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
         )
 
     check = subprocess.run(

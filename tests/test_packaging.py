@@ -52,7 +52,18 @@ def test_wheel_carries_profiles_templates_and_every_module(tmp_path):
     shutil.copytree(ROOT / "bench", src / "bench", ignore=ignore)
     shutil.copytree(ROOT / "profiles", src / "profiles", ignore=ignore)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
         check=True,
         capture_output=True,
         timeout=300,

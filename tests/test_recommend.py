@@ -23,7 +23,9 @@ CURVE = [pt(1, 130), pt(8, 1004), pt(32, 3401), pt(64, 4656), pt(128, 5001), pt(
 
 def sweep_of(points):
     """A real SweepResult (the stored reference run) with these points."""
-    return dataclasses.replace(load_result(str(Path(__file__).parent / "data" / "cpu_resnet18.json")), points=tuple(points))
+    return dataclasses.replace(
+        load_result(str(Path(__file__).parent / "data" / "cpu_resnet18.json")), points=tuple(points)
+    )
 
 
 def max_result(safe=224, mx=240, headroom=0.06):

@@ -120,5 +120,12 @@ def test_device_synchronised_around_window():
     assert 1 <= chunks.chunks < len(win.step_seconds)
     assert dev.syncs == 1 + 2 * chunks.chunks  # window open; chunk start and end
     warm, warm_chunks = FakeDevice(clock), CountChunks()
-    measure(ScriptedStep(clock, [0.01] * 100), 1, settings(warmup_steps=2), device=warm, clock=clock, sync=warm_chunks)
+    measure(
+        ScriptedStep(clock, [0.01] * 100),
+        1,
+        settings(warmup_steps=2),
+        device=warm,
+        clock=clock,
+        sync=warm_chunks,
+    )
     assert warm.syncs == 2 + 1 + 2 * warm_chunks.chunks  # and once after each warm-up step (its time is read)

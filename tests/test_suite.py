@@ -250,5 +250,7 @@ def test_recommendations_say_what_the_measurements_cannot_support(tmp_path):
     suite = SuiteResult(profile=prof, cells=[CellOutcome(label="resnet18 train fp32", sweep_path=None,
                                                           sweep=sweep, stored=True)])  # fmt: skip
     buf = io.StringIO()
-    finish_profile(suite, db_path=tmp_path / "h.db", report_dir=tmp_path / "r", console=Console(file=buf, width=200))
+    finish_profile(
+        suite, db_path=tmp_path / "h.db", report_dir=tmp_path / "r", console=Console(file=buf, width=200)
+    )
     assert "note resnet18 train fp32: batches 4, 8 are indistinguishable" in buf.getvalue()

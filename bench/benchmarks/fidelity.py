@@ -147,13 +147,16 @@ def main() -> None:
         f"batch {args.batch_size} image {args.image_size} on {name} ({args.device}), "
         f"{args.steps} timed steps x {args.rounds} rounds"
     )
-    arms = {"hand-written": lambda: hand_loop(args, args.device), "run_point": lambda: bench_point(args, args.device)}
+    arms = {
+        "hand-written": lambda: hand_loop(args, args.device),
+        "run_point": lambda: bench_point(args, args.device),
+    }
     if args.cli:
         arms["bench sweep"] = lambda: cli_point(args, args.device)
     names = list(arms)
     got: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no arm always goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no arm always goes first
         for n in order:
             got[n].append(arms[n]())
         hand = got["hand-written"][-1]
@@ -163,7 +166,10 @@ def main() -> None:
     print(f"median: hand-written {hand_median:.1f} samples/s")
     for n in names[1:]:
         ratio = statistics.median(got[n]) / hand_median
-        print(f"  {n:<12} {statistics.median(got[n]):10.1f} samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)")
+        print(
+            f"  {n:<12} {statistics.median(got[n]):10.1f} samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)"
+        )
+
 
 if __name__ == "__main__":
     main()

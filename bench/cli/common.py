@@ -94,7 +94,8 @@ WorkersOpt = Annotated[
     ),
 ]
 DataDirOpt = Annotated[
-    str | None, typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)")
+    str | None,
+    typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)"),
 ]
 DbOpt = Annotated[Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
 DatasetSizeOpt = Annotated[

@@ -18,7 +18,9 @@ def scaling_table(rows: Sequence[Any]) -> Any:
         table.add_column(name, justify="right")
     for row in rows:
         rate = row.global_samples_per_sec
-        speedup = rate / row.single_device_samples_per_sec if rate and row.single_device_samples_per_sec else None
+        speedup = (
+            rate / row.single_device_samples_per_sec if rate and row.single_device_samples_per_sec else None
+        )
         table.add_row(
             str(row.batch_size),
             str(row.world_size),
@@ -53,7 +55,9 @@ def launch_sweep(
     from bench.schema import dumps
 
     if under_torchrun is not None:
-        raise BenchError("--nproc starts torchrun itself: leave it out when bench already runs under torchrun")
+        raise BenchError(
+            "--nproc starts torchrun itself: leave it out when bench already runs under torchrun"
+        )
     counts = parse_nproc(nproc, workload.device)
     forwarded = click_args(ctx, drop=("nproc", "out", "json_only", "device", "ctx"))
     out_path = Path(out_path)

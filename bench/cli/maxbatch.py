@@ -192,7 +192,9 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
         ddp: Annotated[
             bool,
-            typer.Option("--ddp", help="probe with the model in DistributedDataParallel (its gradient buckets)"),
+            typer.Option(
+                "--ddp", help="probe with the model in DistributedDataParallel (its gradient buckets)"
+            ),
         ] = False,
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
@@ -219,10 +221,14 @@ def register(app: typer.Typer) -> None:
             if ddp:
                 from dataclasses import replace
 
-                note = "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
+                note = (
+                    "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
+                )
                 res = replace(res, notices=(*res.notices, note))
         except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
-            err_console.print("[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)")
+            err_console.print(
+                "[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)"
+            )
             raise typer.Exit(130) from None
         print_summary(res)
 
@@ -270,7 +276,12 @@ def register(app: typer.Typer) -> None:
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
         )  # fmt: skip
-        search_options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+        search_options = {
+            "granularity": granularity,
+            "memory_limit": memory_limit,
+            "cap": cap,
+            "isolate": isolate,
+        }
         _start_search(workload, **search_options)
 
         def show(res: MaxBatchResult) -> None:

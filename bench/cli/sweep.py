@@ -62,7 +62,9 @@ def sweep(
     data: DataOpt = WORKLOAD.data,
     workers: WorkersOpt = str(WORKLOAD.workers),
     data_dir: DataDirOpt = WORKLOAD.data_dir,
-    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")] = SETTINGS.warmup_steps,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="untimed warm-up steps per point")
+    ] = SETTINGS.warmup_steps,
     min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = SETTINGS.min_steps,
     max_time: Annotated[
         float, typer.Option("--max-time", help="seconds of timed steps per point at most")
@@ -81,7 +83,9 @@ def sweep(
     ] = SETTINGS.target_rel_ci,
     sample_interval: Annotated[
         float | None,
-        typer.Option("--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"),
+        typer.Option(
+            "--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"
+        ),
     ] = None,
     isolate: Annotated[
         bool | None,
@@ -328,7 +332,7 @@ def _sweep_per_worker_count(
 
 
 def _print_time_summary(result: SweepResult) -> None:
-    """"7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
+    """ "7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
     from bench.accounting import first_step_label, summary_line
 
     kind = device_kind(result.workload.device)
