@@ -132,14 +132,14 @@ def _fallback(low: int, high: int | None, g: int, last_fit: bool, run_length: in
     """The next size when the memory model cannot place one.
 
     Gallop from the side the last probe landed on: the model was last wrong there, so the edge is
-    probably near it. Steps double with each probe that ends the same way (2%, 4%, 8%, ... of the
+    probably near it. Steps double with each probe that ends the same way (0.5%, 1%, 2%, ... of the
     size), but never past the bracket's midpoint, so the bracket at least halves each time and the
-    worst case stays logarithmic. ``blind`` (no memory model: no peak readings or no budget): plain
-    doubling, then bisection.
+    worst case stays logarithmic. ``blind`` (no memory model: no peak readings or no budget): growth
+    by ``MAX_GROWTH``, then bisection.
     """
     if high is None:
         if blind:
-            return 2 * low
+            return MAX_GROWTH * low
         step = max(g, _round_down(int(GALLOP_FRACTION * low * 2 ** (run_length - 1)), g))
         return low + min(step, low)
     mid = max(_round_down((low + high) // 2, g), low + g)
@@ -267,10 +267,7 @@ def search_max_batch(
         else:
             streak = 0
             blind = model is None or budget_bytes is None
-            candidate = min(_fallback(low, high, g, last.fits, max(run_length, 1), blind=blind), reach)
-            if high is None and blind:
-                candidate = reach
-            candidate = clip(candidate)
+            candidate = clip(min(_fallback(low, high, g, last.fits, max(run_length, 1), blind=blind), reach))
             if not usable(candidate):
                 break  # cannot happen with a consistent bracket; never loop without probing
         assert candidate is not None
