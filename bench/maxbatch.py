@@ -355,19 +355,20 @@ def _budget(device: Any, memory_limit: str | int | None) -> tuple[int, str, list
 
 def _model_info(probes: list[ProbeRecord]) -> MemoryModelInfo | None:
     """memory(b) = fixed + per_sample * b over every probe that fit (repeats and all), for the
-    report and the safe batch: a least-squares line weighted by batch size, so the points near the
-    edge count most and one noisy small batch (CPU RSS at batch 1 varies by tens of MiB) does not
-    set the slope. Fitted to the steady peaks where probes measured them (not the first step's
+    report and the safe batch: a least-squares line weighted by the square of the batch size, so the
+    points near the edge count most and one noisy small batch (CPU RSS at batch 1 varies by tens of
+    MiB, more on a busy machine) does not set the slope. Fitted to the steady peaks where probes measured them (not the first step's
     autotune workspace), and its error is measured against the same readings."""
     pts = [(p.batch_size, float(p.steady_peak_bytes if p.steady_peak_bytes is not None else p.peak_bytes))
            for p in probes if p.fits and (p.steady_peak_bytes or p.peak_bytes)]  # fmt: skip
     if len({b for b, _ in pts}) < 2:
         return None
-    w = sum(b for b, _ in pts)
-    mean_b = sum(b * b for b, _ in pts) / w
-    mean_y = sum(b * y for b, y in pts) / w
-    var = sum(b * (b - mean_b) ** 2 for b, _ in pts)
-    per = sum(b * (b - mean_b) * (y - mean_y) for b, y in pts) / var
+    weight = {b: float(b) ** 2 for b, _ in pts}
+    w = sum(weight[b] for b, _ in pts)
+    mean_b = sum(weight[b] * b for b, _ in pts) / w
+    mean_y = sum(weight[b] * y for b, y in pts) / w
+    var = sum(weight[b] * (b - mean_b) ** 2 for b, _ in pts)
+    per = sum(weight[b] * (b - mean_b) * (y - mean_y) for b, y in pts) / var
     if per <= 0:
         return None
     fixed = mean_y - per * mean_b
