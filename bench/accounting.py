@@ -69,8 +69,10 @@ def summary_line(
     *,
     noun: str = "points",
     first_step: str = "first steps",
+    what: str | None = None,
 ) -> str | None:
-    """One line: how many, in how long, and the parts that mattered (None when nothing ran)."""
+    """One line: how many, in how long, and the parts that mattered (None when nothing ran).
+    ``what`` replaces the "N points" count (e.g. "9 probes + 1 soak run")."""
     if not timings:
         return None
     wall = wall_seconds if wall_seconds is not None else sum(t.total_seconds or 0.0 for t in timings)
@@ -82,4 +84,5 @@ def summary_line(
     shown = [(label, s) for label, s in found if wall <= 0 or s / wall >= MIN_SHOWN_SHARE]
     words = ", ".join(f"{_fmt(s)} {label}" for label, s in shown)
     n = len(timings)
-    return f"{n} {noun if n != 1 else noun.rstrip('s')} in {_fmt(wall)}" + (f": {words}" if words else "")
+    what = what or f"{n} {noun if n != 1 else noun.rstrip('s')}"
+    return f"{what} in {_fmt(wall)}" + (f": {words}" if words else "")

@@ -620,7 +620,7 @@ def find_max_batch(
                            default=None)  # fmt: skip
             exact = False
             flipped = ", ".join(
-                f"batch {b} {'fit' if not ok else 'failed'} on the second run" for b, ok in again.items()
+                f"batch {b} {'fit' if ok else 'failed'} on the second run" for b, ok in again.items()
                 if ok != (b == result.max_batch_size)
             )  # fmt: skip
             notices.append(

@@ -149,13 +149,25 @@ def recommend(
         safe = choice(
             max_result.safe_batch_size,
             measured.get(max_result.safe_batch_size),
-            f"{max_result.headroom_fraction:.0%} headroom below the exact max {max_result.max_batch_size}",
+            f"{max_result.headroom_fraction:.0%} headroom below {_max_words(max_result)}",
         )
     if base_batch is not None:
         notes.append(
             "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
         )
     return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+
+
+def _max_words(max_result: Any) -> str:
+    """The max batch as the search proved it: exact (to its granularity), a band, or a bracket."""
+    mx = max_result.max_batch_size
+    high = getattr(max_result, "band_high", None)
+    if high is not None and high != mx:
+        return f"the max {mx} (a band {mx}-{high}: the boundary did not repeat)"
+    if getattr(max_result, "exact", False):
+        g = getattr(max_result, "granularity", 1) or 1
+        return f"the exact max {mx}" if g == 1 else f"the max {mx} (exact to {g})"
+    return f"the max {mx} (not proven exact)"
 
 
 def render(rec: Recommendation) -> Any:

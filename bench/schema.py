@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +238,18 @@ class Timing:
     teardown_seconds: float | None = None
     total_seconds: float | None = None
     spawn_seconds: float | None = None  # child start-up; None in-process
+
+    @staticmethod
+    def total(timings: Sequence[Timing | None]) -> Timing | None:
+        """The parts summed over several runs (a point's repeats); a part none recorded stays None."""
+        got = [t for t in timings if t is not None]
+        if not got:
+            return None
+        summed: dict[str, float | None] = {}
+        for f in dataclasses.fields(Timing):
+            values = [getattr(t, f.name) for t in got if getattr(t, f.name) is not None]
+            summed[f.name] = sum(values) if values else None
+        return Timing(**summed)
 
 
 @dataclass(frozen=True)

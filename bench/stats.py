@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 
-from bench.schema import OK, MemoryStats, Point, RepeatSample, StepStats
+from bench.schema import OK, MemoryStats, Point, RepeatSample, StepStats, Timing
 
 # Two-sided 95% Student-t critical values for 1..30 degrees of freedom; beyond, the table below.
 _T95 = (
@@ -243,7 +243,7 @@ def combine_repeats(measured: Sequence[Point], dataset_size: int | None = None) 
     ok = [p for p in measured if p.status == OK and p.samples_per_sec]
     samples = tuple(repeat_sample(p) for p in measured)
     if not ok:  # every repeat failed: the last one says why
-        return replace(measured[-1], repeats=samples)
+        return replace(measured[-1], repeats=samples, timing=Timing.total([p.timing for p in measured]))
     ranked = sorted(ok, key=lambda p: p.samples_per_sec or 0.0)
     middle = ranked[(len(ranked) - 1) // 2]  # the median repeat (lower middle for an even count)
     headline = statistics.median(p.samples_per_sec or 0.0 for p in ok)
@@ -271,6 +271,7 @@ def combine_repeats(measured: Sequence[Point], dataset_size: int | None = None) 
         memory=memory,
         telemetry=replace(middle.telemetry, clock_event_reasons=reasons),
         repeats=samples,
+        timing=Timing.total([p.timing for p in measured]),  # where the point's wall time went: every repeat
     )
 
 

@@ -10,7 +10,16 @@ import pytest
 
 from bench.cli import main
 from bench.compare import REGRESSION, WITHIN, compare, noise_floor, to_markdown
-from bench.schema import MemoryStats, RepeatSample, Telemetry, dumps, load_result, result_from_dict, to_dict
+from bench.schema import (
+    MemoryStats,
+    RepeatSample,
+    Telemetry,
+    Timing,
+    dumps,
+    load_result,
+    result_from_dict,
+    to_dict,
+)
 from bench.stats import combine_repeats, holm, repeat_interval, repeats_to_settle, t_critical, t_two_sided_p
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
@@ -218,11 +227,17 @@ def test_repeats_round_trip_and_old_files_load(ref):
 def test_combine_repeats_headline_is_the_median_repeat(ref):
     p = ref.points[0]
     runs = [
-        replace(p, samples_per_sec=v, memory=MemoryStats(host_peak_rss_bytes=m), converged=True)
+        replace(p, samples_per_sec=v, memory=MemoryStats(host_peak_rss_bytes=m), converged=True,
+                timing=Timing(measure_seconds=v / 100, total_seconds=v / 10, spawn_seconds=None))
         for v, m in ((90.0, 5), (110.0, 7), (100.0, 6))
-    ]
+    ]  # fmt: skip
     merged = combine_repeats(runs, dataset_size=1000)
     assert merged.samples_per_sec == 100.0
+    # the point's wall time is every repeat's, not the median one's (else the summary line's "other" grows)
+    assert merged.timing.total_seconds == pytest.approx(
+        30.0
+    ) and merged.timing.measure_seconds == pytest.approx(3.0)
+    assert merged.timing.spawn_seconds is None
     assert [r.samples_per_sec for r in merged.repeats] == [90.0, 110.0, 100.0]
     assert merged.memory.host_peak_rss_bytes == 7
     assert merged.epoch_seconds_estimate == pytest.approx(10.0)

@@ -7,6 +7,8 @@ max-batch search against a first-step spike, all with known answers.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -170,6 +172,9 @@ def test_summary_line_accounts_for_every_part():
         "2 probes in 32 s: 20 s first steps (torch.compile, cuDNN autotune), 5.0 s stopped part-way, "
         "3.0 s measuring, 1.0 s building, 2.7 s other (setup, writing, display)"  # the rest last
     )
+    # max-batch counts its soak apart from its probes, in the same one line
+    line = summary_line(timings, 32.0, noun="probes", what="1 probe + 1 soak run")
+    assert line.startswith("1 probe + 1 soak run in 32 s: 20 s first steps, ")
 
 
 _FAKE_GPU: list[FakeCudaDevice] = []  # the device MainGpuLike drives (a module-level class pickles by name)
@@ -225,3 +230,49 @@ def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu):
     assert res.memory_model.max_relative_error < 0.01
     assert res.headroom_fraction < 0.10  # the allocator's 5% overhead, not the 900 MiB spike
     assert res.safe_batch_size >= 0.85 * res.max_batch_size
+
+
+@pytest.mark.parametrize("flip", ["max_fails_again", "next_fits_again"])
+def test_a_boundary_that_does_not_repeat_is_a_band_never_exact(fake_gpu, monkeypatch, flip):
+    """repeat_boundary runs max and max + 1 once more; when either answers differently the result
+    is a band (low = the largest size that fit every time), "exact" is withdrawn, and the notice
+    says which size did what on its second run."""
+    import bench.maxbatch as mb
+    import bench.models
+    from bench.maxbatch import FIT
+    from bench.maxbatch import OOM as PROBE_OOM
+
+    dev = fake_gpu
+    truth = max(
+        b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total
+    )
+    seen: set[int] = set()
+    original_probe = mb.probe_in_process
+
+    def flaky(workload, b, *args, **kw):  # the second run of the boundary answers the other way
+        rec = original_probe(workload, b, *args, **kw)
+        again = b in seen
+        seen.add(b)
+        if again and flip == "max_fails_again" and b == truth:
+            return replace(rec, outcome=PROBE_OOM)
+        if again and flip == "next_fits_again" and b == truth + 1:
+            return replace(rec, outcome=FIT, peak_bytes=dev.total)
+        return rec
+
+    monkeypatch.setattr(mb, "probe_in_process", flaky)
+    spec = spec_for(dev, "gpu_like_band")
+    original = bench.models.resolve
+    monkeypatch.setattr(bench.models, "resolve", lambda name: spec if name == "gpu_like" else original(name))
+    res = find_max_batch(
+        Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0, repeat_boundary=True
+    )
+    assert res.repeats is False and not res.exact
+    again = [p.batch_size for p in res.probes if p.repeat]
+    assert again == [truth, truth + 1]
+    note = next(n for n in res.notices if "did not repeat" in n)
+    if flip == "max_fails_again":
+        assert res.band_low < truth and res.band_high == truth and res.max_batch_size == res.band_low
+        assert f"batch {truth} failed on the second run" in note
+    else:
+        assert res.band_low == truth and res.band_high == truth + 1 and res.max_batch_size == truth
+        assert f"batch {truth + 1} fit on the second run" in note

@@ -28,8 +28,29 @@ def sweep_of(points):
     )
 
 
-def max_result(safe=224, mx=240, headroom=0.06):
-    return SimpleNamespace(safe_batch_size=safe, max_batch_size=mx, headroom_fraction=headroom)
+def max_result(safe=224, mx=240, headroom=0.06, exact=True, granularity=1, band_high=None):
+    return SimpleNamespace(
+        safe_batch_size=safe, max_batch_size=mx, headroom_fraction=headroom, exact=exact,
+        granularity=granularity, band_high=band_high,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({}, "below the exact max 240"),
+        ({"granularity": 8}, "below the max 240 (exact to 8)"),
+        (
+            {"exact": False, "band_high": 256},
+            "below the max 240 (a band 240-256: the boundary did not repeat)",
+        ),
+        ({"exact": False}, "below the max 240 (not proven exact)"),
+    ],
+)
+def test_safe_max_says_what_the_max_is_worth(kw, words):
+    """A CPU max that did not repeat is a band: the recommendation never calls it exact."""
+    rec = recommend(sweep_of(CURVE), max_result(**kw))
+    assert words in rec.safe_max.why
 
 
 def test_knee_on_reference_curve():

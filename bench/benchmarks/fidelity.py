@@ -88,7 +88,19 @@ def bench_point(args: argparse.Namespace, device_name: str) -> float:
     return point.samples_per_sec
 
 
-def cli_point(args: argparse.Namespace, device_name: str) -> float:
+def _child_env() -> dict[str, str]:
+    """A child's environment that resolves `package.module:factory` names as this process does
+    (it may run in another folder): this process's import path on PYTHONPATH."""
+    import os
+    import sys
+
+    here = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    installed = tuple(os.path.abspath(p) for p in {sys.prefix, sys.base_prefix})
+    here += [p for p in sys.path if p and os.path.isdir(p) and not os.path.abspath(p).startswith(installed)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(os.path.abspath(p) for p in here))}
+
+
+def cli_point(args: argparse.Namespace, device_name: str, isolate: bool | None = None) -> float:
     """The same point through ``bench sweep`` as a user runs it. Returns samples/sec."""
     import json
     import subprocess
@@ -105,18 +117,44 @@ def cli_point(args: argparse.Namespace, device_name: str) -> float:
             "--max-time", "0.001", "--min-time", "0",  # exactly --steps timed steps: one chunk
             "--no-history", "-o", str(out),
         ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
-        # the child runs in a temporary folder: keep resolving `package.module:factory` names from here
-        import os
-
-        here = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in here)}
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
+        if isolate is not None:
+            cmd.append("--isolate" if isolate else "--no-isolate")
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=_child_env())
         if done.returncode != 0 or not out.exists():
             raise SystemExit(f"bench sweep failed: {(done.stderr or done.stdout).strip()[-400:]}")
         point = json.loads(out.read_text())["points"][0]
     if point["samples_per_sec"] is None:
         raise SystemExit(f"bench sweep failed at batch {args.batch_size}: {point['error']}")
     return float(point["samples_per_sec"])
+
+
+def _hand_precision(args: argparse.Namespace) -> None:
+    """Match bench's precision_mode for the hand loop."""
+    if args.precision == "tf32" or (args.precision == "fp32" and args.device.startswith("cuda")):
+        torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+        torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+
+
+def hand_process(args: argparse.Namespace, device_name: str) -> float:
+    """The hand-written loop in a fresh process of its own, as a user's script would run: the
+    reference for the `bench sweep` arm, which also measures in a fresh process. Returns samples/sec."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "bench.benchmarks.fidelity", "--emit-hand", "--model", args.model,
+        "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--device", device_name,
+        "--precision", args.precision, "--warmup", str(args.warmup), "--steps", str(args.steps),
+    ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    if done.returncode != 0:
+        raise SystemExit(f"hand-written loop failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+ARM_KEYS = ("hand", "run_point", "hand-proc", "sweep", "sweep-inproc")
 
 
 def main() -> None:
@@ -133,13 +171,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cli", action="store_true", help="also measure through the `bench sweep` command")
+    parser.add_argument(
+        "--no-isolate-arm",
+        action="store_true",
+        help="with --cli: also `bench sweep --no-isolate` (the point in the command's own process)",
+    )
+    parser.add_argument(
+        "--arms",
+        help=f"comma-separated, the first is the reference: {', '.join(ARM_KEYS)} "
+        "(default: hand,run_point, plus hand-proc,sweep with --cli)",
+    )
+    parser.add_argument("--emit-hand", action="store_true", help=argparse.SUPPRESS)  # one hand loop, print it
     args = parser.parse_args()
-    if args.precision == "tf32" or (args.precision == "fp32" and args.device.startswith("cuda")):
-        # match bench's precision_mode for the hand loop
-        torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
-        torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
+    if args.emit_hand:
+        _hand_precision(args)
+        print(hand_loop(args, args.device))
+        return
+    _hand_precision(args)
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(
@@ -147,27 +195,49 @@ def main() -> None:
         f"batch {args.batch_size} image {args.image_size} on {name} ({args.device}), "
         f"{args.steps} timed steps x {args.rounds} rounds"
     )
-    arms = {
+    every = {
         "hand-written": lambda: hand_loop(args, args.device),
         "run_point": lambda: bench_point(args, args.device),
+        "hand (own process)": lambda: hand_process(args, args.device),
+        "bench sweep": lambda: cli_point(args, args.device),
+        "sweep --no-isolate": lambda: cli_point(args, args.device, isolate=False),
     }
-    if args.cli:
-        arms["bench sweep"] = lambda: cli_point(args, args.device)
+    keys = dict(zip(ARM_KEYS, every, strict=True))
+    wanted = ["hand", "run_point"] + (["hand-proc", "sweep"] if args.cli else [])
+    wanted += ["sweep-inproc"] if args.no_isolate_arm else []
+    if args.arms:
+        wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = [a for a in wanted if a not in keys]
+        if unknown or not wanted:
+            parser.error(f"--arms takes {', '.join(ARM_KEYS)}; got {args.arms!r}")
+    arms = {keys[a]: every[keys[a]] for a in dict.fromkeys(wanted)}
     names = list(arms)
+    base = names[0]  # each round's ratios are against the first arm
     got: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no arm always goes first
         for n in order:
             got[n].append(arms[n]())
-        hand = got["hand-written"][-1]
-        row = "   ".join(f"{n} {got[n][-1]:10.1f} ({got[n][-1] / hand:.3f})" for n in names)
+        ref = got[base][-1]
+        row = "   ".join(f"{n} {got[n][-1]:10.1f} ({got[n][-1] / ref:.3f})" for n in names)
         print(f"  round {r + 1}: {row}", flush=True)
-    hand_median = statistics.median(got["hand-written"])
-    print(f"median: hand-written {hand_median:.1f} samples/s")
+    ref_median = statistics.median(got[base])
+    print(f"median: {base} {ref_median:.1f} samples/s")
     for n in names[1:]:
-        ratio = statistics.median(got[n]) / hand_median
+        ratio = statistics.median(got[n]) / ref_median
+        paired = [a / b for a, b in zip(got[n], got[base], strict=True)]
         print(
-            f"  {n:<12} {statistics.median(got[n]):10.1f} samples/s -> fidelity ratio {ratio:.3f} (target >= 0.98)"
+            f"  {n:<19} {statistics.median(got[n]):10.1f} samples/s -> fidelity ratio {ratio:.3f} "
+            f"(target >= 0.98); per-round ratios: median {statistics.median(paired):.3f}, "
+            f"{min(paired):.3f}..{max(paired):.3f}"
+        )
+    own, cli = "hand (own process)", "bench sweep"
+    if own in got and cli in got and base != own:
+        # Like with like: the command measures in a fresh process, as does a user's own script.
+        paired = [a / b for a, b in zip(got[cli], got[own], strict=True)]
+        print(
+            f"  {cli} / {own}: median of per-round ratios {statistics.median(paired):.3f} "
+            f"(rounds: {', '.join(f'{r:.3f}' for r in paired)})"
         )
 
 

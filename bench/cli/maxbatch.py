@@ -122,16 +122,18 @@ def print_summary(res: MaxBatchResult) -> None:
             f"memory model: {fmt_bytes(int(m.fixed_bytes))} fixed + {fmt_bytes(int(m.per_sample_bytes))} "
             f"per sample (fits the probes within {m.max_relative_error:.1%})"
         )
-    soak = f" + {len(res.soak.probes)} soak run(s) ({res.soak.seconds:.1f} s)" if res.soak is not None else ""
-    console.print(f"{res.probe_count} probes{soak}, {res.seconds:.1f} s in all")
     from bench.accounting import first_step_label, summary_line
 
+    soaks = len(res.soak.probes) if res.soak is not None else 0
+    what = f"{res.probe_count} probe{'s' if res.probe_count != 1 else ''}" + (
+        f" + {soaks} soak run{'s' if soaks != 1 else ''}" if soaks else ""
+    )
     runs = [*res.probes, *(res.soak.probes if res.soak is not None else ())]
     kind = device_kind(res.workload.device)
     line = summary_line(
         [r.timing for r in runs if r.timing is not None], res.wall_seconds, noun="probes",
-        first_step=first_step_label(kind, res.workload.compile),
-    )  # fmt: skip
+        first_step=first_step_label(kind, res.workload.compile), what=what,
+    ) or f"{what}, {res.seconds:.1f} s in all"  # fmt: skip
     if line:
         err_console.print(line, highlight=False)
     for line in (*res.notices, *res.leaks):
