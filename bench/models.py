@@ -53,7 +53,7 @@ def timm_models() -> list[str] | None:
     return sorted(timm.list_models())
 
 
-def _unknown(name: str, candidates: list[str], extra: str = "") -> BenchError:
+def _unknown(name: str, candidates: list[str], extra: str = "", listing: str = "bench models") -> BenchError:
     scored = []
     for cand in candidates:
         ratio = difflib.SequenceMatcher(None, name.lower(), cand.lower()).ratio()
@@ -61,7 +61,7 @@ def _unknown(name: str, candidates: list[str], extra: str = "") -> BenchError:
             scored.append((-ratio, cand))  # best first; ties alphabetical (b0 before b7)
     close = [cand for _, cand in sorted(scored)[:4]]
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return BenchError(f"unknown model {name!r}{hint}{extra} (see `bench models`)")
+    return BenchError(f"unknown model {name!r}{extra}{hint} (see `{listing}`)")
 
 
 def _first_output(out: Any) -> Any:
@@ -91,7 +91,7 @@ def _timm_spec(name: str) -> ModelSpec:
         ) from None
     short = name.split(":", 1)[1]
     if not short or not timm.is_model(short):
-        raise _unknown(short, timm.list_models(), " in timm")
+        raise _unknown(short, timm.list_models(), " in timm", listing="bench models --timm")
 
     def build() -> Any:
         return timm.create_model(short, pretrained=False)

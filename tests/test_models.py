@@ -24,8 +24,13 @@ def test_unknown_model_names_close_matches():
 def test_timm_prefix():
     pytest.importorskip("timm")
     assert resolve("timm:resnet18").source == "timm"
-    with pytest.raises(BenchError, match="in timm"):
+    with pytest.raises(
+        BenchError,
+        match=r"unknown model .resnet_does_not_exist. in timm(; did you mean .*)? \(see `bench models --timm`\)",
+    ):
         resolve("timm:resnet_does_not_exist")
+    with pytest.raises(BenchError, match=r"unknown model .resnet181. in timm; did you mean resnet18"):
+        resolve("timm:resnet181")
 
 
 def test_factory_errors_are_one_line():
