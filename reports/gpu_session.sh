@@ -51,8 +51,11 @@ if [ "$STAGE" = A ]; then
     step 150 maxbatch_bf16_cl "${B[@]}" max-batch "$MODEL" --device "$DEVICE" "${BF16[@]}" "${MB[@]}" \
         --max-seconds 110 -o "$R/maxbatch_${MODEL}_bf16_cl.json" --db "$DB"
     # 3. Fidelity through the command a user runs (bench sweep) and in-process, vs a hand loop.
-    step 120 fidelity_bf16_cl python3 -m bench.benchmarks.fidelity --model "$MODEL" --device "$DEVICE" \
-        --image-size "$IMAGE" --batch-size "$BATCH" --precision bf16 --channels-last --rounds 3 --cli
+    #    The command measures in a fresh process: its like-with-like reference is the hand-written
+    #    loop as a script of its own (hand-proc, the first arm); the in-process pair follows.
+    step 150 fidelity_bf16_cl python3 -m bench.benchmarks.fidelity --model "$MODEL" --device "$DEVICE" \
+        --image-size "$IMAGE" --batch-size "$BATCH" --precision bf16 --channels-last --rounds 2 \
+        --arms hand-proc,sweep,hand,run_point
     # 4. cuDNN autotuning off: time-to-answer and throughput side by side with step 1's points.
     step 90 sweep_bf16_cl_nobench "${B[@]}" sweep "$MODEL" --device "$DEVICE" --image-size "$IMAGE" "${BF16[@]}" \
         -b 64,256 --max-time 2 --no-cudnn-benchmark -o "$R/sweep_${MODEL}_bf16_cl_nobench.json" --db "$DB"
