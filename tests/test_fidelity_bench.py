@@ -20,6 +20,7 @@ def test_every_arm_runs_and_the_ratios_are_printed(monkeypatch, capsys):
     assert "median: hand (own process)" in out  # the first arm is the reference
     for arm in ("hand-written", "run_point", "bench sweep", "sweep --no-isolate"):
         assert f"  {arm}" in out and "per-round ratios" in out
+    assert "  run_point / hand-written: median of per-round ratios" in out  # the in-process pair
 
 
 def test_unknown_arm_is_one_line(monkeypatch, capsys):

@@ -231,14 +231,15 @@ def main() -> None:
             f"(target >= 0.98); per-round ratios: median {statistics.median(paired):.3f}, "
             f"{min(paired):.3f}..{max(paired):.3f}"
         )
-    own, cli = "hand (own process)", "bench sweep"
-    if own in got and cli in got and base != own:
-        # Like with like: the command measures in a fresh process, as does a user's own script.
-        paired = [a / b for a, b in zip(got[cli], got[own], strict=True)]
-        print(
-            f"  {cli} / {own}: median of per-round ratios {statistics.median(paired):.3f} "
-            f"(rounds: {', '.join(f'{r:.3f}' for r in paired)})"
-        )
+    # Like with like: the command measures in a fresh process, as does a user's own script;
+    # run_point measures in this process, as does the hand-written loop.
+    for arm, ref in (("bench sweep", "hand (own process)"), ("run_point", "hand-written")):
+        if arm in got and ref in got and base != ref:
+            paired = [a / b for a, b in zip(got[arm], got[ref], strict=True)]
+            print(
+                f"  {arm} / {ref}: median of per-round ratios {statistics.median(paired):.3f} "
+                f"(rounds: {', '.join(f'{r:.3f}' for r in paired)})"
+            )
 
 
 if __name__ == "__main__":
