@@ -10,8 +10,9 @@ noise between runs. The evidence, best first:
 * **history**: one repeat per side, but the history holds other runs of the same configuration;
   their spread (the noise floor) stands in for the missing repeats.
 * **steps** (neither): between-run noise is unknown. A seeded bootstrap of both runs' step times
-  gives an interval that covers only the noise inside each run; it is too narrow, and the gate
-  says so.
+  gives an interval that covers only the noise inside each run; it is too narrow (two single runs
+  of an unchanged build differed by 14% on a shared CPU, far outside it), so a change beyond the
+  threshold is ``INCONCLUSIVE`` here, never ``REGRESSION``: exit 1 only with ``--strict``.
 
 Verdicts: ``REGRESSION`` / ``IMPROVEMENT`` (significant and beyond the threshold), ``within
 threshold`` (the change is at most the threshold and the evidence is sharp enough to say so), and
@@ -121,7 +122,7 @@ def _peak(p: Point) -> int | None:
 
 _WORKLOAD_FIELDS = (
     "mode", "precision", "channels_last", "compile", "image_size", "h2d", "optimizer", "seq_len", "device",
-    "data", "workers", "cudnn_benchmark",
+    "data", "workers", "data_dir", "cudnn_benchmark", "compile_mode",
 )  # fmt: skip
 _SETTINGS_FIELDS = (
     "warmup_steps", "min_steps", "max_steps", "max_time_seconds", "min_time_seconds", "target_rel_ci", "isolate",
@@ -319,6 +320,10 @@ def compare(
                 lo, hi = float("-inf"), float("inf")
             significant = lo > 0 or hi < 0
         verdict = _decide(change, significant, lo, hi, threshold)
+        if evidence == "steps" and verdict in (REGRESSION, IMPROVEMENT):
+            # Between-run noise is unknown: two single runs of an unchanged build differed by 14%
+            # on a shared CPU, beyond a step-level interval. No verdict without repeats or history.
+            verdict = INCONCLUSIVE
         if verdict == INCONCLUSIVE and noise_sd is not None:
             needed = repeats_to_settle(noise_sd, threshold)
         bpk, cpk = _peak(bp), _peak(cp)
@@ -436,7 +441,9 @@ def _repeats(c: PointChange) -> str:
 
 
 def _verdict(c: PointChange) -> str:
-    if c.verdict == INCONCLUSIVE and c.evidence != "steps":
+    if c.verdict == INCONCLUSIVE and c.evidence == "steps":
+        return f"{INCONCLUSIVE} (between-run noise unknown: --repeat 3)"
+    if c.verdict == INCONCLUSIVE:
         more = f"~{c.repeats_needed}" if c.repeats_needed else "over 50"
         return f"{INCONCLUSIVE} ({more} repeats per side would settle it)"
     return c.verdict

@@ -18,7 +18,7 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
     batch_sizes = [1, 2, 4]               # a list, "8:256" (powers of two), or "max"
                                           # ("max": powers of two up to the searched max batch)
     max_batch   = false                   # search the largest batch that fits (train entries)
-    granularity = 1                       # max-batch granularity
+    granularity = 8                       # max-batch granularity (default: 1 on a GPU, 8 on CPU)
     memory_limit = "8GiB"                 # CPU max-batch budget (default: a safe share of RAM)
     trace       = false                   # also export a trace of the best batch
     report      = "reports/NAME"          # where `bench run` writes the report
@@ -96,7 +96,7 @@ class ProfileEntry:
     up_to_max: bool  # batch_sizes = "max": powers of two up to the searched max, plus the max
     settings: MeasureSettings
     max_batch: bool
-    granularity: int
+    granularity: int | None  # None: the device's default (bench.maxbatch.default_granularity)
     memory_limit: str | None
     trace: bool
 
@@ -254,7 +254,7 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     if optimizer not in ("sgd", "adamw"):
         raise c.fail("optimizer", f"unknown optimizer {optimizer!r} (choose sgd, adamw)")
     max_batch = c.get("max_batch", bool, False)
-    granularity = c.positive_int("granularity", 1)
+    granularity = c.positive_int("granularity", None)
     memory_limit = c.get("memory_limit", str, None)
     if memory_limit is not None:
         try:
@@ -338,7 +338,7 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
                 up_to_max=up_to_max,
                 settings=settings,
                 max_batch=max_batch and mode == "train",
-                granularity=granularity or 1,
+                granularity=granularity,
                 memory_limit=memory_limit,
                 trace=trace,
             )

@@ -207,24 +207,32 @@ def run_profile(
         key = fingerprint(entry, environment)
         cell_name = slug(entry.label)
         if resume and (done := manifest.done(key)):
-            notify(index, total, entry, "skip")
             search_path = done.get("max_batch")
-            cell = CellOutcome(
-                label=entry.label,
-                sweep_path=done["sweep"],
-                max_batch_path=search_path,
-                skipped=True,
-                sweep=load_result(done["sweep"]),
-                search=_read_search(search_path),
-            )
-            suite.cells.append(_stored(cell, db_path, suite))
-            continue
+            try:
+                cell = CellOutcome(
+                    label=entry.label,
+                    sweep_path=done["sweep"],
+                    max_batch_path=search_path,
+                    skipped=True,
+                    sweep=load_result(done["sweep"]),
+                    search=_read_search(search_path),
+                )
+            except BenchError:  # its saved files are gone, truncated or corrupt: measure it again
+                notify(index, total, entry, "redo")
+            else:
+                notify(index, total, entry, "skip")
+                suite.cells.append(_stored(cell, db_path, suite))
+                continue
         notify(index, total, entry, "start")
         max_result = None
         max_path = None
         sizes = entry.batch_sizes
+        problems: list[str] = []  # what failed in this cell; the other cells still run
         if entry.max_batch:
-            max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
+            try:
+                max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
+            except Exception as exc:  # noqa: BLE001 - one cell's failure, said in one line
+                problems.append(f"max-batch search failed: {_why(exc)}")
             if entry.up_to_max and max_result is not None and max_result.safe_batch_size:
                 sizes = powers_of_two_up_to(max_result.safe_batch_size)
         elif entry.up_to_max:  # an inference cell sweeps up to its training twin's searched max
@@ -232,13 +240,16 @@ def run_profile(
             if safe:
                 sizes = powers_of_two_up_to(safe)
         sweep_path = out_dir / f"{cell_name}.json"
+        result = None
         try:
             result = run_sweep(
                 entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
             )
+        except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
+            result = getattr(exc, "partial_result", None)  # every finished point, file finalised
+            problems.append(f"sweep failed: {_why(exc)}")
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
             if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
-                from bench.errors import BenchError
                 from bench.store import import_file
 
                 try:
@@ -247,22 +258,34 @@ def run_profile(
                     suite.history_warning = str(exc)
             raise
         trace_dir = None
-        if entry.trace and (best := result.best_point()) is not None:
+        if entry.trace and result is not None and (best := result.best_point()) is not None:
             notify(index, total, entry, "trace")
-            trace_dir = _trace_best(entry, best.batch_size, out_dir / "traces" / cell_name)
-        manifest.record(key, str(sweep_path), max_path)
+            try:
+                trace_dir = _trace_best(entry, best.batch_size, out_dir / "traces" / cell_name)
+            except Exception as exc:  # noqa: BLE001 - the measurements stand without their trace
+                problems.append(f"trace failed: {_why(exc)}")
+        if not problems:  # a failed cell is measured again by --resume
+            manifest.record(key, str(sweep_path), max_path)
         cell = CellOutcome(
             label=entry.label,
-            sweep_path=str(sweep_path),
+            sweep_path=str(sweep_path) if result is not None else None,
             max_batch_path=max_path,
             sweep=result,
             max_batch=max_result,
             search=max_result.to_dict() if max_result is not None else None,
+            error="; ".join(problems) or None,
             trace_dir=trace_dir,
         )
         suite.cells.append(_stored(cell, db_path, suite))
-        notify(index, total, entry, "done")
+        notify(index, total, entry, "failed" if problems else "done")
     return suite
+
+
+def _why(exc: BaseException) -> str:
+    """One line for a cell's failure: a BenchError's own words, else the exception's first line."""
+    from bench.errors import first_line
+
+    return str(exc) if isinstance(exc, BenchError) else first_line(exc)
 
 
 def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) -> int | None:
@@ -291,7 +314,6 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
     warning and not tried again: measuring goes on, the result files keep every run."""
     if db_path is None or suite.history_warning is not None:
         return cell
-    from bench.errors import BenchError
     from bench.store import save_run
 
     try:
@@ -426,4 +448,12 @@ def finish_profile(
     for cell in suite.cells:
         if cell.trace_dir:
             console.print(f"trace of {cell.label}: {cell.trace_dir} (PyTorch profiler, ops.md)")
+    for cell in suite.cells:
+        if cell.error:
+            kept = sum(1 for p in cell.sweep.points if p.samples_per_sec) if cell.sweep is not None else 0
+            console.print(
+                f"[red]failed[/] {escape(cell.label)}: {escape(cell.error)}"
+                + (f" ({kept} measured point(s) kept)" if kept else ""),
+                highlight=False,
+            )
     return suite

@@ -331,6 +331,82 @@ def test_bench_run_exits_1_when_every_configuration_failed(tmp_path, monkeypatch
     assert "no configuration measured" in capsys.readouterr().err
 
 
+def test_one_failing_configuration_does_not_stop_the_profile_or_lose_its_points(
+    tmp_path, monkeypatch, capsys
+):
+    """A cell whose sweep fails at a later size keeps its measured point (file, history, report);
+    the next cell still runs; the profile exits 1 and --resume measures only the failed cell again."""
+    import sqlite3
+
+    from bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.toml").write_text(
+        'models = ["tests.fails_later:model", "tests.tiny_models:tiny_cnn"]\ndevice = "cpu"\nimage_size = 8\n'
+        "batch_sizes = [2, 4]\n[measure]\nwarmup = 1\nmin_steps = 3\nmax_time = 0.2\nmin_time = 0.0\n"
+        "isolate = false\n"
+    )
+    db = tmp_path / "h.db"
+    args = ["run", "p.toml", "--db", str(db), "--out", str(tmp_path / "rep")]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "fails_later: no data for batch 4" in out and "(1 measured point(s) kept)" in out
+    assert "1 of 2 configuration(s) failed" in err
+    with sqlite3.connect(db) as con:
+        models = sorted(r[0] for r in con.execute("SELECT model FROM runs"))
+    assert models == ["tests.fails_later:model", "tests.tiny_models:tiny_cnn"]  # both cells stored
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "fails_later" in report and "tiny_cnn" in report
+    # --resume: the good cell is skipped, the failed one is measured again (and fails again)
+    assert main([*args, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "skip (already measured): tests.tiny_models:tiny_cnn" in err
+    assert "skip (already measured): tests.fails_later" not in err
+    # a measured cell whose file was cut short since: measured again, not an error on every resume
+    (good,) = (tmp_path / "bench_results").rglob("tests.tiny_models_tiny_cnn*.json")
+    good.write_text(good.read_text()[:100])
+    assert main([*args, "--resume"]) == 1  # the fails_later cell still fails
+    assert "skip (already measured)" not in capsys.readouterr().err
+    assert json.loads(good.read_text())["status"] == "complete"
+
+
+def test_resume_searches_again_when_a_max_batch_file_is_unreadable(tmp_path, monkeypatch):
+    """A cell whose max-batch file was cut short after it was measured: --resume measures the cell
+    again (it used to fail on that file at every resume)."""
+    import bench.suite as suite_mod
+    from bench.profiles import parse_profile
+
+    monkeypatch.chdir(tmp_path)
+    searched = []
+
+    def fake_search(entry, out_path):  # the search itself is tested elsewhere: a file is enough here
+        searched.append(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json")))
+        return None, str(out_path)
+
+    monkeypatch.setattr(suite_mod, "_search_max_batch", fake_search)
+    prof = parse_profile(
+        {"models": ["tests.tiny_models:tiny_cnn"], "device": "cpu", "image_size": 8, "batch_sizes": [2],
+         "max_batch": True, "measure": {"warmup": 1, "min_steps": 3, "max_time": 0.2, "min_time": 0.0,
+                                        "isolate": False}},
+        "p.toml", "p",
+    )  # fmt: skip
+    suite_mod.run_profile(prof, manifest_dir=tmp_path / "m")
+    states = []
+    suite_mod.run_profile(
+        prof, resume=True, manifest_dir=tmp_path / "m", on_cell=lambda i, n, e, s: states.append(s)
+    )
+    assert states == ["skip"] and len(searched) == 1
+    searched[0].write_text(searched[0].read_text()[:50])
+    states.clear()
+    again = suite_mod.run_profile(
+        prof, resume=True, manifest_dir=tmp_path / "m", on_cell=lambda i, n, e, s: states.append(s)
+    )
+    assert states == ["redo", "start", "done"] and len(searched) == 2
+    assert not again.cells[0].skipped and again.cells[0].error is None
+
+
 def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
     import bench.cli.maxbatch
     from bench.cli import main

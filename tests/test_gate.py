@@ -185,6 +185,18 @@ def test_history_noise_from_the_cli(ref, tmp_path):
             "different torch version",
         ),
         (lambda r: replace(r, workload=replace(r.workload, device="cuda:1")), "different device"),
+        (
+            lambda r: replace(r, workload=replace(r.workload, cudnn_benchmark=False)),
+            "different cudnn_benchmark",
+        ),
+        (
+            lambda r: replace(r, workload=replace(r.workload, compile=True, compile_mode="max-autotune")),
+            "different compile_mode",
+        ),
+        (
+            lambda r: replace(r, workload=replace(r.workload, data="loader", data_dir="/data/imagenet")),
+            "different data_dir",
+        ),
     ],
 )
 def test_unlike_runs_are_refused_unless_allowed(ref, tmp_path, capsys, change, message):

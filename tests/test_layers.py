@@ -222,7 +222,7 @@ sys.meta_path.insert(0, _NoTorch())
     [
         ["report", "{data}/gpu_resnet50_fp32.json", "{data}/gpu_resnet50_bf16.json", "-o", "{tmp}/report"],
         ["report", "{data}/cpu_resnet18.json", "-o", "{tmp}/report_cpu"],
-        ["compare", "{data}/gpu_resnet50_fp32.json", "{data}/gpu_resnet50_fp32_slow10.json", "--db", "{tmp}/h.db"],
+        ["compare", "{data}/gpu_resnet50_fp32.json", "{data}/gpu_resnet50_fp32_slow10.json", "--strict", "--db", "{tmp}/h.db"],
         ["import", "{data}/cpu_resnet18.json", "{data}/h100_sweep_efficientnet_b0_bf16_cl_b16-64.json",
          "--db", "{tmp}/h.db"],
         ["diagnose", "{data}/h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"],

@@ -104,20 +104,26 @@ def test_real_cpu_search_matches_brute_force(tmp_path):
         "schema_version", "kind", "workload", "environment", "max_batch_size", "safe_batch_size",
         "granularity", "budget_bytes", "memory_model", "probes", "probe_count", "seconds", "soak",
     ]  # fmt: skip
-    assert d["kind"] == "max_batch" and d["budget_bytes"] == limit and d["exact"]
-    by_size = {p["batch_size"]: p for p in d["probes"] + d["soak"]["probes"]}
+    assert d["kind"] == "max_batch" and d["budget_bytes"] == limit
     mx = d["max_batch_size"]
-    assert by_size[mx]["outcome"] == "fit" and by_size[mx]["peak_bytes"] <= limit
-    assert by_size[mx + 1]["outcome"] == "over_budget"
     assert d["probe_count"] == len(d["probes"]) <= 8  # the search's, and max, max + 1 once more
-    assert d["repeats"] is True and [p["batch_size"] for p in d["probes"] if p["repeat"]] == [mx, mx + 1]
-    assert d["soak"]["ok"] and d["soak"]["steps"] == 3
+    again = [p for p in d["probes"] if p["repeat"]]
     truth = 1  # base: batch 1 fit well within the limit
     for b in range(2, 12):  # brute force: every size up to the first failure, same probe, same budget
         if not probe_isolated(wl, b, limit).fits:
             break
         truth = b
-    assert mx == truth
+    if d["repeats"]:  # the usual case: the boundary sits half a sample (~12 MiB) from both sides
+        by_size = {p["batch_size"]: p for p in d["probes"] + d["soak"]["probes"]}
+        assert d["exact"] and by_size[mx]["outcome"] == "fit" and by_size[mx]["peak_bytes"] <= limit
+        assert by_size[mx + 1]["outcome"] == "over_budget"
+        assert [p["batch_size"] for p in again] == [mx, mx + 1]
+        assert mx == truth
+    else:  # RSS moved more than that between runs (a loaded machine): then a band, never "exact"
+        assert not d["exact"] and d["band_low"] == mx <= d["band_high"]
+        assert any("did not repeat" in n for n in d["notices"])
+        assert d["band_low"] - 1 <= truth <= d["band_high"] + 1
+    assert d["soak"]["ok"] and d["soak"]["steps"] == 3
     assert 1 <= d["safe_batch_size"] < mx or d["safe_batch_size"] is None
     # The fitted slope agrees with the step measured directly at the top of this test (RSS noise
     # moves both by a few MiB a sample; a fit thrown off by batch 1 or by failed probes would not).

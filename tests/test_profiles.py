@@ -37,6 +37,11 @@ warmup = 1
     assert {x.max_batch for x in prof.entries if x.workload.mode == "infer"} == {False}
     assert {x.max_batch for x in prof.entries if x.workload.mode == "train"} == {True}
     assert prof.report_dir == "reports/p"
+    # no granularity given: the search picks the device's (8 on CPU: no finer than RSS noise)
+    assert {x.granularity for x in prof.entries} == {None}
+    from bench.maxbatch import default_granularity
+
+    assert default_granularity("cpu") == 8 and default_granularity("cuda") == 1
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,7 @@ def test_report_compare_and_store_never_import_torch(tmp_path):
         "import sys\n"
         "from bench.cli import main\n"
         f"rc = main(['report', {FP32!r}, {SLOW!r}, '--out', {str(tmp_path / 'r')!r}])\n"
-        f"rc += main(['compare', {FP32!r}, {SLOW!r}, '--db', {str(tmp_path / 'h.db')!r}]) != 1\n"
+        f"rc += main(['compare', {FP32!r}, {SLOW!r}, '--strict', '--db', {str(tmp_path / 'h.db')!r}]) != 1\n"
         f"rc += main(['import', {CPU!r}, '--db', {str(tmp_path / 'h.db')!r}])\n"
         f"rc += main(['history', '--db', {str(tmp_path / 'h.db')!r}])\n"
         "assert rc == 0, rc\n"

@@ -88,6 +88,13 @@ def register(app: typer.Typer) -> None:
                 overall.update(task, description=f"{entry.label}: tracing the best batch")
             elif state == "done":
                 overall.advance(task)
+            elif state == "redo":
+                overall.console.print(
+                    f"[yellow]measuring again[/] (its saved result is unreadable): {entry.label}"
+                )
+            elif state == "failed":
+                overall.console.print(f"[red]failed[/]: {entry.label} (the other configurations go on)")
+                overall.advance(task)
 
         started = time.perf_counter()
         try:
@@ -105,3 +112,10 @@ def register(app: typer.Typer) -> None:
         if suite.cells and not any(c.sweep is not None and c.sweep.best_point() for c in suite.cells):
             err_console.print("[red]profile failed[/]: no configuration measured any batch size")
             raise typer.Exit(1)  # as `bench sweep` does: a CI gate on a profile must not pass
+        failed = [c.label for c in suite.cells if c.error]
+        if failed:
+            err_console.print(
+                f"[red]profile incomplete[/]: {len(failed)} of {len(suite.cells)} configuration(s) failed "
+                "(their measured points are kept); `bench run --resume` measures them again"
+            )
+            raise typer.Exit(1)
