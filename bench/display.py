@@ -11,6 +11,7 @@ from rich.table import Table
 
 from bench.diagnose import diagnose_run, mfu_note
 from bench.schema import OK, Diagnosis, Point, SweepResult, device_kind
+from bench.stats import interval_label
 from bench.units import fmt_bytes, fmt_seconds
 
 
@@ -135,7 +136,7 @@ def sweep_table(result: SweepResult) -> Table:
             sps,
             fmt_seconds(st.median_seconds),
             f"{fmt_seconds(st.p10_seconds)}–{fmt_seconds(st.p90_seconds)}",
-            f"{st.rel_ci_half_width * 100:.1f}%",
+            interval_label(p).lstrip("±"),  # between repeats when there are some, else steps
             fmt_seconds(p.epoch_seconds_estimate),
         ]
         t = p.telemetry
@@ -154,8 +155,9 @@ def sweep_table(result: SweepResult) -> Table:
         row.append("ok" if p.converged else "ok (budget)")
         table.add_row(*row)
     table.caption = (
-        "epoch = dataset_size / samples/s (estimate); ±CI95 = half-width of the mean step time's "
-        "95% CI relative to the median; 'ok (budget)' = time budget hit before the CI target"
+        "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
+        "from the spread between repeats where there are some (N runs), else from the step times inside "
+        "the run (run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target"
         + ("; kernel-active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
         + "; MFU = model FLOP/s / dense peak; verdict: `bench diagnose` for the evidence"
     )

@@ -19,26 +19,16 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
+from bench.stats import throughput_interval
 
 KNEE_FRACTION = 0.95
-
-
-def throughput_interval(p: Point) -> tuple[float, float] | None:
-    """95% interval of a point's samples/sec, from its step times' CI half-width (relative to the
-    median): [sps / (1 + h), sps / (1 - h)]. None when the point has no step statistics."""
-    if p.step_stats is None or not p.samples_per_sec:
-        return None
-    h = p.step_stats.rel_ci_half_width
-    if not math.isfinite(h) or h < 0:
-        return None
-    return p.samples_per_sec / (1 + h), (p.samples_per_sec / (1 - h) if h < 1 else math.inf)
 
 
 def confidence(ok: list[Point], top: Point) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
     """(batches indistinguishable from ``top``, unconverged batches, notes saying so)."""
     notes = []
     unconverged = tuple(p.batch_size for p in ok if p.step_stats is not None and not p.converged)
-    best = throughput_interval(top)
+    best = throughput_interval(top)  # from the repeats when the point has them
     same: tuple[int, ...] = ()
     if best is not None:
         same = tuple(

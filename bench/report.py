@@ -34,6 +34,7 @@ from bench.diagnose import diagnose_run, mfu_note
 from bench.errors import BenchError
 from bench.recommend import KNEE_FRACTION, Recommendation, knee_point, recommend
 from bench.schema import OK, OOM, Point, SweepResult, result_from_dict
+from bench.stats import interval_label
 
 GIB = 2**30
 MIB = 2**20
@@ -211,7 +212,7 @@ def _point_row(p: Point, gpu: bool) -> dict[str, str]:
         "samples_per_sec": fmt_num(p.samples_per_sec),
         "step_median_ms": fmt_ms(s.median_seconds if s else None),
         "step_p10_p90_ms": f"{fmt_ms(s.p10_seconds)}–{fmt_ms(s.p90_seconds)}" if s else "–",
-        "ci": f"±{s.rel_ci_half_width:.1%}" if s else "–",
+        "ci": interval_label(p) if s else "–",  # between repeats when there are some, else steps
         "steps": str(s.count) if s else "–",
         "epoch": fmt_duration(p.epoch_seconds_estimate),
     }

@@ -284,3 +284,33 @@ def repeat_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     half = t_critical(1 - level, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     centre = statistics.fmean(logs)
     return math.exp(centre - half), math.exp(centre + half)
+
+
+def throughput_interval(p: Point) -> tuple[float, float, str] | None:
+    """95% interval of a point's samples/sec and what it rests on: with two or more repeats, the
+    spread between them (``repeat_interval``: it sees run-to-run noise); otherwise the step times'
+    CI half-width h relative to the median, [sps / (1 + h), sps / (1 - h)], which sees only the
+    noise inside one run. None when the point has neither."""
+    values = p.repeat_samples_per_sec()
+    if len(values) >= 2:
+        interval = repeat_interval(values)
+        if interval is not None:
+            return interval[0], interval[1], "repeats"
+    if p.step_stats is None or not p.samples_per_sec:
+        return None
+    h = p.step_stats.rel_ci_half_width
+    if not math.isfinite(h) or h < 0:
+        return None
+    return p.samples_per_sec / (1 + h), (p.samples_per_sec / (1 - h) if h < 1 else math.inf), "steps"
+
+
+def interval_label(p: Point) -> str:
+    """The ±CI95 column of tables and reports: the interval's larger side relative to the headline,
+    with the number of repeats when it comes from them (e.g. "±3.1% (3 runs)")."""
+    interval = throughput_interval(p)
+    if interval is None or not p.samples_per_sec:
+        return "-"
+    lo, hi, source = interval
+    rel = max(hi / p.samples_per_sec - 1, 1 - lo / p.samples_per_sec)
+    text = f"±{rel:.1%}" if math.isfinite(rel) else "±inf"
+    return f"{text} ({len(p.repeat_samples_per_sec())} runs)" if source == "repeats" else text

@@ -274,3 +274,29 @@ def test_baseline_set_list_and_compare(ref, tmp_path, capsys):
     assert "no baseline named 'nope'" in capsys.readouterr().err
     assert main(["compare", "--baseline", "main", str(slow), str(fast), *db]) == 2
     assert main(["baseline", "frobnicate", *db]) == 2
+
+
+def test_a_repeated_point_shows_the_interval_between_its_repeats(ref):
+    """Issue 12 item 1: with repeats, a point's interval comes from the spread between them (table,
+    report, the recommendation's 'indistinguishable'), not from the steps of the median repeat."""
+    from bench.stats import interval_label, throughput_interval
+
+    p = ref.points[0]
+    one = replace(p, repeats=())
+    lo, hi, source = throughput_interval(one)
+    assert source == "steps" and lo < p.samples_per_sec < hi
+    assert interval_label(one) == f"±{max(hi / p.samples_per_sec - 1, 1 - lo / p.samples_per_sec):.1%}"
+    values = (90.0, 100.0, 110.0)
+    rep = replace(
+        p, samples_per_sec=100.0, repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in values)
+    )
+    lo, hi, source = throughput_interval(rep)
+    assert source == "repeats" and (lo, hi) == pytest.approx(repeat_interval(values))
+    assert interval_label(rep).endswith("(3 runs)") and interval_label(rep).startswith("±2")  # ~±25%
+    # two repeated sizes whose repeat intervals overlap are indistinguishable, whatever their steps say
+    from bench.recommend import confidence
+
+    other = replace(rep, batch_size=p.batch_size * 2, samples_per_sec=104.0,
+                    repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in (95.0, 104.0, 113.0)))  # fmt: skip
+    same, _, notes = confidence([rep, other], other)
+    assert same == (rep.batch_size, other.batch_size) and "indistinguishable" in notes[0]
