@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import flops
@@ -105,3 +107,40 @@ def test_mfu_is_none_without_a_peak_or_a_count():
     assert flops.figures(1e9, 100.0, "cpu", "fp32").mfu is None
     assert flops.figures(1e9, 100.0, "cpu", "fp32").achieved_tflops == pytest.approx(0.1)
     assert flops.figures(None, 100.0, "NVIDIA H100 PCIe", "bf16") == flops.FlopFigures()
+
+
+def test_a_sweep_records_flops_and_mfu_per_point():
+    """with_analysis puts FLOPs, TFLOP/s and MFU on every measured point of a sweep: on the H100
+    fixture (bf16) against the H100 SXM dense peak; a failed point gets none."""
+    from dataclasses import replace as dc_replace
+
+    from bench.schema import load_result
+    from bench.sweep import with_analysis
+
+    run = load_result(str(Path(__file__).parent / "data" / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"))
+    run = dc_replace(run, points=(*run.points, dc_replace(run.points[-1], batch_size=4096, status="oom",
+                                                          samples_per_sec=None)))  # fmt: skip
+    done = with_analysis(run, 2.2932e9)
+    for p in done.points:
+        if p.status != "ok":
+            assert p.mfu is None
+            continue
+        assert p.flops_per_sample == 2.2932e9
+        assert p.achieved_tflops == pytest.approx(2.2932e9 * p.samples_per_sec / 1e12)
+        assert p.mfu == pytest.approx(p.achieved_tflops / 989.4, rel=1e-6)
+        assert p.diagnosis is not None
+
+
+@pytest.mark.slow
+def test_a_real_cpu_sweep_counts_flops_but_claims_no_mfu(tmp_path):
+    from bench.schema import MeasureSettings, Workload
+    from bench.sweep import run_sweep
+
+    res = run_sweep(
+        Workload(model="tests.tiny_models:tiny_cnn", image_size=8, device="cpu"), [2],
+        MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False),
+        out_path=tmp_path / "r.json",
+    )  # fmt: skip
+    (p,) = res.points
+    assert p.flops_per_sample and p.flops_per_sample > 0 and p.achieved_tflops > 0
+    assert p.mfu is None  # no dense peak for a CPU in the table: never a made-up figure
