@@ -347,10 +347,9 @@ def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     recorded = trace.record_torch_trace(
         entry.workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
     )
-    table = trace.ops_table_markdown(recorded.ops, recorded.measured_steps, recorded.device_kind)
     w = entry.workload
-    (out_dir / "ops.md").write_text(
-        f"# {w.model}, batch {batch_size}, {w.device}, {w.precision}, {w.mode}\n\n{table}\n", encoding="utf-8"
+    trace.write_ops_tables(
+        recorded, out_dir, f"{w.model}, batch {batch_size}, {w.device}, {w.precision}, {w.mode}"
     )
     return str(out_dir)
 

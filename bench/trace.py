@@ -756,6 +756,20 @@ def _point_or_raise(point: Any, what: str) -> Any:
     return point
 
 
+def write_ops_tables(result: TorchTrace, out_dir: Path, title: str, top: int = 15) -> tuple[Path, str]:
+    """``ops.md`` (the top operators and kernels, shares of the measured step) and ``ops.json``
+    (every operator and kernel) of a recorded trace into ``out_dir``; returns the Markdown path and
+    the table. One writer for `bench trace` and a profile's ``trace = true`` cells."""
+    table = ops_table_markdown(
+        result.ops, result.measured_steps, result.device_kind, top=top, step_seconds=result.step_seconds
+    )
+    ops_path = out_dir / "ops.md"
+    ops_path.write_text(f"# {title}\n\n{table}\n", encoding="utf-8")
+    doc = ops_json(result.ops, result.measured_steps, result.step_seconds)
+    (out_dir / "ops.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return ops_path, table
+
+
 def record_torch_trace(
     workload: Any,
     batch_size: int,

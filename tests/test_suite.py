@@ -104,7 +104,13 @@ def test_profile_with_trace_and_default_report_dir(tmp_path, monkeypatch):
     assert states == ["start", "trace", "done"]
     (cell,) = suite.cells
     assert (Path(cell.trace_dir) / "pytorch" / "rank0.pt.trace.json.gz").is_file()
-    assert f"batch {cell.sweep.best_point().batch_size}" in (Path(cell.trace_dir) / "ops.md").read_text()
+    ops_md = (Path(cell.trace_dir) / "ops.md").read_text()
+    assert f"batch {cell.sweep.best_point().batch_size}" in ops_md
+    assert "% of step" in ops_md  # shares of the measured step, as `bench trace` writes it: one writer
+    import json
+
+    doc = json.loads((Path(cell.trace_dir) / "ops.json").read_text())
+    assert doc["measured_steps"] >= 1 and doc["step_seconds"] > 0 and doc["operators"]
     finish_profile(
         suite, db_path=tmp_path / "h.db", report_dir=None, console=Console(file=open(os.devnull, "w"))
     )

@@ -16,7 +16,6 @@ profilers both use CUPTI and must not run in one process.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -113,14 +112,8 @@ def trace_cmd(
     result = trace.record_torch_trace(
         workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
     )
-    table = trace.ops_table_markdown(
-        result.ops, result.measured_steps, result.device_kind, top=top, step_seconds=result.step_seconds
-    )
-    ops_path = out_dir / "ops.md"
-    header = f"# bench trace: {workload.model}, batch {batch_size}, {workload.device}, {workload.precision}, {workload.mode}\n\n"
-    ops_path.write_text(header + table + "\n", encoding="utf-8")
-    doc = trace.ops_json(result.ops, result.measured_steps, result.step_seconds)
-    (out_dir / "ops.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    title = f"bench trace: {workload.model}, batch {batch_size}, {workload.device}, {workload.precision}, {workload.mode}"
+    ops_path, table = trace.write_ops_tables(result, out_dir, title, top=top)
     print(table)
     say(f"PyTorch trace: {result.trace_path} (Perfetto / chrome://tracing / HTA)")
     say(f"operator table: {ops_path}")
