@@ -1,8 +1,8 @@
-"""The layers of STYLE.md, enforced: every import between bench modules points down (or sideways).
+"""The layers of the house style (../shared/STYLE.md: one concept per module, data flowing one way), enforced: every import between bench modules points down (or sideways).
 
 Every ``import`` in every module under ``bench/`` counts, those inside functions included: an
 import hidden in a function still ties the two modules together. The table below is the one in
-STYLE.md; a new module must be given a layer here (the test says so).
+the house style; a new module must be given a layer here (the test says so).
 """
 
 from __future__ import annotations
@@ -112,7 +112,9 @@ def _imports(path: Path, name: str) -> list[tuple[int, str]]:
 
 def test_every_module_has_a_layer():
     missing = [name or "bench/__init__" for name in _modules() if _layer_of(name) is None]
-    assert not missing, f"give these modules a layer in tests/test_layers.py (and STYLE.md): {missing}"
+    assert not missing, (
+        f"give these modules a layer in tests/test_layers.py (and the README architecture section): {missing}"
+    )
 
 
 def test_imports_point_down_the_layers():

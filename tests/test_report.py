@@ -360,3 +360,40 @@ def test_markdown_report_carries_user_text_literally(tmp_path):
     text = "".join(t.content for t in every if t.type in ("text", "code_inline"))
     assert "id`x" in text and "my `file`.json" in text
     assert "# shout - [link](http://x) <b>bold</b> `code` | pipe" in text
+
+
+def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
+    """Issue 15 item 17: what the measurements cannot support (indistinguishable batches, a best
+    batch at the edge) is said in the HTML and the Markdown, not only in the terminal."""
+    from dataclasses import replace
+
+    from bench.schema import RepeatSample
+
+    run = load_result(CPU)
+    ok = [p for p in run.points if p.samples_per_sec]
+    a, b = ok[-2], ok[-1]
+    twins = {
+        a.batch_size: replace(a, samples_per_sec=100.0, repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in (90.0, 100.0, 110.0))),
+        b.batch_size: replace(b, samples_per_sec=101.0, repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in (91.0, 101.0, 111.0))),
+    }  # fmt: skip
+    run = replace(run, points=tuple(twins.get(p.batch_size, p) for p in run.points), recommendation=None)
+    path = tmp_path / "twins.json"
+    from bench.schema import dumps
+
+    path.write_text(dumps(run))
+    files = build_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
+    md, html = files.markdown.read_text(), files.html.read_text()
+    for text in (md, html):
+        assert f"batches {a.batch_size}, {b.batch_size} are indistinguishable" in text
+
+
+def test_committed_reports_load():
+    """The JSON committed under reports/ (measured on real machines) still loads with this bench."""
+    from bench.maxbatch import load_max_batch
+
+    root = Path(__file__).parent.parent / "reports"
+    found = [p for p in root.rglob("*.json") if p.name != "runs.json"]
+    assert found, "no committed results"
+    for p in found:
+        kind = json.loads(p.read_text()).get("kind")
+        (load_max_batch if kind == "max_batch" else load_result)(str(p))
