@@ -151,7 +151,7 @@ CUDA_OUTSIDE_HW = {
         "get_device_properties",
     },  # the environment record (hardware layer)
     "errors": {"OutOfMemoryError"},  # an exception type, matched by type
-    "trace": {"nvtx", "memory"},  # NVTX ranges and allocator snapshots: tracing, not queries
+    "trace": {"nvtx", "memory", "profiler"},  # NVTX, allocator snapshots, the cudaProfilerApi range: tracing
 }
 PSUTIL_MODULES = {"hw.device", "env", "telemetry", "isolate"}  # host RAM; the environment; process sampling
 
@@ -167,6 +167,12 @@ def test_device_queries_stay_in_hw():
             for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "cuda"
         }
+        for n in ast.walk(tree):  # `import torch.cuda.profiler`, `from torch.cuda import nvtx` count too
+            if isinstance(n, ast.Import):
+                used |= {a.name.split(".")[2] for a in n.names if a.name.startswith("torch.cuda.")}
+            elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("torch.cuda"):
+                rest = (n.module or "").split(".")[2:]
+                used |= {rest[0]} if rest else {a.name for a in n.names}
         extra = used - CUDA_OUTSIDE_HW.get(name, set())
         if extra:
             problems.append(f"bench.{name} uses torch.cuda.{sorted(extra)}: put the query in bench/hw")
