@@ -73,4 +73,5 @@ class PhaseTimes:
             data_seconds=medians["data"],
             steps=n,
             data_wait_fraction=fraction,
+            data_wait_seconds=tuple(data[-n:]) if len(data) >= n else (),
         )

@@ -284,6 +284,7 @@ class StepBreakdown:
     data_seconds: float | None = None  # waiting for the next batch and copying it in
     steps: int = 0  # timed steps the medians are taken over
     data_wait_fraction: float | None = None  # total data time / total step time over the window
+    data_wait_seconds: tuple[float, ...] = ()  # per timed step, the time it waited for its batch
 
 
 @dataclass(frozen=True)
@@ -561,6 +562,14 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     else:
         d["diagnosis"] = None
     bd = d.get("breakdown")
+    if bd:
+        bd = dict(bd)
+        waits = bd.get("data_wait_seconds") or []
+        if not isinstance(waits, list) or not all(_type_ok("float", x) for x in waits):
+            raise BenchError(
+                f"point {d.get('batch_size')}: breakdown.data_wait_seconds should be a list of numbers"
+            )
+        bd["data_wait_seconds"] = tuple(float(x) for x in waits)
     d["breakdown"] = _build(StepBreakdown, bd, "breakdown") if bd else None
     steps = d.get("step_seconds") or []
     if not isinstance(steps, list) or not all(_type_ok("float", x) for x in steps):

@@ -72,7 +72,15 @@ def test_slow_loader_point_reads_input_bound():
     bd = phases.breakdown(win.step_seconds)
     assert bd.data_wait_fraction == pytest.approx(48 / 81, rel=1e-3)  # 8 x 6 ms of 81 ms
     assert bd.data_wait_fraction > 0.5
+    # the wait of every timed step is kept (issue 11 item 4), and it survives the JSON round trip
+    assert len(bd.data_wait_seconds) == len(win.step_seconds)
+    assert all(w == pytest.approx(0.048) for w in bd.data_wait_seconds)
     import dataclasses
+
+    from bench.schema import point_from_dict, to_dict
+
+    again = point_from_dict(to_dict(dataclasses.replace(point, breakdown=bd)))
+    assert again.breakdown == bd
 
     d = diagnose_point(dataclasses.replace(point, breakdown=bd), on_gpu=False)
     assert d.verdict == "input-bound" and "59%" in d.evidence[0]
