@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -53,7 +54,7 @@ class LiveSweep:
 
     def __call__(self, event: Any) -> None:
         if event.kind == "notice":
-            self.live.console.print(f"[yellow]note:[/] {event.message}")
+            self.live.console.print(f"[yellow]note:[/] {escape(event.message or '')}")
         elif event.kind == "point_start":
             self.tasks[event.batch_size] = self.progress.add_task(
                 "", total=None, batch=event.batch_size, phase="start", detail=""
@@ -85,7 +86,7 @@ class LiveSweep:
             if pt.status == OK:
                 detail = f"[green]{pt.samples_per_sec:,.1f} samples/s[/]"
             else:
-                detail = f"[red]{pt.status}[/] {pt.error or ''}"[:90]
+                detail = f"[red]{pt.status}[/] {escape((pt.error or '')[: 88 - len(pt.status)])}"
             self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
 
 

@@ -563,3 +563,24 @@ def test_a_model_class_from_a_script_is_one_clear_error_on_cpu(tmp_path):
     said = " ".join(proc.stdout.split())
     assert said.startswith("BenchError cannot search __main__.Net: class Net is defined in __main__"), said
     assert "mymodels.py" in said and "device='cuda'" in said
+
+
+def test_error_text_with_brackets_never_breaks_the_live_display():
+    """A gloo error carries '[/__w/pytorch/.../unbound_buffer.cc:78]', which rich reads as a closing
+    tag: the notice and the point's error are printed as text (this crashed a failing-rank run)."""
+    import io
+
+    from rich.console import Console
+
+    from bench.display import LiveSweep
+    from bench.schema import ERROR, Point
+    from bench.sweep import SweepEvent
+
+    text = "Timed out [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] [bold"
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with LiveSweep(console) as live:
+        live(SweepEvent("notice", message=f"batch 4 failed ({text})"))
+        live(SweepEvent("point_start", batch_size=4))
+        live(SweepEvent("point_done", batch_size=4, point=Point(batch_size=4, status=ERROR, error=text)))
+    assert "unbound_buffer.cc:78]" in out.getvalue()

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bench.errors import BenchError
 from bench.schema import MeasureSettings, Workload, default_min_time
@@ -146,6 +147,8 @@ def store_in_history(db: Path | None, result: object) -> bool:
         else:
             save_run(db, result)
     except (BenchError, OSError) as exc:
-        err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}", highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] not stored in the history: {escape(str(exc))}", highlight=False
+        )
         return False
     return True

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from bench.errors import BenchError
 
 
@@ -84,7 +86,7 @@ def launch_sweep(
             try:
                 save_run(history, r)
             except (BenchError, OSError) as exc:
-                err_console.print(f"[yellow]warning:[/] not stored in the history: {exc}")
+                err_console.print(f"[yellow]warning:[/] not stored in the history: {escape(str(exc))}")
     if json_only:
         if summary is not None:
             print(summary.read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import (
     DEFAULT_DB,
@@ -137,7 +138,7 @@ def print_summary(res: MaxBatchResult) -> None:
     if line:
         err_console.print(line, highlight=False)
     for line in (*res.notices, *res.leaks):
-        console.print(f"[yellow]note:[/] {line}")
+        console.print(f"[yellow]note:[/] {escape(line)}")
 
 
 def _write_json(out: Path, data: dict[str, Any]) -> None:

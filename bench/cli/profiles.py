@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
         def on_cell(index, total, entry, state):
             if state == "skip":
-                overall.console.print(f"[dim]skip (already measured): {entry.label}[/]")
+                overall.console.print(f"[dim]skip (already measured): {escape(entry.label)}[/]")
                 overall.advance(task)
             elif state == "start":
                 overall.update(task, description=f"{entry.label}")
@@ -90,10 +91,12 @@ def register(app: typer.Typer) -> None:
                 overall.advance(task)
             elif state == "redo":
                 overall.console.print(
-                    f"[yellow]measuring again[/] (its saved result is unreadable): {entry.label}"
+                    f"[yellow]measuring again[/] (its saved result is unreadable): {escape(entry.label)}"
                 )
             elif state == "failed":
-                overall.console.print(f"[red]failed[/]: {entry.label} (the other configurations go on)")
+                overall.console.print(
+                    f"[red]failed[/]: {escape(entry.label)} (the other configurations go on)"
+                )
                 overall.advance(task)
 
         started = time.perf_counter()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
             )
         for w in cmp.warnings:
             loud = w in cmp.mismatches
-            err_console.print(f"[{'bold red' if loud else 'yellow'}]warning:[/] {w}")
+            err_console.print(f"[{'bold red' if loud else 'yellow'}]warning:[/] {escape(w)}")
         if not cmp.changes:  # a gate that compared nothing must not pass
             raise BenchError("nothing to compare: no batch size was measured ok in both runs")
         if markdown:
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(to_table(cmp))
             for note in cmp.notes:
-                err_console.print(f"[dim]{note}[/]")
+                err_console.print(f"[dim]{escape(note)}[/]")
             colour = "red" if cmp.regressions else ("yellow" if cmp.inconclusive else "green")
             console.print(f"[{colour}]{summary(cmp).replace('**', '')}[/]")
         if cmp.regressions or (strict and cmp.inconclusive):
@@ -145,7 +146,7 @@ def register(app: typer.Typer) -> None:
             f"report: [bold]{files.html}[/] (HTML) and [bold]{files.markdown}[/] (Markdown, PNG plots)"
         )
         for line in files.omitted:
-            console.print(f"[dim]not plotted: {line}[/]")
+            console.print(f"[dim]not plotted: {escape(line)}[/]")
         if screenshot:
             png = render_png(files.html, out / "report.png")
             console.print(f"screenshot: {png}")

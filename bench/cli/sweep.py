@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import (
     DEFAULT_DB,
@@ -229,7 +230,7 @@ def sweep(
         try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
             search = matching_max_batch(history if stored else None, result)
         except BenchError as exc:
-            err_console.print(f"[yellow]warning:[/] history not read: {exc}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] history not read: {escape(str(exc))}", highlight=False)
     if search is not None or base_batch is not None:  # the file and history say what is printed
         from dataclasses import replace
 
@@ -281,7 +282,9 @@ def _rewrite(result: SweepResult, path: Path | None, what: str) -> None:
     try:
         write_json_atomic(path, dumps(result))
     except OSError as exc:
-        err_console.print(f"[yellow]warning:[/] {what} not written to {path}: {exc.strerror or exc}")
+        err_console.print(
+            f"[yellow]warning:[/] {what} not written to {path}: {escape(str(exc.strerror or exc))}"
+        )
 
 
 def _advise(result: SweepResult, out_path: Path | None) -> SweepResult:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import (
     WORKLOAD,
@@ -130,7 +131,7 @@ def trace_cmd(
             say(f"memory snapshot: {snap} (open at https://pytorch.org/memory_viz)")
 
     def status(line: str) -> None:
-        err_console.print(f"[dim]{line}[/]")
+        err_console.print(f"[dim]{escape(line)}[/]")
 
     for line in trace.nsys_capture(workload, batch_size, steps, warmup, out_dir, nsys, on_status=status):
         say(line)
