@@ -41,6 +41,7 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from importlib import resources
@@ -85,6 +86,11 @@ _MEASURE_KEYS = {
     "isolate": ("isolate", bool),
     "repeat": ("repeat", int),
 }
+
+
+def _default(field_name: str) -> object:
+    """A Workload field's default: the schema declares it once, profiles do not repeat it."""
+    return {f.name: f.default for f in dataclasses.fields(Workload)}[field_name]
 
 
 @dataclass(frozen=True)
@@ -246,11 +252,11 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
         if device_override:
             raise BenchError(f"--device: {exc}") from None
         raise c.fail("device", str(exc)) from None
-    image_size = c.positive_int("image_size", 224)
+    image_size = c.positive_int("image_size", _default("image_size"))
     seq_len = c.positive_int("seq_len", None)
-    dataset_size = c.positive_int("dataset_size", 1_281_167)
-    h2d = c.get("h2d", bool, False)
-    optimizer = c.get("optimizer", str, "sgd")
+    dataset_size = c.positive_int("dataset_size", _default("dataset_size"))
+    h2d = c.get("h2d", bool, _default("h2d"))
+    optimizer = c.get("optimizer", str, _default("optimizer"))
     if optimizer not in ("sgd", "adamw"):
         raise c.fail("optimizer", f"unknown optimizer {optimizer!r} (choose sgd, adamw)")
     max_batch = c.get("max_batch", bool, False)

@@ -71,7 +71,7 @@ def print_probe(rec: ProbeRecord) -> None:
 
     colour = "green" if rec.fits else "red"
     what = ("repeat" if rec.repeat else "probe") if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
-    why = f"  [dim]{rec.detail}[/]" if rec.detail and not rec.fits else ""
+    why = f"  [dim]{escape(rec.detail)}[/]" if rec.detail and not rec.fits else ""
     err_console.print(
         f"  {what:<14} batch {rec.batch_size:>6}: [{colour}]{rec.outcome:<11}[/] "
         f"peak {fmt_bytes(rec.peak_bytes):>10}  {rec.seconds:6.1f} s{why}",
