@@ -191,8 +191,7 @@ def _first_use(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     if conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated
         if version > len(MIGRATIONS):
             raise BenchError(
@@ -204,10 +203,23 @@ def _first_use(conn: sqlite3.Connection) -> None:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction (it waits for other writers under the busy timeout),
+    committed when the block ends and rolled back on any exception, which then propagates (a
+    rollback that fails as well is left to closing, which rolls back too)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
 
 
@@ -336,8 +348,7 @@ def save_run(db_path: Path | str, result: Any) -> int:
     path = Path(db_path)
     conn = connect(path)
     try:
-        with _history_errors(path):
-            conn.execute("BEGIN IMMEDIATE")
+        with _history_errors(path), _immediate(conn):
             values = {**row, "json": json.dumps(data)}
             found = conn.execute("SELECT id FROM runs WHERE run_id = ?", (row["run_id"],)).fetchone()
             if found is not None:
@@ -363,15 +374,7 @@ def save_run(db_path: Path | str, result: Any) -> int:
             conn.executemany(
                 "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", [(pk, *r) for r in point_rows]
             )
-            conn.execute("COMMIT")
         return pk
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # closing without COMMIT rolls back as well
-        raise
     finally:
         conn.close()
 
@@ -561,8 +564,7 @@ def set_baseline(db_path: Path | str, name: str, ref: str) -> RunRow:
         raise BenchError(f"no results history at {path} (run a sweep or `bench import` first)")
     conn = connect(path)
     try:
-        with _history_errors(path):
-            conn.execute("BEGIN IMMEDIATE")
+        with _history_errors(path), _immediate(conn):
             row = _find_run(conn, path, ref)
             now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             conn.execute(
@@ -570,15 +572,7 @@ def set_baseline(db_path: Path | str, name: str, ref: str) -> RunRow:
                 " ON CONFLICT(name) DO UPDATE SET run_pk = excluded.run_pk, created_at = excluded.created_at",
                 (name, row.id, now),
             )
-            conn.execute("COMMIT")
         return row
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        raise
     finally:
         conn.close()
 
