@@ -17,7 +17,7 @@ from bench.schema import (
     Workload,
     _build,
     environment_from_dict,
-    read_result_json,
+    load_checked,
     to_dict,
 )
 
@@ -167,10 +167,4 @@ def maxbatch_from_dict(d: dict[str, Any]) -> MaxBatchResult:
 
 def load_max_batch(path: str | Path) -> MaxBatchResult:
     """Read and check a max-batch JSON file; any problem is one BenchError line naming it."""
-    data = read_result_json(str(path))
-    try:
-        return maxbatch_from_dict(data)
-    except BenchError as exc:
-        raise BenchError(f"{path}: {exc}") from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise BenchError(f"{path}: malformed max-batch result ({exc})") from None
+    return load_checked(str(path), maxbatch_from_dict, "max-batch result")

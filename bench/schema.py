@@ -667,12 +667,18 @@ def read_result_json(path: str) -> dict[str, Any]:
     return data
 
 
-def load_result(path: str) -> SweepResult:
-    """Read a sweep JSON file; any problem becomes one BenchError line naming the file."""
+def load_checked(path: str, from_dict: Any, what: str) -> Any:
+    """Read a result file with ``from_dict`` (which type-checks it); any problem becomes one
+    BenchError line naming the file ("malformed WHAT" for what the checks did not word)."""
     data = read_result_json(path)
     try:
-        return result_from_dict(data)
+        return from_dict(data)
     except BenchError as exc:
         raise BenchError(f"{path}: {exc}") from None
     except (TypeError, ValueError, KeyError) as exc:
-        raise BenchError(f"{path}: malformed result ({exc})") from None
+        raise BenchError(f"{path}: malformed {what} ({exc})") from None
+
+
+def load_result(path: str) -> SweepResult:
+    """Read a sweep JSON file; any problem becomes one BenchError line naming the file."""
+    return load_checked(path, result_from_dict, "result")
