@@ -48,3 +48,9 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     if len(line) > limit:
         line = line[: limit - 3] + "..."
     return f"{type(exc).__name__}: {line}"
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a failure: a BenchError's own words (they are written for the user), else the
+    exception's type and first line."""
+    return str(exc) if isinstance(exc, BenchError) else first_line(exc)

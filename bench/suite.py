@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, failure_text
 from bench.profiles import Profile, ProfileEntry
 from bench.schema import (
     Environment,
@@ -232,7 +232,7 @@ def run_profile(
             try:
                 max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
             except Exception as exc:  # noqa: BLE001 - one cell's failure, said in one line
-                problems.append(f"max-batch search failed: {_why(exc)}")
+                problems.append(f"max-batch search failed: {failure_text(exc)}")
             if entry.up_to_max and max_result is not None and max_result.safe_batch_size:
                 sizes = powers_of_two_up_to(max_result.safe_batch_size)
         elif entry.up_to_max:  # an inference cell sweeps up to its training twin's searched max
@@ -247,7 +247,7 @@ def run_profile(
             )
         except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
             result = getattr(exc, "partial_result", None)  # every finished point, file finalised
-            problems.append(f"sweep failed: {_why(exc)}")
+            problems.append(f"sweep failed: {failure_text(exc)}")
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
             if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
                 from bench.store import import_file
@@ -263,7 +263,7 @@ def run_profile(
             try:
                 trace_dir = _trace_best(entry, best.batch_size, out_dir / "traces" / cell_name)
             except Exception as exc:  # noqa: BLE001 - the measurements stand without their trace
-                problems.append(f"trace failed: {_why(exc)}")
+                problems.append(f"trace failed: {failure_text(exc)}")
         if not problems:  # a failed cell is measured again by --resume
             manifest.record(key, str(sweep_path), max_path)
         cell = CellOutcome(
@@ -279,13 +279,6 @@ def run_profile(
         suite.cells.append(_stored(cell, db_path, suite))
         notify(index, total, entry, "failed" if problems else "done")
     return suite
-
-
-def _why(exc: BaseException) -> str:
-    """One line for a cell's failure: a BenchError's own words, else the exception's first line."""
-    from bench.errors import first_line
-
-    return str(exc) if isinstance(exc, BenchError) else first_line(exc)
 
 
 def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) -> int | None:

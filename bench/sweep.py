@@ -21,7 +21,7 @@ from typing import Any
 
 from bench._version import __version__
 from bench.diagnose import with_diagnoses
-from bench.errors import BenchError, first_line
+from bench.errors import BenchError, failure_text
 from bench.flops import count_flops_per_sample
 from bench.flops import figures as flop_figures
 from bench.recommend import recommend
@@ -527,8 +527,7 @@ def run_sweep(
     except Exception as exc:
         # A later point failed hard (a factory that stops returning a module, a bug): the file is
         # finalised with every finished point, and the caller gets them with the exception.
-        why = str(exc) if isinstance(exc, BenchError) else first_line(exc)
-        note = f"stopped after {len(points)} measured point(s): {why}"
+        note = f"stopped after {len(points)} measured point(s): {failure_text(exc)}"
         result = replace(result, notices=(*result.notices, note))
         result = save(replace(result, status="failed", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]
