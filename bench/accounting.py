@@ -36,17 +36,14 @@ def first_step_label(device_kind: str, compile: bool) -> str:
 def parts(timings: Sequence[Timing], *, first_step: str = "first steps") -> list[tuple[str, float]]:
     """(label, seconds) summed over ``timings``, largest first; parts nobody recorded are left out."""
 
-    def total(attr: str) -> float | None:
-        values = [getattr(t, attr) for t in timings if getattr(t, attr) is not None]
-        return sum(values) if values else None
-
+    total = Timing.total(timings) or Timing()
     named = [
-        ("measuring", total("measure_seconds")),
-        (first_step, total("first_step_seconds")),
-        ("warm-up", total("warmup_seconds")),
-        ("building", total("build_seconds")),
-        ("process start-up", total("spawn_seconds")),
-        ("teardown", total("teardown_seconds")),
+        ("measuring", total.measure_seconds),
+        (first_step, total.first_step_seconds),
+        ("warm-up", total.warmup_seconds),
+        ("building", total.build_seconds),
+        ("process start-up", total.spawn_seconds),
+        ("teardown", total.teardown_seconds),
     ]
     # runs stopped from outside part-way (a child killed over its RSS budget) know only their total
     stopped = [t.total_seconds for t in timings if t.total_seconds and _no_parts(t)]
