@@ -154,7 +154,15 @@ def hand_process(args: argparse.Namespace, device_name: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-ARM_KEYS = ("hand", "run_point", "hand-proc", "sweep", "sweep-inproc")
+# --arms key -> the label printed for that arm
+ARMS = {
+    "hand": "hand-written",
+    "run_point": "run_point",
+    "hand-proc": "hand (own process)",
+    "sweep": "bench sweep",
+    "sweep-inproc": "sweep --no-isolate",
+}
+ARM_KEYS = tuple(ARMS)
 
 
 def main() -> None:
@@ -195,22 +203,21 @@ def main() -> None:
         f"batch {args.batch_size} image {args.image_size} on {name} ({args.device}), "
         f"{args.steps} timed steps x {args.rounds} rounds"
     )
-    every = {
-        "hand-written": lambda: hand_loop(args, args.device),
+    run = {
+        "hand": lambda: hand_loop(args, args.device),
         "run_point": lambda: bench_point(args, args.device),
-        "hand (own process)": lambda: hand_process(args, args.device),
-        "bench sweep": lambda: cli_point(args, args.device),
-        "sweep --no-isolate": lambda: cli_point(args, args.device, isolate=False),
+        "hand-proc": lambda: hand_process(args, args.device),
+        "sweep": lambda: cli_point(args, args.device),
+        "sweep-inproc": lambda: cli_point(args, args.device, isolate=False),
     }
-    keys = dict(zip(ARM_KEYS, every, strict=True))
     wanted = ["hand", "run_point"] + (["hand-proc", "sweep"] if args.cli else [])
     wanted += ["sweep-inproc"] if args.no_isolate_arm else []
     if args.arms:
         wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
-        unknown = [a for a in wanted if a not in keys]
+        unknown = [a for a in wanted if a not in ARMS]
         if unknown or not wanted:
             parser.error(f"--arms takes {', '.join(ARM_KEYS)}; got {args.arms!r}")
-    arms = {keys[a]: every[keys[a]] for a in dict.fromkeys(wanted)}
+    arms = {ARMS[a]: run[a] for a in dict.fromkeys(wanted)}
     names = list(arms)
     base = names[0]  # each round's ratios are against the first arm
     got: dict[str, list[float]] = {n: [] for n in names}
