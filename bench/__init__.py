@@ -7,28 +7,28 @@ Library use::
     print(result.best_point().samples_per_sec)  # BenchError instead when no batch size ran
 """
 
-# Only the results layer at import: `import bench.report` runs this file first, and must load
+# Only the results layer at import: `import bench.present.report` runs this file first, and must load
 # neither torch nor the measuring modules (the functions below import them when called).
 from bench._version import __version__
-from bench.errors import BenchError
-from bench.schema import MeasureSettings, Point, SweepResult, Workload, load_result
+from bench.results.errors import BenchError
+from bench.results.schema import MeasureSettings, Point, SweepResult, Workload, load_result
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """'1,2,4,8' -> (1, 2, 4, 8); '8:256' -> powers of two from 8 to 256; see ``bench.sweep``."""
-    from bench.sweep import parse_batch_sizes as _parse
+    """'1,2,4,8' -> (1, 2, 4, 8); '8:256' -> powers of two from 8 to 256; see ``bench.jobs.sweep``."""
+    from bench.jobs.sweep import parse_batch_sizes as _parse
 
     return _parse(text)
 
 
 def run_sweep(workload, batch_sizes=None, settings=None, **kwargs):
-    """Measure ``workload`` at each batch size; see ``bench.sweep.run_sweep``.
+    """Measure ``workload`` at each batch size; see ``bench.jobs.sweep.run_sweep``.
 
     Raises BenchError when no batch size could be measured (instead of returning a result whose
     ``best_point()`` is None); the message names the results file and the first failure. The
     result file and its failed points are kept either way.
     """
-    from bench.sweep import run_sweep as _run
+    from bench.jobs.sweep import run_sweep as _run
 
     result = _run(workload, batch_sizes, settings, **kwargs)
     if result.best_point() is None:
@@ -39,11 +39,11 @@ def run_sweep(workload, batch_sizes=None, settings=None, **kwargs):
 
 
 def find_max_batch(workload, **kwargs):
-    """Largest training batch that fits, exactly; see ``bench.maxbatch.find_max_batch``.
+    """Largest training batch that fits, exactly; see ``bench.jobs.maxbatch.find_max_batch``.
 
     Builds its own model and optimizer: the caller's are never touched.
     """
-    from bench.maxbatch import find_max_batch as _find
+    from bench.jobs.maxbatch import find_max_batch as _find
 
     return _find(workload, **kwargs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import BenchError
+from bench.results.errors import BenchError
 from tests.tiny_models import tiny_cnn
 
 BENCH_INPUT_SHAPE = (3, 8, 8)

@@ -1,4 +1,4 @@
-"""Targets for ``bench.isolate.run_isolated`` in fault tests (importable by a child process)."""
+"""Targets for ``bench.jobs.isolate.run_isolated`` in fault tests (importable by a child process)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import advise
-from bench.errors import BenchError
-from bench.schema import (
+from bench.analysis.stats import summarize
+from bench.jobs import advise
+from bench.results.errors import BenchError
+from bench.results.schema import (
     ERROR,
     OK,
     OOM,
@@ -22,7 +23,6 @@ from bench.schema import (
     load_result,
     result_from_dict,
 )
-from bench.stats import summarize
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"

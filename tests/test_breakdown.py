@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench import data
-from bench.breakdown import PhaseTimes
-from bench.diagnose import diagnose_point
-from bench.runner import measure, point_from_window
-from bench.schema import MeasureSettings, MemoryStats
+from bench.analysis.diagnose import diagnose_point
+from bench.measure import data
+from bench.measure.breakdown import PhaseTimes
+from bench.measure.runner import measure, point_from_window
+from bench.results.schema import MeasureSettings, MemoryStats
 from tests.fakes import FakeClock, FakeDevice
 from tests.test_data import SlowDataset
 
@@ -77,7 +77,7 @@ def test_slow_loader_point_reads_input_bound():
     assert all(w == pytest.approx(0.048) for w in bd.data_wait_seconds)
     import dataclasses
 
-    from bench.schema import point_from_dict, to_dict
+    from bench.results.schema import point_from_dict, to_dict
 
     again = point_from_dict(to_dict(dataclasses.replace(point, breakdown=bd)))
     assert again.breakdown == bd

@@ -182,7 +182,7 @@ def test_a_workload_failing_at_every_size_stops_after_two(tmp_path, capsys):
 
 
 def test_rerunning_to_the_same_file_keeps_both_runs_in_the_history(tmp_path):
-    from bench.store import list_runs
+    from bench.results.store import list_runs
 
     args = ["sweep", TINY, "-b", "2", *FAST, "--no-isolate", "-o", str(tmp_path / "r.json")]
     assert main([*args, "--db", str(tmp_path / "h.db")]) == 0
@@ -237,7 +237,7 @@ def test_sigterm_ends_a_sweep_like_ctrl_c_nothing_lost(tmp_path):
     data = json.loads(out.read_text())
     assert data["status"] == "interrupted"
     assert 1 <= len(data["points"]) < 7 and all(p["status"] == "ok" for p in data["points"])
-    from bench.store import list_runs
+    from bench.results.store import list_runs
 
     assert [r.status for r in list_runs(db)] == ["interrupted"]
 
@@ -255,7 +255,7 @@ def test_error_lines_print_brackets_literally(capsys, monkeypatch):
     """An error text with rich-markup look-alikes ('[/x]', '[measure]') is printed as it is, one line,
     not swallowed as markup or crashing the printer (a gloo error once did)."""
     import bench.cli.sweep as cli_mod
-    from bench.errors import BenchError
+    from bench.results.errors import BenchError
 
     def boom(*a, **k):
         raise BenchError("profile key [measure] bad; gloo said [/tmp/x] closed")

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.analysis.gate import compare, parse_threshold, to_markdown
+from bench.analysis.stats import samples_per_sec, summarize
 from bench.cli import main
-from bench.compare import compare, parse_threshold, to_markdown
-from bench.errors import BenchError
-from bench.schema import dumps, load_result
-from bench.stats import samples_per_sec, summarize
+from bench.results.errors import BenchError
+from bench.results.schema import dumps, load_result
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 

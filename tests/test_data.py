@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import data
-from bench.diagnose import diagnose_point
-from bench.errors import BenchError
-from bench.schema import OK, Point, StepBreakdown, Workload
-from bench.stats import summarize
+from bench.analysis.diagnose import diagnose_point
+from bench.analysis.stats import summarize
+from bench.measure import data
+from bench.results.errors import BenchError
+from bench.results.schema import OK, Point, StepBreakdown, Workload
 from tests.fakes import FakeClock
 
 SMALL = (24, 32)  # source pixels: keeps encode/decode cheap in tests

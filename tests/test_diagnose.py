@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import diagnose
-from bench.schema import (
+from bench.analysis import diagnose
+from bench.analysis.stats import summarize
+from bench.results.schema import (
     OK,
     OOM,
     Diagnosis,
@@ -21,7 +22,6 @@ from bench.schema import (
     load_result,
     result_from_dict,
 )
-from bench.stats import summarize
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"
@@ -167,7 +167,7 @@ def test_cli_diagnose_json_on_a_file_and_latest(tmp_path):
     from typer.testing import CliRunner
 
     from bench.cli import app
-    from bench.store import import_file
+    from bench.results.store import import_file
 
     runner = CliRunner()
     res = runner.invoke(app, ["diagnose", str(H100), "--json", "--db", str(tmp_path / "none.db")])
@@ -184,7 +184,7 @@ def test_cli_diagnose_json_on_a_file_and_latest(tmp_path):
 def test_sweep_table_has_a_verdict_column():
     from rich.console import Console
 
-    from bench.display import sweep_table
+    from bench.present.display import sweep_table
 
     console = Console(width=250, record=True)
     console.print(sweep_table(load_result(str(H100))))
@@ -193,7 +193,7 @@ def test_sweep_table_has_a_verdict_column():
 
 
 def test_report_has_the_verdicts_mfu_note_and_breakdown_plot(tmp_path):
-    from bench.report import ReportRun, build_report
+    from bench.present.report import ReportRun, build_report
 
     run = load_result(str(H100))
     bd = StepBreakdown(forward_seconds=0.012, backward_seconds=0.025, optimizer_seconds=0.004, steps=20)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import distributed as dd
-from bench.errors import BenchError
-from bench.launch import click_args, launch_sweeps, out_path_for, parse_nproc, scaling_path
-from bench.scaling import efficiency, scaling_rows, single_device_rates, with_efficiency
-from bench.schema import (
+from bench.analysis.scaling import efficiency, scaling_rows, single_device_rates, with_efficiency
+from bench.jobs import distributed as dd
+from bench.jobs.launch import click_args, launch_sweeps, out_path_for, parse_nproc, scaling_path
+from bench.results.errors import BenchError
+from bench.results.schema import (
     OK,
     OOM,
     Distributed,
@@ -207,7 +207,7 @@ def test_click_args_rebuild_the_command_line():
 
 def test_one_rank_group_measures_in_ddp(tmp_path):
     from bench.hw.device import CpuDevice
-    from bench.sweep import run_sweep
+    from bench.jobs.sweep import run_sweep
 
     wl = Workload(model=TINY, image_size=8, device="cpu")
     settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0)
@@ -314,7 +314,7 @@ def test_max_batch_probes_run_in_ddp_when_asked(monkeypatch):
     import torch.distributed as dist
 
     from bench.hw.device import CpuDevice
-    from bench.maxbatch import probe_in_process
+    from bench.jobs.maxbatch import probe_in_process
 
     wl = Workload(model=TINY, image_size=8, device="cpu")
     seen = []
@@ -345,7 +345,7 @@ def test_max_batch_ddp_refused_under_torchrun(monkeypatch):
 
 
 def test_report_plots_scaling_across_world_sizes(tmp_path):
-    from bench.report import ReportRun, plot_scaling
+    from bench.present.report import ReportRun, plot_scaling
 
     one, two = _sweep(1, {4: 100.0}), _sweep(2, {4: 160.0})
     assert plot_scaling([ReportRun(label="a", result=one)]) is None  # one world size: nothing to plot

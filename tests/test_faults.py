@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
-from bench.isolate import over_budget_message, run_isolated
+from bench.jobs.isolate import over_budget_message, run_isolated
+from bench.results.errors import BenchError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_models:tiny_cnn"
@@ -69,7 +69,7 @@ def test_child_dies_with_its_sigkilled_parent(tmp_path):
         textwrap.dedent(
             """
             import sys
-            from bench.isolate import run_isolated
+            from bench.jobs.isolate import run_isolated
 
             def show(pid):
                 print(pid, flush=True)
@@ -160,7 +160,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     import errno
     import tempfile
 
-    from bench import sweep
+    from bench.jobs import sweep
 
     real = sweep.write_json_atomic
     done = {"n": 0}
@@ -240,7 +240,7 @@ def _search_for(sweep_file: Path, **changes) -> dict:
 
 
 def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
-    from bench.suite import _read_search
+    from bench.jobs.profile_run import _read_search
 
     path = tmp_path / "cell.max_batch.json"
     path.write_text(json.dumps(_search_for(DATA / "cpu_resnet18.json"))[:200])
@@ -250,7 +250,7 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
 
 def test_results_files_share_one_mode_under_the_umask(tmp_path):
     from bench.cli.maxbatch import _write_json
-    from bench.sweep import write_json_atomic
+    from bench.jobs.sweep import write_json_atomic
 
     old = os.umask(0o022)
     try:
@@ -268,7 +268,7 @@ def test_results_files_share_one_mode_under_the_umask(tmp_path):
 
 def test_import_rejects_a_malformed_max_batch_file_and_reports_skip_old_ones(tmp_path, capsys):
     from bench.cli import main
-    from bench.store import save_run
+    from bench.results.store import save_run
 
     db = tmp_path / "h.db"
     bad = tmp_path / "bad.json"
@@ -373,8 +373,8 @@ def test_one_failing_configuration_does_not_stop_the_profile_or_lose_its_points(
 def test_resume_searches_again_when_a_max_batch_file_is_unreadable(tmp_path, monkeypatch):
     """A cell whose max-batch file was cut short after it was measured: --resume measures the cell
     again (it used to fail on that file at every resume)."""
-    import bench.suite as suite_mod
-    from bench.profiles import parse_profile
+    import bench.jobs.profile_run as suite_mod
+    from bench.jobs.profiles import parse_profile
 
     monkeypatch.chdir(tmp_path)
     searched = []
@@ -420,10 +420,10 @@ def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
-    import bench.store
+    import bench.results.store
     from bench.cli import main
 
-    real = bench.store.import_file
+    real = bench.results.store.import_file
     calls = []
 
     def import_then_interrupt(db, path):
@@ -432,7 +432,7 @@ def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(db, path)
 
-    monkeypatch.setattr(bench.store, "import_file", import_then_interrupt)
+    monkeypatch.setattr(bench.results.store, "import_file", import_then_interrupt)
     files = [str(DATA / "cpu_resnet18.json"), str(DATA / "gpu_resnet50_fp32.json")]
     assert main(["import", *files, "--db", str(tmp_path / "h.db")]) == 130
     assert "1 of 2 file(s) imported" in capsys.readouterr().err
@@ -442,7 +442,7 @@ def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
 
 
 def _noisy(b, sps, rel, converged):
-    from bench.schema import Point, StepStats
+    from bench.results.schema import Point, StepStats
 
     m = b / sps
     stats = StepStats(10, m, m, m * rel, m, m, m, m, m * (1 - rel), m * (1 + rel), rel)
@@ -452,7 +452,7 @@ def _noisy(b, sps, rel, converged):
 def test_recommendation_says_when_the_spread_swamps_the_differences():
     from rich.console import Console
 
-    from bench.recommend import recommend, render
+    from bench.analysis.recommend import recommend, render
     from tests.test_recommend import sweep_of
 
     # the issue's quickstart: +-500% intervals, unconverged; 4 "wins" by noise
@@ -478,8 +478,8 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     unconverged batches and the caveat text; it round-trips, and files without it still load."""
     from dataclasses import replace
 
-    from bench.recommend import recommend
-    from bench.schema import dumps, load_result, result_from_dict
+    from bench.analysis.recommend import recommend
+    from bench.results.schema import dumps, load_result, result_from_dict
     from tests.test_recommend import sweep_of
 
     noisy = sweep_of(
@@ -500,8 +500,8 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
 
 def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     from bench import MeasureSettings, Workload, run_sweep
-    from bench.recommend import recommend
-    from bench.schema import load_result
+    from bench.analysis.recommend import recommend
+    from bench.results.schema import load_result
 
     settings = MeasureSettings(
         warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False
@@ -572,9 +572,9 @@ def test_error_text_with_brackets_never_breaks_the_live_display():
 
     from rich.console import Console
 
-    from bench.display import LiveSweep
-    from bench.schema import ERROR, Point
-    from bench.sweep import SweepEvent
+    from bench.jobs.sweep import SweepEvent
+    from bench.present.display import LiveSweep
+    from bench.results.schema import ERROR, Point
 
     text = "Timed out [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] [bold"
     out = io.StringIO()

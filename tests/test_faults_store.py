@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
 from bench.cli import main
-from bench.errors import BenchError
-from bench.schema import load_result
-from bench.store import (
+from bench.results import store
+from bench.results.errors import BenchError
+from bench.results.schema import load_result
+from bench.results.store import (
     connect,
     get_baseline,
     import_file,
@@ -168,13 +168,13 @@ def test_a_read_only_or_full_history_is_one_bench_error(tmp_path, monkeypatch, f
 
 def _fake_sweep(monkeypatch):
     """`bench sweep` measures nothing real: run_sweep writes the reference result to out_path."""
-    import bench.sweep
+    import bench.jobs.sweep
 
     def run_sweep(workload, sizes, settings, *, out_path, **kwargs):
         Path(out_path).write_text(DATA.read_text())
         return load_result(str(out_path))
 
-    monkeypatch.setattr(bench.sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", run_sweep)
 
 
 def test_sweep_with_a_read_only_history_keeps_results_and_warns(tmp_path, monkeypatch, capsys):
@@ -210,7 +210,7 @@ def test_run_with_a_read_only_history_measures_every_configuration_and_reports(t
         "image_size = 8\nbatch_sizes = [1]\n"
     )
     calls = []
-    import bench.sweep
+    import bench.jobs.sweep
 
     def run_sweep(workload, sizes, settings, *, out_path, **kwargs):
         calls.append(workload.precision)
@@ -220,7 +220,7 @@ def test_run_with_a_read_only_history_measures_every_configuration_and_reports(t
         Path(out_path).write_text(json.dumps(data))
         return load_result(str(out_path))
 
-    monkeypatch.setattr(bench.sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", run_sweep)
     _faulty_open(monkeypatch, "readonly")
     code = main(["run", str(profile), "--db", str(db), "--out", str(tmp_path / "rep")])
     captured = capsys.readouterr()
@@ -385,9 +385,9 @@ def test_the_default_history_directory_is_created(tmp_path, monkeypatch):
 
 def test_sweep_with_a_mistyped_db_directory_stops_before_measuring(tmp_path, monkeypatch, capsys):
     calls = []
-    import bench.sweep
+    import bench.jobs.sweep
 
-    monkeypatch.setattr(bench.sweep, "run_sweep", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", lambda *a, **k: calls.append(1))
     code = main(
         ["sweep", TINY, "-b", "1", "-o", str(tmp_path / "r.json"), "--db", str(tmp_path / "typo" / "h.db")]
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import flops
-from bench.models import ModelSpec, resolve
+from bench.measure import flops
+from bench.measure.models import ModelSpec, resolve
 from tests import flop_models
 
 IN, OUT = flop_models.IN_FEATURES, flop_models.OUT_FEATURES
@@ -114,8 +114,8 @@ def test_a_sweep_records_flops_and_mfu_per_point():
     fixture (bf16) against the H100 SXM dense peak; a failed point gets none."""
     from dataclasses import replace as dc_replace
 
-    from bench.schema import load_result
-    from bench.sweep import with_analysis
+    from bench.jobs.sweep import with_analysis
+    from bench.results.schema import load_result
 
     run = load_result(str(Path(__file__).parent / "data" / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"))
     run = dc_replace(run, points=(*run.points, dc_replace(run.points[-1], batch_size=4096, status="oom",
@@ -133,8 +133,8 @@ def test_a_sweep_records_flops_and_mfu_per_point():
 
 @pytest.mark.slow
 def test_a_real_cpu_sweep_counts_flops_but_claims_no_mfu(tmp_path):
-    from bench.schema import MeasureSettings, Workload
-    from bench.sweep import run_sweep
+    from bench.jobs.sweep import run_sweep
+    from bench.results.schema import MeasureSettings, Workload
 
     res = run_sweep(
         Workload(model="tests.tiny_models:tiny_cnn", image_size=8, device="cpu"), [2],

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from bench.analysis.gate import REGRESSION, WITHIN, compare, noise_floor, to_markdown
+from bench.analysis.stats import (
+    combine_repeats,
+    holm,
+    repeat_interval,
+    repeats_to_settle,
+    t_critical,
+    t_two_sided_p,
+)
 from bench.cli import main
-from bench.compare import REGRESSION, WITHIN, compare, noise_floor, to_markdown
-from bench.schema import (
+from bench.results.schema import (
     MemoryStats,
     RepeatSample,
     Telemetry,
@@ -20,7 +28,6 @@ from bench.schema import (
     result_from_dict,
     to_dict,
 )
-from bench.stats import combine_repeats, holm, repeat_interval, repeats_to_settle, t_critical, t_two_sided_p
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 
@@ -160,7 +167,7 @@ def test_one_repeat_uses_the_history_noise_floor(ref):
 
 
 def test_history_noise_from_the_cli(ref, tmp_path):
-    from bench.store import save_run
+    from bench.results.store import save_run
 
     db = tmp_path / "h.db"
     for s in range(5):
@@ -279,7 +286,7 @@ def test_baseline_set_list_and_compare(ref, tmp_path, capsys):
 def test_a_repeated_point_shows_the_interval_between_its_repeats(ref):
     """Issue 12 item 1: with repeats, a point's interval comes from the spread between them (table,
     report, the recommendation's 'indistinguishable'), not from the steps of the median repeat."""
-    from bench.stats import interval_label, throughput_interval
+    from bench.analysis.stats import interval_label, throughput_interval
 
     p = ref.points[0]
     one = replace(p, repeats=())
@@ -294,7 +301,7 @@ def test_a_repeated_point_shows_the_interval_between_its_repeats(ref):
     assert source == "repeats" and (lo, hi) == pytest.approx(repeat_interval(values))
     assert interval_label(rep).endswith("(3 runs)") and interval_label(rep).startswith("±2")  # ~±25%
     # two repeated sizes whose repeat intervals overlap are indistinguishable, whatever their steps say
-    from bench.recommend import confidence
+    from bench.analysis.recommend import confidence
 
     other = replace(rep, batch_size=p.batch_size * 2, samples_per_sec=104.0,
                     repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in (95.0, 104.0, 113.0)))  # fmt: skip

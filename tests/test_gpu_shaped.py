@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import bench.hw.device as hw_device
-from bench.accounting import first_step_label, summary_line
+from bench.analysis.accounting import first_step_label, summary_line
 from bench.hw.fake import FakeCudaDevice
-from bench.maxbatch import find_max_batch
-from bench.models import ModelSpec
-from bench.runner import run_point
-from bench.schema import OK, OOM, MeasureSettings, Workload
-from bench.workload import ModelCache
+from bench.jobs.maxbatch import find_max_batch
+from bench.measure.models import ModelSpec
+from bench.measure.runner import run_point
+from bench.measure.step import ModelCache
+from bench.results.schema import OK, OOM, MeasureSettings, Workload
 from tests.fakes import FakeClock
 
 MiB = 2**20
@@ -136,14 +136,14 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
     )
     wl = Workload(model="gpu_like", device="cuda", image_size=8)
     spec = spec_for(dev, "gpu_like_mb")
-    import bench.models
+    import bench.measure.models
 
-    original = bench.models.resolve
-    bench.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
+    original = bench.measure.models.resolve
+    bench.measure.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
     try:
         res = find_max_batch(wl, soak_steps=5)
     finally:
-        bench.models.resolve = original
+        bench.measure.models.resolve = original
     assert res.granularity == 1 and res.exact
     assert res.max_batch_size == truth and res.failed_batch_size == truth + 1
     assert res.probe_count <= 9, [p.batch_size for p in res.probes]
@@ -160,7 +160,7 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
 
 
 def test_summary_line_accounts_for_every_part():
-    from bench.schema import Timing
+    from bench.results.schema import Timing
 
     timings = [
         Timing(build_seconds=1.0, first_step_seconds=20.0, warmup_seconds=0.2, measure_seconds=3.0,
@@ -218,15 +218,15 @@ def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu):
     """The memory model's error is measured against the steady peaks it is fitted to: the autotune
     spike of small batches (first step only) must not widen the safe batch's headroom."""
     dev = fake_gpu
-    import bench.models
+    import bench.measure.models
 
     spec = spec_for(dev, "gpu_like_headroom")
-    original = bench.models.resolve
-    bench.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
+    original = bench.measure.models.resolve
+    bench.measure.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
     try:
         res = find_max_batch(Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0)
     finally:
-        bench.models.resolve = original
+        bench.measure.models.resolve = original
     assert res.memory_model.max_relative_error < 0.01
     assert res.headroom_fraction < 0.10  # the allocator's 5% overhead, not the 900 MiB spike
     assert res.safe_batch_size >= 0.85 * res.max_batch_size
@@ -237,10 +237,10 @@ def test_a_boundary_that_does_not_repeat_is_a_band_never_exact(fake_gpu, monkeyp
     """repeat_boundary runs max and max + 1 once more; when either answers differently the result
     is a band (low = the largest size that fit every time), "exact" is withdrawn, and the notice
     says which size did what on its second run."""
-    import bench.maxbatch as mb
-    import bench.models
-    from bench.maxbatch import FIT
-    from bench.maxbatch import OOM as PROBE_OOM
+    import bench.jobs.maxbatch as mb
+    import bench.measure.models
+    from bench.jobs.maxbatch import FIT
+    from bench.jobs.maxbatch import OOM as PROBE_OOM
 
     dev = fake_gpu
     truth = max(
@@ -261,8 +261,10 @@ def test_a_boundary_that_does_not_repeat_is_a_band_never_exact(fake_gpu, monkeyp
 
     monkeypatch.setattr(mb, "probe_in_process", flaky)
     spec = spec_for(dev, "gpu_like_band")
-    original = bench.models.resolve
-    monkeypatch.setattr(bench.models, "resolve", lambda name: spec if name == "gpu_like" else original(name))
+    original = bench.measure.models.resolve
+    monkeypatch.setattr(
+        bench.measure.models, "resolve", lambda name: spec if name == "gpu_like" else original(name)
+    )
     res = find_max_batch(
         Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0, repeat_boundary=True
     )

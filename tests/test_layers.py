@@ -18,22 +18,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
 
-# layer -> its modules (without the "bench." prefix; a name ending in "." is a whole package)
+# layer -> its modules (without the "bench." prefix; a name ending in "." is a whole package). The
+# folders are the layers: a new module takes the layer of the folder it is put in.
 LAYERS: dict[str, tuple[str, ...]] = {
     # `bench/__init__.py` is the library's front door (it imports the results layer at import time,
-    # sweep and maxbatch only when called); `benchmarks.` are the developers' study scripts.
+    # the jobs only when called); `benchmarks.` are the developers' study scripts.
     "command line": ("cli.", "__main__", "", "benchmarks."),
-    "orchestration": ("sweep", "maxbatch", "suite", "profiles", "isolate", "_child", "plugin", "distributed",
-                      "launch", "advise"),
-    "measurement": ("runner", "workload", "telemetry", "trace", "models", "zoo", "flops", "data", "breakdown"),
-    "presentation": ("report", "display"),
-    "hardware": ("hw.", "env"),
-    "pure logic": ("search", "stats", "recommend", "compare", "diagnose", "scaling", "accounting", "units"),
-    "results": ("schema", "results_maxbatch", "store", "errors", "_version"),
+    "orchestration": ("jobs.",),
+    "measurement": ("measure.",),
+    "presentation": ("present.",),
+    "hardware": ("hw.",),
+    "pure logic": ("analysis.",),
+    "results": ("results.", "_version"),
 }  # fmt: skip
 
 # what each layer may import besides itself. Orchestration may use presentation: a profile run
-# (suite) renders its report and the live sweep table; presentation never imports back up.
+# renders its report and the live sweep table; presentation never imports back up.
 MAY_IMPORT: dict[str, set[str]] = {
     "command line": set(LAYERS),
     "orchestration": {"measurement", "presentation", "hardware", "pure logic", "results"},
@@ -52,7 +52,7 @@ NO_TORCH_LAYERS = {
     "results",
 }  # `bench report/compare/history` run without torch
 # results: errors.is_oom checks torch.cuda.OutOfMemoryError by type, only when torch is already loaded
-TORCH_ALLOWED = {"errors"}
+TORCH_ALLOWED = {"results.errors"}
 
 
 def _module_name(path: Path) -> str:
@@ -101,7 +101,7 @@ def _imports(path: Path, name: str) -> list[tuple[int, str]]:
             else:
                 found.append((node.lineno, "!" + (node.module or "").split(".")[0]))
                 continue
-            for alias in node.names:  # `from bench import env` imports the module bench.env
+            for alias in node.names:  # `from bench import env` imports the module bench.hw.env
                 sub = f"{module}.{alias.name}".lstrip(".")
                 is_module = (ROOT / "bench" / Path(*sub.split("."))).with_suffix(".py").exists() or (
                     ROOT / "bench" / Path(*sub.split("."))
@@ -145,15 +145,24 @@ def test_imports_point_down_the_layers():
 
 # torch.cuda outside bench/hw: what is left, and why it is not a device query behind hw/.
 CUDA_OUTSIDE_HW = {
-    "env": {
+    "hw.env": {
         "is_available",
         "device_count",
         "get_device_properties",
     },  # the environment record (hardware layer)
-    "errors": {"OutOfMemoryError"},  # an exception type, matched by type
-    "trace": {"nvtx", "memory", "profiler"},  # NVTX, allocator snapshots, the cudaProfilerApi range: tracing
+    "results.errors": {"OutOfMemoryError"},  # an exception type, matched by type
+    "measure.trace": {
+        "nvtx",
+        "memory",
+        "profiler",
+    },  # NVTX, allocator snapshots, the cudaProfilerApi range: tracing
 }
-PSUTIL_MODULES = {"hw.device", "env", "telemetry", "isolate"}  # host RAM; the environment; process sampling
+PSUTIL_MODULES = {
+    "hw.device",
+    "hw.env",
+    "measure.telemetry",
+    "jobs.isolate",
+}  # host RAM; the environment; process sampling
 
 
 def test_device_queries_stay_in_hw():
@@ -205,9 +214,9 @@ def test_no_import_cycles():
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The test would be worthless if a function-level import slipped past it."""
-    src = ROOT / "bench" / "report.py"
-    found = {t for _, t in _imports(src, "report")}
-    assert "results_maxbatch" in found  # imported inside load_runs
+    src = ROOT / "bench" / "present" / "report.py"
+    found = {t for _, t in _imports(src, "present.report")}
+    assert "results.maxbatch" in found  # imported inside load_runs
     assert "!matplotlib" in found  # imported inside the plotting functions
 
 

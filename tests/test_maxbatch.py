@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
+from bench.analysis.maxbatch_search import ProbeResult, search_max_batch
 from bench.cli import main
-from bench.errors import BenchError
 from bench.hw.device import CpuDevice
-from bench.maxbatch import (
+from bench.jobs.maxbatch import (
     MemoryModelInfo,
     ProbeRecord,
     find_max_batch,
@@ -19,8 +19,8 @@ from bench.maxbatch import (
     probe_isolated,
     safe_batch,
 )
-from bench.schema import Workload
-from bench.search import ProbeResult, search_max_batch
+from bench.results.errors import BenchError
+from bench.results.schema import Workload
 from tests import helpers_maxbatch, tiny_models
 from tests.tiny_models import TinyCNN
 
@@ -240,7 +240,7 @@ def test_memory_model_is_not_set_by_a_noisy_batch_one():
     """CPU RSS at batch 1 varies by tens of MiB (more on a busy machine): the reported model, fitted
     with weights on the larger batches, keeps the slope of the steps near the edge (~100 MiB/sample
     here) although batch 1 read 107 MiB high."""
-    from bench.maxbatch import FIT, ProbeRecord, _model_info
+    from bench.jobs.maxbatch import FIT, ProbeRecord, _model_info
 
     peaks = {1: 950, 2: 909, 3: 1006}
     probes = [ProbeRecord(b, FIT, peaks[b] * MiB, 1.0) for b in (1, 2, 3)]

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from bench.errors import BenchError
 from bench.hw.device import CpuDevice
-from bench.models import resolve
-from bench.schema import Workload
-from bench.workload import prepare
+from bench.measure.models import resolve
+from bench.measure.step import prepare
+from bench.results.errors import BenchError
+from bench.results.schema import Workload
 
 
 def test_torchvision_name():

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from bench.errors import is_oom
-from bench.schema import ERROR, OK, OOM, MeasureSettings, Workload, load_result
-from bench.sweep import run_sweep
+from bench.jobs.sweep import run_sweep
+from bench.results.errors import is_oom
+from bench.results.schema import ERROR, OK, OOM, MeasureSettings, Workload, load_result
 from tests import tiny_models
 
 FAST = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0.0, isolate=False)

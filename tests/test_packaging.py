@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from bench.profiles import available_profiles, load_profile, shipped_profiles_dir
+from bench.jobs.profiles import available_profiles, load_profile, shipped_profiles_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +72,6 @@ def test_wheel_carries_profiles_templates_and_every_module(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for toml in (ROOT / "profiles").glob("*.toml"):
         assert f"bench/profiles_data/{toml.name}" in names
-    assert "bench/templates/report.html.j2" in names
+    assert "bench/present/templates/report.html.j2" in names
     modules = {p.relative_to(src).as_posix() for p in (src / "bench").rglob("*.py")}
     assert modules <= names, sorted(modules - names)

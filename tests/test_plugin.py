@@ -95,7 +95,7 @@ class _FakeBenchmark:
 def _gate(saved_values, current_values, threshold="10%"):
     import pytest as _pytest
 
-    from bench.plugin import ModelStepRunner, StepBenchmark
+    from bench.jobs.plugin import ModelStepRunner, StepBenchmark
 
     saved = {"benchmarks": [{"name": "test_step", "extra_info": {"repeat_samples_per_sec": saved_values}}]}
     runner = ModelStepRunner(_FakeBenchmark(), "cpu", saved, threshold)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import bench.hw.device as hw_device
-from bench.plugin import ModelStepRunner
+from bench.jobs.plugin import ModelStepRunner
 
 
 class CountingDevice:

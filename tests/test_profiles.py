@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.profiles import available_profiles, load_profile, parse_profile
+from bench.jobs.profiles import available_profiles, load_profile, parse_profile
+from bench.results.errors import BenchError
 
 
 def write(tmp_path, text, name="p.toml"):
@@ -39,7 +39,7 @@ warmup = 1
     assert prof.report_dir == "reports/p"
     # no granularity given: the search picks the device's (8 on CPU: no finer than RSS noise)
     assert {x.granularity for x in prof.entries} == {None}
-    from bench.maxbatch import default_granularity
+    from bench.jobs.maxbatch import default_granularity
 
     assert default_granularity("cpu") == 8 and default_granularity("cuda") == 1
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from bench.errors import BenchError
-from bench.recommend import check_lr_reference, knee_point, recommend, render, scaled_lr
-from bench.schema import Point, load_result
+from bench.analysis.recommend import check_lr_reference, knee_point, recommend, render, scaled_lr
+from bench.results.errors import BenchError
+from bench.results.schema import Point, load_result
 
 
 def pt(b, sps, status="ok"):
@@ -133,8 +133,8 @@ def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
     """The `bench recommend` pipeline as a library call: search, then the sweep it bounds, then the pick."""
     import contextlib
 
-    from bench.schema import MeasureSettings, Workload
-    from bench.suite import recommend_for
+    from bench.jobs.profile_run import recommend_for
+    from bench.results.schema import MeasureSettings, Workload
 
     log = []
     search = max_result(safe=4, mx=5, headroom=0.1)
@@ -163,8 +163,8 @@ def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
 
 
 def test_recommend_for_stops_before_the_sweep_when_no_batch_keeps_the_headroom():
-    from bench.schema import MeasureSettings, Workload
-    from bench.suite import recommend_for
+    from bench.jobs.profile_run import recommend_for
+    from bench.results.schema import MeasureSettings, Workload
 
     shown = []
 

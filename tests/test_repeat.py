@@ -7,8 +7,8 @@ import json
 import statistics
 
 from bench.cli import main
-from bench.schema import MeasureSettings, Workload, load_result
-from bench.sweep import run_sweep
+from bench.jobs.sweep import run_sweep
+from bench.results.schema import MeasureSettings, Workload, load_result
 from tests.tiny_models import tiny_cnn
 
 BUILDS: list[str] = []

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import BenchError
-from bench.report import PLOTS, build_report, find_chromium, load_runs, run_labels, screenshot
-from bench.schema import load_result
+from bench.present.report import PLOTS, build_report, find_chromium, load_runs, run_labels, screenshot
+from bench.results.errors import BenchError
+from bench.results.schema import load_result
 
 DATA = Path(__file__).parent / "data"
 FP32 = str(DATA / "gpu_resnet50_fp32.json")
@@ -197,7 +197,7 @@ def test_max_batch_result_adds_the_safe_max(tmp_path):
 def test_safe_max_comes_from_the_history_when_a_matching_search_is_there(tmp_path):
     """`bench max-batch` then `bench report latest`: the stored search of the same workload and
     hardware fills in the safe max; one of another precision does not."""
-    from bench.store import import_file
+    from bench.results.store import import_file
 
     cpu = json.loads(Path(CPU).read_text())
     db = tmp_path / "h.db"
@@ -323,8 +323,8 @@ def test_markdown_report_carries_user_text_literally(tmp_path):
     import dataclasses
 
     markdown_it = pytest.importorskip("markdown_it")  # rich's own dependency
-    from bench.report import ReportRun
-    from bench.schema import ERROR
+    from bench.present.report import ReportRun
+    from bench.results.schema import ERROR
 
     name = "a|b*c_ <img src=x onerror=alert(1)>"
     run = load_result(CPU)
@@ -367,7 +367,7 @@ def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
     batch at the edge) is said in the HTML and the Markdown, not only in the terminal."""
     from dataclasses import replace
 
-    from bench.schema import RepeatSample
+    from bench.results.schema import RepeatSample
 
     run = load_result(CPU)
     ok = [p for p in run.points if p.samples_per_sec]
@@ -378,7 +378,7 @@ def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
     }  # fmt: skip
     run = replace(run, points=tuple(twins.get(p.batch_size, p) for p in run.points), recommendation=None)
     path = tmp_path / "twins.json"
-    from bench.schema import dumps
+    from bench.results.schema import dumps
 
     path.write_text(dumps(run))
     files = build_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
@@ -389,7 +389,7 @@ def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
 
 def test_committed_reports_load():
     """The JSON committed under reports/ (measured on real machines) still loads with this bench."""
-    from bench.maxbatch import load_max_batch
+    from bench.jobs.maxbatch import load_max_batch
 
     root = Path(__file__).parent.parent / "reports"
     found = [p for p in root.rglob("*.json") if p.name != "runs.json"]

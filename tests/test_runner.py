@@ -4,8 +4,8 @@ import pytest
 
 from bench.hw.fake import FakeNvml
 from bench.hw.nvml import open_monitor
-from bench.runner import Hooks, Sync, measure, point_from_window
-from bench.schema import MeasureSettings, MemoryStats
+from bench.measure.runner import Hooks, Sync, measure, point_from_window
+from bench.results.schema import MeasureSettings, MemoryStats
 from tests.fakes import FakeClock, FakeDevice, ScriptedStep
 
 

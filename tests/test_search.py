@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from bench.search import ProbeResult, fit_model, search_down, search_max_batch
+from bench.analysis.maxbatch_search import ProbeResult, fit_model, search_down, search_max_batch
 
 MiB = 2**20
 GiB = 2**30

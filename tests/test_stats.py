@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from bench import stats
+from bench.analysis import stats
 
 
 def test_percentile_matches_linear_interpolation():

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
-from bench.schema import load_result
-from bench.store import connect, import_file, list_runs, load_run, save_run
+from bench.results.errors import BenchError
+from bench.results.schema import load_result
+from bench.results.store import connect, import_file, list_runs, load_run, save_run
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 
 
 def _writer(db, base_json, worker, count):
-    from bench.schema import result_from_dict
-    from bench.store import save_run
+    from bench.results.schema import result_from_dict
+    from bench.results.store import save_run
 
     base = result_from_dict(json.loads(base_json))
     for i in range(count):
@@ -99,7 +99,7 @@ def test_sigkilled_writer_mid_transaction_loses_nothing_committed(tmp_path):
     marker = tmp_path / "inside"
     code = f"""
 import pathlib, time
-from bench.store import connect
+from bench.results.store import connect
 conn = connect({str(db)!r})
 conn.execute("BEGIN IMMEDIATE")
 cur = conn.execute("INSERT INTO runs (run_id, kind, created_at, json) VALUES ('half', 'sweep', 'x', '{{}}')")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.profiles import parse_profile
-from bench.suite import Manifest, fingerprint, powers_of_two_up_to, run_profile
+from bench.jobs.profile_run import Manifest, fingerprint, powers_of_two_up_to, run_profile
+from bench.jobs.profiles import parse_profile
 
 TINY = {
     "models": ["tests.tiny_models:tiny_cnn"],
@@ -35,8 +35,8 @@ def test_profile_runs_every_cell_then_resume_skips(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    from bench.store import list_runs
-    from bench.suite import finish_profile
+    from bench.jobs.profile_run import finish_profile
+    from bench.results.store import list_runs
 
     finish_profile(
         suite,
@@ -75,7 +75,7 @@ def test_resume_reruns_what_changed_or_is_incomplete(tmp_path, monkeypatch):
 def test_fingerprint_depends_on_environment(tmp_path):
     from dataclasses import replace
 
-    from bench import env
+    from bench.hw import env
 
     prof = parse_profile(TINY, "tiny.toml", "tiny")
     e = env.collect()
@@ -94,7 +94,7 @@ def test_profile_with_trace_and_default_report_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from rich.console import Console
 
-    from bench.suite import finish_profile
+    from bench.jobs.profile_run import finish_profile
 
     prof = parse_profile(
         {**TINY, "precisions": ["fp32"], "trace": True, "report": "out/rep"}, "tiny.toml", "tiny"
@@ -141,7 +141,7 @@ isolate = false
 def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, capsys):
     """`bench run FILE` as a user runs it: history rows, the profile's report, then --resume."""
     from bench.cli import main
-    from bench.store import list_runs
+    from bench.results.store import list_runs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
@@ -168,7 +168,7 @@ def test_bench_run_end_to_end_history_report_and_resume(tmp_path, monkeypatch, c
 def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path, monkeypatch):
     """Each cell is stored as it finishes: trouble in the next one (here a model that breaks at
     every size, interrupted as it starts) loses nothing already measured."""
-    from bench.store import list_runs
+    from bench.results.store import list_runs
 
     monkeypatch.chdir(tmp_path)
     prof = parse_profile(
@@ -205,7 +205,7 @@ def test_inference_cells_sweep_up_to_their_training_twins_max(tmp_path, monkeypa
     infer cell of the same model/precision sweeps up to that searched safe max too."""
     import types
 
-    import bench.suite as suite_mod
+    import bench.jobs.profile_run as suite_mod
 
     monkeypatch.chdir(tmp_path)
     searched = []
@@ -246,8 +246,8 @@ def test_recommendations_say_what_the_measurements_cannot_support(tmp_path):
 
     from rich.console import Console
 
-    from bench.schema import Recommendation, load_result
-    from bench.suite import CellOutcome, SuiteResult, finish_profile
+    from bench.jobs.profile_run import CellOutcome, SuiteResult, finish_profile
+    from bench.results.schema import Recommendation, load_result
 
     data = Path(__file__).parent / "data" / "cpu_resnet18.json"
     rec = Recommendation(best=None, knee=None, safe_max=None, notes=("batches 4, 8 are indistinguishable",))

@@ -4,7 +4,7 @@ import pytest
 
 from bench.hw.fake import FakeNvml
 from bench.hw.nvml import NullMonitor, decode_clock_event_reasons, open_monitor
-from bench.telemetry import Sampler
+from bench.measure.telemetry import Sampler
 from tests.fakes import FakeClock
 
 
@@ -106,7 +106,7 @@ def test_background_thread_samples_and_stops():
 
 
 def test_busy_machine_is_noticed_before_a_cpu_sweep():
-    from bench.telemetry import busy_cpu_notice
+    from bench.measure.telemetry import busy_cpu_notice
 
     asked = []
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import trace
-from bench.runner import NO_HOOKS, measure
-from bench.schema import MeasureSettings, Workload
+from bench.measure import trace
+from bench.measure.runner import NO_HOOKS, measure
+from bench.results.schema import MeasureSettings, Workload
 from tests.fakes import FakeClock, FakeDevice
 
 ROOT = Path(__file__).resolve().parents[1]

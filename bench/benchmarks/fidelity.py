@@ -24,9 +24,9 @@ import time
 import torch
 
 from bench.hw.device import open_device
-from bench.models import resolve
-from bench.runner import run_point
-from bench.schema import MeasureSettings, Workload
+from bench.measure.models import resolve
+from bench.measure.runner import run_point
+from bench.results.schema import MeasureSettings, Workload
 
 
 def hand_loop(args: argparse.Namespace, device: str) -> float:

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.compare import compare
-from bench.schema import MeasureSettings, SweepResult, Workload
-from bench.sweep import run_sweep
+from bench.analysis.gate import compare
+from bench.jobs.sweep import run_sweep
+from bench.results.schema import MeasureSettings, SweepResult, Workload
 
 EXTRA_WORK_ENV = "BENCH_GATE_EXTRA_LAYERS"  # extra layers of build B (the child processes inherit it)
 MODEL = "bench.benchmarks.gate_error_rates:gate_model"

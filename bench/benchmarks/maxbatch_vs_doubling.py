@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.maxbatch import find_max_batch, probe_in_process, probe_isolated
-from bench.schema import Workload
+from bench.jobs.maxbatch import find_max_batch, probe_in_process, probe_isolated
+from bench.results.schema import Workload
 
 
 def doubling_bisection(

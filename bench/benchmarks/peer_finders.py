@@ -38,7 +38,7 @@ def _clean(torch: Any, device: str) -> None:
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from bench import find_max_batch
-    from bench.schema import Workload
+    from bench.results.schema import Workload
 
     workload = Workload(
         model=args.model, device=args.device, precision=args.precision,
@@ -63,7 +63,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from bench.models import resolve
+    from bench.measure.models import resolve
 
     return resolve(args.model)
 
@@ -153,7 +153,7 @@ def run_accelerate(args: argparse.Namespace, start: int) -> dict[str, Any]:
         return {"finder": "Accelerate find_executable_batch_size", "error": "accelerate is not installed"}
     import torch
 
-    from bench.workload import _autocast, precision_mode
+    from bench.measure.step import _autocast, precision_mode
 
     spec = _spec(args)
     dev = torch.device(args.device)

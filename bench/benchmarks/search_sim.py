@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.search import ProbeResult, search_max_batch
+from bench.analysis.maxbatch_search import ProbeResult, search_max_batch
 
 MiB = 2**20
 GiB = 2**30

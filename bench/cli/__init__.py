@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from bench.cli import info, maxbatch, profiles, report, sweep, trace
 from bench.cli.common import err_console
-from bench.errors import BenchError, first_line
+from bench.results.errors import BenchError, first_line
 
 app = typer.Typer(
     name="bench",

@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bench.errors import BenchError
-from bench.schema import MeasureSettings, Workload, default_min_time
-from bench.store import DEFAULT_DB
-from bench.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands format through these
+from bench.results.errors import BenchError
+from bench.results.schema import MeasureSettings, Workload, default_min_time
+from bench.results.store import DEFAULT_DB
+from bench.results.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands format through these
 
 DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
 DB_HELP = f"results history, SQLite (default {DEFAULT_DB}, or ${DB_ENV})"
@@ -120,7 +120,7 @@ def build_workload(model: str, *, device: str | None = None, **flags: Any) -> Wo
 def check_workload(workload: Workload) -> None:
     """Device and model are the user's to fix: say so in one line before any display or banner."""
     from bench.hw.device import check_device
-    from bench.models import resolve
+    from bench.measure.models import resolve
 
     check_device(workload.device)
     resolve(workload.model)
@@ -139,7 +139,7 @@ def store_in_history(db: Path | None, result: object) -> bool:
     True when stored."""
     if db is None:
         return False
-    from bench.store import import_file, save_run
+    from bench.results.store import import_file, save_run
 
     try:
         if isinstance(result, str):

@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import console, err_console, fmt_bytes
-from bench.errors import BenchError
+from bench.results.errors import BenchError
 
 
 def env_cmd(
     json_only: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the machine and software environment results are recorded with."""
-    from bench import env
-    from bench.schema import to_dict
+    from bench.hw import env
+    from bench.results.schema import to_dict
 
     info = env.collect()
     if json_only:
@@ -41,7 +41,7 @@ def models(
     timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
 ) -> None:
     """List model names bench can build (torchvision; timm with --timm)."""
-    from bench.models import timm_models, torchvision_models
+    from bench.measure.models import timm_models, torchvision_models
 
     names = torchvision_models()
     if timm:

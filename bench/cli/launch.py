@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from bench.errors import BenchError
+from bench.results.errors import BenchError
 
 
 def scaling_table(rows: Sequence[Any]) -> Any:
@@ -46,7 +46,7 @@ def launch_sweep(
 ) -> None:
     """Run the sweep of ``ctx`` through torchrun once per process count in ``nproc``."""
     from bench.cli.common import console, err_console
-    from bench.launch import (
+    from bench.jobs.launch import (
         click_args,
         finish_scaling,
         launch_sweeps,
@@ -54,7 +54,7 @@ def launch_sweep(
         run_torchrun,
         scaling_path,
     )
-    from bench.schema import dumps
+    from bench.results.schema import dumps
 
     if under_torchrun is not None:
         raise BenchError(
@@ -80,7 +80,7 @@ def launch_sweep(
     summary = scaling_path(out_path) if len(counts) > 1 else None
     results, rows = finish_scaling(runs, summary)
     if history is not None:  # each run stored itself; store again with its efficiency filled in
-        from bench.store import save_run
+        from bench.results.store import save_run
 
         for r in results:
             try:

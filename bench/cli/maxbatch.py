@@ -30,12 +30,12 @@ from bench.cli.common import (
     fmt_bytes,
     store_in_history,
 )
-from bench.errors import BenchError
-from bench.schema import device_kind
+from bench.results.errors import BenchError
+from bench.results.schema import device_kind
 
 if TYPE_CHECKING:
-    from bench.maxbatch import MaxBatchResult, ProbeRecord
-    from bench.schema import Workload
+    from bench.jobs.maxbatch import MaxBatchResult, ProbeRecord
+    from bench.results.schema import Workload
 
 GranularityOpt = Annotated[
     int | None,
@@ -67,7 +67,7 @@ def _workload(model: str, mode: str, **flags: Any) -> Workload:
 
 def print_probe(rec: ProbeRecord) -> None:
     """One live line per probe (stderr), soak runs marked."""
-    from bench.maxbatch import PROBE_STEPS
+    from bench.jobs.maxbatch import PROBE_STEPS
 
     colour = "green" if rec.fits else "red"
     what = ("repeat" if rec.repeat else "probe") if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
@@ -123,7 +123,7 @@ def print_summary(res: MaxBatchResult) -> None:
             f"memory model: {fmt_bytes(int(m.fixed_bytes))} fixed + {fmt_bytes(int(m.per_sample_bytes))} "
             f"per sample (fits the probes within {m.max_relative_error:.1%})"
         )
-    from bench.accounting import first_step_label, summary_line
+    from bench.analysis.accounting import first_step_label, summary_line
 
     soaks = len(res.soak.probes) if res.soak is not None else 0
     what = f"{res.probe_count} probe{'s' if res.probe_count != 1 else ''}" + (
@@ -143,7 +143,7 @@ def print_summary(res: MaxBatchResult) -> None:
 
 def _write_json(out: Path, data: dict[str, Any]) -> None:
     """Atomically, with the same writer and file mode as sweeps: never half a file to resume from."""
-    from bench.sweep import write_json_atomic
+    from bench.jobs.sweep import write_json_atomic
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def _write_json(out: Path, data: dict[str, Any]) -> None:
 
 def _start_search(workload: Workload, **kwargs: Any) -> None:
     """Bad input is one line before anything starts; then the line that says what is searched."""
-    from bench.maxbatch import SOAK_STEPS, check_options, default_granularity, parse_bytes
+    from bench.jobs.maxbatch import SOAK_STEPS, check_options, default_granularity, parse_bytes
 
     g = kwargs["granularity"]
     if g is None:
@@ -167,7 +167,7 @@ def _start_search(workload: Workload, **kwargs: Any) -> None:
 
 
 def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
-    from bench.maxbatch import find_max_batch
+    from bench.jobs.maxbatch import find_max_batch
 
     _start_search(workload, **kwargs)
     return find_max_batch(workload, on_probe=print_probe, **kwargs)
@@ -207,13 +207,13 @@ def register(app: typer.Typer) -> None:
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
         if out is not None:  # an unwritable output is bad input: say so before minutes of probing
-            from bench.sweep import ResultWriter
+            from bench.jobs.sweep import ResultWriter
 
             ResultWriter(out)
-        from bench.store import check_history_path
+        from bench.results.store import check_history_path
 
         check_history_path(db)
-        from bench.distributed import ddp_probes
+        from bench.jobs.distributed import ddp_probes
 
         try:
             with ddp_probes(ddp):
@@ -265,12 +265,12 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
-        from bench.display import LiveSweep, sweep_table
-        from bench.recommend import check_lr_reference, render
-        from bench.schema import MeasureSettings
-        from bench.store import check_history_path
-        from bench.suite import recommend_for
-        from bench.sweep import default_out_path
+        from bench.analysis.recommend import check_lr_reference, render
+        from bench.jobs.profile_run import recommend_for
+        from bench.jobs.sweep import default_out_path
+        from bench.present.display import LiveSweep, sweep_table
+        from bench.results.schema import MeasureSettings
+        from bench.results.store import check_history_path
 
         check_lr_reference(base_batch, base_lr)
         check_history_path(db)

@@ -14,7 +14,7 @@ from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
 def _print_time_summary(suite: Any, wall_seconds: float) -> None:
     """Where the profile's wall time went, over every configuration measured in this run."""
-    from bench.accounting import summary_line
+    from bench.analysis.accounting import summary_line
 
     timings = [p.timing for c in suite.cells if c.sweep is not None and not c.skipped for p in c.sweep.points]
     line = summary_line(timings, wall_seconds)
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     @app.command("profiles")
     def profiles_cmd() -> None:
         """List the shipped profiles, one line each (`bench run NAME` runs one; a path runs your own)."""
-        from bench.profiles import available_profiles
+        from bench.jobs.profiles import available_profiles
 
         for name, desc in available_profiles():
             console.print(f"[bold]{name:<16}[/] {desc}")
@@ -49,10 +49,10 @@ def register(app: typer.Typer) -> None:
         """Run a profile: every model x mode x precision x layout it names, then one report."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from bench.display import LiveSweep
-        from bench.errors import BenchError
-        from bench.profiles import available_profiles, load_profile
-        from bench.suite import finish_profile, run_profile
+        from bench.jobs.profile_run import finish_profile, run_profile
+        from bench.jobs.profiles import available_profiles, load_profile
+        from bench.present.display import LiveSweep
+        from bench.results.errors import BenchError
 
         if list_profiles or profile is None:
             for name, desc in available_profiles():
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 raise BenchError("name a profile to run, e.g. `bench run quickstart`")
             return
         prof = load_profile(profile, device_override=device)
-        from bench.store import check_history_path
+        from bench.results.store import check_history_path
 
         check_history_path(db)  # a mistyped --db folder: one line, before any measuring
         err_console.print(

@@ -42,10 +42,10 @@ def register(app: typer.Typer) -> None:
 
         The noise comes from --repeat measurements, else from stored runs of the same
         configuration in the history. Exit 2 when the runs are not like with like."""
-        from bench.compare import compare as run_compare
-        from bench.compare import parse_threshold, summary, to_markdown, to_table
-        from bench.errors import BenchError
-        from bench.store import load_run
+        from bench.analysis.gate import compare as run_compare
+        from bench.analysis.gate import parse_threshold, summary, to_markdown, to_table
+        from bench.results.errors import BenchError
+        from bench.results.store import load_run
 
         limit = parse_threshold(threshold)
         if baseline_name is not None:
@@ -95,14 +95,14 @@ def register(app: typer.Typer) -> None:
         """Name a stored run as a baseline (`set NAME RUN`), or list the baselines (`list`).
 
         A CI job then gates with `bench compare --baseline NAME CURRENT`."""
-        from bench.errors import BenchError
-        from bench.store import list_baselines, set_baseline
+        from bench.results.errors import BenchError
+        from bench.results.store import list_baselines, set_baseline
 
         if action == "set":
             if not name or not run:
                 raise BenchError("usage: bench baseline set NAME RUN (RUN: file, history id, or 'latest')")
             if Path(run).is_file():  # a result file (a CI artifact): into the history first
-                from bench.store import import_file
+                from bench.results.store import import_file
 
                 import_file(db, run)
             row = set_baseline(db, name, run)
@@ -137,8 +137,8 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Write an HTML page and a Markdown file with plots; several runs overlay on each plot."""
-        from bench.report import build_report, load_runs
-        from bench.report import screenshot as render_png
+        from bench.present.report import build_report, load_runs
+        from bench.present.report import screenshot as render_png
 
         loaded = load_runs(runs, db)
         files = build_report(loaded, out, title=title)
@@ -158,9 +158,9 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Why not faster: a bottleneck verdict per batch size, with the evidence behind it."""
-        from bench.diagnose import diagnose_run, mfu_note
-        from bench.display import diagnosis_table
-        from bench.store import load_run
+        from bench.analysis.diagnose import diagnose_run, mfu_note
+        from bench.present.display import diagnosis_table
+        from bench.results.store import load_run
 
         result = load_run(run, db)
         if as_json:
@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(diagnosis_table(result))
             if result.advice:
-                from bench.advise import advice_lines
+                from bench.jobs.advise import advice_lines
 
                 console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
                 for line in advice_lines(result.advice):
@@ -203,12 +203,12 @@ def register(app: typer.Typer) -> None:
         """List stored runs, newest first."""
         from rich.table import Table
 
-        from bench.store import list_runs
+        from bench.results.store import list_runs
 
         if since is not None:
             import datetime as dt
 
-            from bench.errors import BenchError
+            from bench.results.errors import BenchError
 
             try:
                 dt.datetime.fromisoformat(since)
@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Import JSON result files into the history."""
-        from bench.store import import_file
+        from bench.results.store import import_file
 
         done = 0
         try:
@@ -254,9 +254,9 @@ def register(app: typer.Typer) -> None:
 
 def _load_baseline(db: Path, name: str):
     """The sweep a named baseline points at."""
-    from bench.errors import BenchError
-    from bench.schema import result_from_dict
-    from bench.store import get_baseline
+    from bench.results.errors import BenchError
+    from bench.results.schema import result_from_dict
+    from bench.results.store import get_baseline
 
     where, data = get_baseline(db, name)
     if data.get("kind", "sweep") != "sweep":
@@ -273,10 +273,10 @@ HISTORY_NOISE_RUNS = 200  # newest stored sweeps of the model looked at for the 
 def _history_noise(db: Path, baseline, current) -> dict:
     """The history's noise floor for the configuration being compared (empty without a history).
     A stored run that no longer loads is skipped: the history only helps here."""
-    from bench.compare import noise_floor
-    from bench.errors import BenchError
-    from bench.schema import result_from_dict
-    from bench.store import list_runs, load_run_data
+    from bench.analysis.gate import noise_floor
+    from bench.results.errors import BenchError
+    from bench.results.schema import result_from_dict
+    from bench.results.store import list_runs, load_run_data
 
     if not Path(db).is_file():
         return {}

@@ -37,8 +37,8 @@ from bench.cli.common import (
     err_console,
     store_in_history,
 )
-from bench.errors import BenchError
-from bench.schema import SweepResult, Workload, device_kind
+from bench.results.errors import BenchError
+from bench.results.schema import SweepResult, Workload, device_kind
 
 
 def sweep(
@@ -139,14 +139,14 @@ def sweep(
     ctx: typer.Context = None,  # type: ignore[assignment]  # typer fills it in
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
-    from bench.display import LiveSweep, sweep_table
-    from bench.recommend import check_lr_reference
-    from bench.schema import dumps
-    from bench.sweep import default_out_path, parse_batch_sizes, run_sweep
+    from bench.analysis.recommend import check_lr_reference
+    from bench.jobs.sweep import default_out_path, parse_batch_sizes, run_sweep
+    from bench.present.display import LiveSweep, sweep_table
+    from bench.results.schema import dumps
 
     check_lr_reference(base_batch, base_lr)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
-    from bench.data import parse_workers
+    from bench.measure.data import parse_workers
 
     worker_counts = parse_workers(workers)
     workload = build_workload(
@@ -168,10 +168,10 @@ def sweep(
     history = None if no_history else db
     check_workload(workload)  # bad input is one line, before the live display starts
     if history is not None:
-        from bench.store import check_history_path
+        from bench.results.store import check_history_path
 
         check_history_path(history)  # a mistyped --db folder: one line, before minutes of measuring
-    from bench.distributed import detect, maybe_ranks, parse_timeout
+    from bench.jobs.distributed import detect, maybe_ranks, parse_timeout
 
     rank_env = detect()  # under torchrun: this process is one rank
     if nproc is not None:
@@ -225,7 +225,7 @@ def sweep(
     stored = store_in_history(history, result)
     search = None
     if result.best_point() is not None:
-        from bench.store import matching_max_batch
+        from bench.results.store import matching_max_batch
 
         try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
             search = matching_max_batch(history if stored else None, result)
@@ -234,7 +234,7 @@ def sweep(
     if search is not None or base_batch is not None:  # the file and history say what is printed
         from dataclasses import replace
 
-        from bench.recommend import recommend
+        from bench.analysis.recommend import recommend
 
         rec = recommend(result, search, base_batch=base_batch, base_lr=base_lr)
         result = replace(result, recommendation=rec)
@@ -244,7 +244,7 @@ def sweep(
     if json_only:
         print(dumps(result))
     else:
-        from bench.recommend import recommend, render
+        from bench.analysis.recommend import recommend, render
 
         console.print(sweep_table(result))
         best = result.best_point()
@@ -255,7 +255,7 @@ def sweep(
                 f"results: {_saved_in(saved[0])}"
             )
         if result.advice:
-            from bench.advise import advice_lines
+            from bench.jobs.advise import advice_lines
 
             console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
             for line in advice_lines(result.advice):
@@ -274,8 +274,8 @@ def _saved_in(path: Path | None) -> str:
 def _rewrite(result: SweepResult, path: Path | None, what: str) -> None:
     """Write the finished result again (with its advice or recommendation); a failed write is a
     warning: the first file stays as it was, and the history gets the new one."""
-    from bench.schema import dumps
-    from bench.sweep import write_json_atomic
+    from bench.jobs.sweep import write_json_atomic
+    from bench.results.schema import dumps
 
     if path is None:
         return
@@ -290,7 +290,7 @@ def _rewrite(result: SweepResult, path: Path | None, what: str) -> None:
 def _advise(result: SweepResult, out_path: Path | None) -> SweepResult:
     """Re-measure the flagged points with the change each verdict points to; the file is rewritten
     with the advice in it. A point's verdict with nothing to try is left alone."""
-    from bench.advise import sweep_measure, with_advice
+    from bench.jobs.advise import sweep_measure, with_advice
 
     def say(batch_size: int, change: str) -> None:
         err_console.print(f"[dim]advice: batch {batch_size} again with {change}[/]", highlight=False)
@@ -308,9 +308,9 @@ def _sweep_per_worker_count(
     """``--workers 0,2,4``: the whole sweep once per worker count, one result file each (the worker
     count is part of the workload, so `bench compare` and `bench report` tell the runs apart), then
     samples/sec side by side."""
-    from bench.display import workers_table
-    from bench.schema import load_result
-    from bench.sweep import default_out_path
+    from bench.jobs.sweep import default_out_path
+    from bench.present.display import workers_table
+    from bench.results.schema import load_result
 
     if workload.data != "loader":
         raise BenchError("a list of --workers needs --data loader")
@@ -336,7 +336,7 @@ def _sweep_per_worker_count(
 
 def _print_time_summary(result: SweepResult) -> None:
     """ "7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
-    from bench.accounting import first_step_label, summary_line
+    from bench.analysis.accounting import first_step_label, summary_line
 
     kind = device_kind(result.workload.device)
     line = summary_line(

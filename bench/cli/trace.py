@@ -37,12 +37,12 @@ from bench.cli.common import (
     console,
     err_console,
 )
-from bench.errors import BenchError
-from bench.schema import Workload, device_kind
+from bench.results.errors import BenchError
+from bench.results.schema import Workload, device_kind
 
 
 def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -> None:
-    from bench.trace import run_annotated
+    from bench.measure.trace import run_annotated
 
     point = run_annotated(workload, batch_size, steps, warmup)
     print(
@@ -89,14 +89,14 @@ def trace_cmd(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer, dataset_size=1,
     )  # fmt: skip
-    from bench.models import resolve
+    from bench.measure.models import resolve
 
     resolve(workload.model)  # fail fast on an unknown model, before any folder is made
     if inside_nsys:
         _inside_nsys(workload, batch_size, steps, warmup)
         return
 
-    from bench import trace
+    from bench.measure import trace
 
     out_dir = out or trace.default_trace_dir(workload, batch_size)
     try:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.errors import BenchError
+from bench.results.errors import BenchError
 
 
 class StepTimer:

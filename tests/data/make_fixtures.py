@@ -5,7 +5,7 @@
 a step costs ``overhead + batch * per_sample`` seconds with 1% seeded Gaussian noise, memory grows
 linearly with the batch until it no longer fits an 80 GB card (an OOM point), and power, kernel-active
 utilisation and energy follow the step time. Every derived number (samples/sec, step statistics,
-epoch time, joules per sample) is computed from the raw ``step_seconds`` with ``bench.stats``, the
+epoch time, joules per sample) is computed from the raw ``step_seconds`` with ``bench.analysis.stats``, the
 way a real sweep computes it, so the files are internally consistent.
 
     python tests/data/make_fixtures.py
@@ -17,8 +17,8 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from bench.schema import OK, OOM, GpuInfo, MemoryStats, Point, Telemetry, dumps, load_result
-from bench.stats import epoch_seconds, samples_per_sec, summarize
+from bench.analysis.stats import epoch_seconds, samples_per_sec, summarize
+from bench.results.schema import OK, OOM, GpuInfo, MemoryStats, Point, Telemetry, dumps, load_result
 
 HERE = Path(__file__).parent
 GPU_TOTAL_BYTES = 80 * 2**30

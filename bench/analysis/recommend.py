@@ -1,0 +1,190 @@
+"""Which batch size to pick: pure arithmetic over measured results (no torch).
+
+- throughput-optimal: the measured batch with the highest samples/sec;
+- knee: the smallest batch within ``KNEE_FRACTION`` (95%) of the best samples/sec. Past the knee
+  a bigger batch buys little speed but costs memory and learning-rate retuning (and large batches
+  often generalise worse), so the knee is usually the better default;
+- safe max: the max-batch search's safe batch (headroom below a soaked exact max), when one ran.
+
+Learning-rate starting points for moving from a reference batch/LR to each pick: linear scaling
+(lr * B/B0, Goyal et al. 2017, for SGD) and square-root scaling (lr * sqrt(B/B0), often better
+for Adam-type optimizers). They are starting points for tuning, not answers.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+from bench.analysis.stats import throughput_interval
+from bench.results.errors import BenchError
+from bench.results.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
+
+KNEE_FRACTION = 0.95
+
+
+def confidence(ok: list[Point], top: Point) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
+    """(batches indistinguishable from ``top``, unconverged batches, notes saying so)."""
+    notes = []
+    unconverged = tuple(p.batch_size for p in ok if p.step_stats is not None and not p.converged)
+    best = throughput_interval(top)  # from the repeats when the point has them
+    same: tuple[int, ...] = ()
+    if best is not None:
+        same = tuple(
+            p.batch_size for p in ok if (iv := throughput_interval(p)) is not None and iv[1] >= best[0]
+        )
+    if len(same) > 1:
+        notes.append(
+            f"batches {', '.join(map(str, same))} are indistinguishable within their 95% intervals: "
+            "the measurements do not support picking one of them over the others (measure longer "
+            "with --max-time, or on a quieter machine)"
+        )
+    if unconverged:
+        notes.append(
+            f"batch {', '.join(map(str, unconverged))} did not reach the CI target (time budget ran out): "
+            "treat their numbers as rough"
+        )
+    return (same if len(same) > 1 else ()), unconverged, notes
+
+
+def check_lr_reference(base_batch: int | None, base_lr: float | None) -> None:
+    """Both or neither, and positive (BenchError, one line)."""
+    if (base_batch is None) != (base_lr is None):
+        raise BenchError("give both --base-batch and --base-lr (your current batch and its LR), or neither")
+    if base_batch is not None and base_batch < 1:
+        raise BenchError(f"--base-batch must be a positive integer, got {base_batch}")
+    if base_lr is not None and not (base_lr > 0 and math.isfinite(base_lr)):
+        raise BenchError(f"--base-lr must be a positive number, got {base_lr}")
+
+
+def _ok(points: list[Point]) -> list[Point]:
+    return sorted((p for p in points if p.status == OK and p.samples_per_sec), key=lambda p: p.batch_size)
+
+
+def knee_point(points: list[Point], fraction: float = KNEE_FRACTION) -> Point | None:
+    """The smallest batch whose samples/sec is within ``fraction`` of the best (None: nothing ran)."""
+    ok = _ok(points)
+    if not ok:
+        return None
+    best = max(p.samples_per_sec for p in ok)  # type: ignore[type-var]
+    return next(p for p in ok if p.samples_per_sec >= fraction * best)  # type: ignore[operator]
+
+
+def scaled_lr(base_lr: float, base_batch: int, batch: int) -> tuple[float, float]:
+    """(linear, square-root) scaled learning rates for ``batch`` from a reference batch and LR."""
+    ratio = batch / base_batch
+    return base_lr * ratio, base_lr * math.sqrt(ratio)
+
+
+def recommend(
+    sweep_result: SweepResult | None,
+    max_result: Any = None,
+    base_batch: int | None = None,
+    base_lr: float | None = None,
+) -> Recommendation:
+    """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
+
+    ``max_result``: a ``bench.jobs.maxbatch.MaxBatchResult`` (anything with ``safe_batch_size``,
+    ``max_batch_size`` and ``headroom_fraction``) or its JSON dict. Throughputs are only ever
+    measured values.
+    """
+    check_lr_reference(base_batch, base_lr)
+    if isinstance(max_result, dict):
+        max_result = SimpleNamespace(
+            safe_batch_size=max_result.get("safe_batch_size"),
+            max_batch_size=max_result.get("max_batch_size"),
+            headroom_fraction=max_result.get("headroom_fraction") or 0.0,
+        )
+
+    def choice(batch: int, sps: float | None, why: str) -> Choice:
+        lin = sq = None
+        if base_batch is not None and base_lr is not None:
+            lin, sq = scaled_lr(base_lr, base_batch, batch)
+        return Choice(batch, sps, why, lin, sq)
+
+    best = knee = safe = None
+    notes: list[str] = []
+    same: tuple[int, ...] = ()
+    unconverged: tuple[int, ...] = ()
+    ok = _ok(list(sweep_result.points)) if sweep_result is not None else []
+    if ok:
+        top = max(ok, key=lambda p: p.samples_per_sec or 0.0)
+        best = choice(top.batch_size, top.samples_per_sec, "highest measured samples/sec")
+        k = knee_point(ok)
+        assert k is not None and top.samples_per_sec
+        share = k.samples_per_sec / top.samples_per_sec  # type: ignore[operator]
+        knee = choice(
+            k.batch_size,
+            k.samples_per_sec,
+            f"smallest batch within {KNEE_FRACTION:.0%} of the best ({share:.1%})",
+        )
+        oom_above = [
+            p.batch_size for p in sweep_result.points if p.status == OOM and p.batch_size > top.batch_size
+        ]
+        if top.batch_size == ok[-1].batch_size:
+            if oom_above:
+                notes.append(
+                    f"the largest batch that fit was the fastest: sizes between {top.batch_size} and "
+                    f"{min(oom_above)} (out of memory) may be faster still"
+                )
+            else:
+                notes.append("the largest measured batch was the fastest: larger ones may be faster still")
+        same, unconverged, caveats = confidence(ok, top)
+        notes.extend(caveats)
+    elif sweep_result is not None:
+        notes.append("no batch size completed in the sweep")
+    if max_result is not None and getattr(max_result, "safe_batch_size", None):
+        measured = {p.batch_size: p.samples_per_sec for p in ok}
+        safe = choice(
+            max_result.safe_batch_size,
+            measured.get(max_result.safe_batch_size),
+            f"{max_result.headroom_fraction:.0%} headroom below {_max_words(max_result)}",
+        )
+    if base_batch is not None:
+        notes.append(
+            "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
+        )
+    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+
+
+def _max_words(max_result: Any) -> str:
+    """The max batch as the search proved it: exact (to its granularity), a band, or a bracket."""
+    mx = max_result.max_batch_size
+    high = getattr(max_result, "band_high", None)
+    if high is not None and high != mx:
+        return f"the max {mx} (a band {mx}-{high}: the boundary did not repeat)"
+    if getattr(max_result, "exact", False):
+        g = getattr(max_result, "granularity", 1) or 1
+        return f"the exact max {mx}" if g == 1 else f"the max {mx} (exact to {g})"
+    return f"the max {mx} (not proven exact)"
+
+
+def render(rec: Recommendation) -> Any:
+    """A rich table of the recommendation, notes as its caption."""
+    from rich.table import Table
+
+    table = Table(title="recommended batch sizes", title_justify="left")
+    table.add_column("pick")
+    table.add_column("batch", justify="right")
+    table.add_column("samples/s", justify="right")
+    lr = rec.base_batch is not None and rec.base_lr is not None
+    if lr:
+        table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
+        table.add_column("LR start, sqrt", justify="right")
+    table.add_column("why")
+    for name, c in (("throughput-optimal", rec.best), ("knee", rec.knee), ("safe max", rec.safe_max)):
+        if c is None:
+            continue
+        row = [
+            name,
+            str(c.batch_size),
+            "not measured" if c.samples_per_sec is None else f"{c.samples_per_sec:,.1f}",
+        ]
+        if lr:
+            row += [f"{c.lr_linear:.4g}", f"{c.lr_sqrt:.4g}"]
+        row.append(c.why)
+        table.add_row(*row)
+    if rec.notes:
+        table.caption = "; ".join(rec.notes)
+    return table

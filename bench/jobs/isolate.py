@@ -1,0 +1,194 @@
+"""Run one piece of work in a fresh child process and stream its messages back.
+
+Why: on CPU there is no per-point peak-memory counter, and a process's peak RSS only grows, so an
+earlier, larger point would mask a later one. A child per point makes the child's own peak RSS the
+point's peak. On GPU it gives a clean caching allocator. The parent can also enforce an RSS budget
+(kill the child before the kernel's OOM killer gets involved).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue as queue_mod
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import psutil
+
+from bench.results.errors import BenchError, first_line
+
+_EOF = ("eof", None)  # the reader thread's last message: the child closed its end
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """``status``: "ok" (``value`` holds the result), "error" (``message``), "killed_rss" (over the
+    RSS budget; ``peak_rss_bytes`` says how far it got), or "died" (exit without a result)."""
+
+    status: str
+    value: Any = None
+    message: str | None = None
+    peak_rss_bytes: int | None = None
+    exitcode: int | None = None
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def over_budget_message(rss_bytes: int, limit_bytes: int) -> str:
+    """ "child RSS 1.0001 GiB exceeded the 1.0000 GiB budget": as many decimals as it takes for
+    the two numbers to differ (they always do: the child is killed only when RSS > budget)."""
+    unit, scale = ("GiB", 2**30) if limit_bytes >= 2**30 else ("MiB", 2**20)
+    for decimals in range(2, 10):
+        used, budget = f"{rss_bytes / scale:.{decimals}f}", f"{limit_bytes / scale:.{decimals}f}"
+        if used != budget:
+            break
+    else:
+        used, budget, unit = str(rss_bytes), str(limit_bytes), "bytes"
+    return f"child RSS {used} {unit} exceeded the {budget} {unit} budget"
+
+
+def _read_messages(stream: BinaryIO, inbox: queue_mod.Queue) -> None:
+    """Reader thread: every pickled message from the child onto ``inbox``, then ``_EOF``."""
+    try:
+        while True:
+            inbox.put(pickle.load(stream))
+    except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+        pass
+    except Exception as exc:  # noqa: BLE001 - a message that does not unpickle here
+        inbox.put(("error", f"cannot read the child's message: {first_line(exc)}"))
+    finally:
+        inbox.put(_EOF)
+
+
+def _start_child(target: str, args: tuple[Any, ...]) -> tuple[subprocess.Popen, queue_mod.Queue]:
+    """``python -m bench.jobs.child``: a fresh interpreter that never imports the caller's __main__."""
+    try:
+        inner = pickle.dumps((target, args), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - a lambda or local class among the arguments
+        raise BenchError(
+            f"cannot send the work to a child process ({first_line(exc)}): pass a factory name "
+            "'package.module:function' or define classes at module level"
+        ) from None
+    payload = pickle.dumps((list(sys.path), inner), protocol=pickle.HIGHEST_PROTOCOL)
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.jobs.child", str(write_fd), str(os.getpid())],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds the only write end: EOF here when it exits
+    inbox: queue_mod.Queue = queue_mod.Queue()
+    reader = os.fdopen(read_fd, "rb")
+    threading.Thread(
+        target=_read_messages, args=(reader, inbox), daemon=True, name="bench-child-read"
+    ).start()
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(payload)
+        proc.stdin.flush()  # stdin stays open: closing it (or dying) tells the child to stop
+    except (BrokenPipeError, OSError):
+        pass  # the child died at start-up; its exit code says so below
+    return proc, inbox
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    """Let the child exit by itself within ``timeout`` seconds (0: kill it now), then close its
+    stdin, the cue a lingering child exits on."""
+    if timeout == 0:
+        proc.kill()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+
+
+def run_isolated(
+    target: str,
+    args: tuple[Any, ...],
+    *,
+    on_message: Callable[[Any], None] | None = None,
+    rss_limit_bytes: int | None = None,
+    poll_seconds: float = 0.02,
+) -> ChildOutcome:
+    """Call ``target`` ("module:function") as ``fn(*args, emit=...)`` in a fresh child process
+    (``python -m bench.jobs.child``; the caller's ``__main__`` is never imported there).
+
+    ``emit(msg)`` in the child arrives as ``on_message(msg)`` here. A BenchError in the child is
+    re-raised here (it is the user's to fix); any other exception becomes status "error". Ctrl-C
+    here kills the child (which ignores SIGINT) and propagates; the child dies with this process.
+    """
+    proc, inbox = _start_child(target, args)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    result: tuple[str, Any] | None = None
+    try:
+        while True:
+            try:
+                kind, payload = inbox.get(timeout=poll_seconds)
+            except queue_mod.Empty:
+                if proc.poll() is not None:
+                    # drain anything that raced the exit
+                    try:
+                        kind, payload = inbox.get(timeout=0.5)
+                    except queue_mod.Empty:
+                        break
+                else:
+                    if rss_limit_bytes is not None:
+                        rss = _tree_rss(ps)
+                        peak = max(peak, rss)
+                        if rss > rss_limit_bytes:
+                            _stop(proc, timeout=0)
+                            return ChildOutcome(
+                                "killed_rss",
+                                message=over_budget_message(rss, rss_limit_bytes),
+                                peak_rss_bytes=peak,
+                            )
+                    continue
+            if kind == "msg":
+                if on_message is not None:
+                    on_message(payload)
+            elif (kind, payload) == _EOF:
+                break
+            else:
+                result = (kind, payload)
+                break
+    except BaseException:
+        _stop(proc, timeout=0)
+        raise
+    _stop(proc, timeout=30)
+    code = proc.returncode
+    if result is None:
+        why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
+        return ChildOutcome("died", message=f"child process ended with {why}{hint}", exitcode=code)
+    kind, payload = result
+    if kind == "bench_error":
+        raise BenchError(payload)
+    if kind == "error":
+        return ChildOutcome("error", message=payload, exitcode=code)
+    return ChildOutcome("ok", value=payload, peak_rss_bytes=peak or None, exitcode=code)

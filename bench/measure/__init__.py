@@ -1,0 +1,1 @@
+"""Measurement: one training step, the timed window, the telemetry sampler, annotations, FLOPs, the input pipeline, models."""

@@ -1,0 +1,1 @@
+"""Presentation: terminal tables, the HTML/Markdown report and its plots. No torch."""

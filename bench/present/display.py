@@ -1,0 +1,240 @@
+"""Rich rendering of a sweep: a live progress display while it runs and a table at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.analysis.diagnose import diagnose_run, mfu_note
+from bench.analysis.stats import interval_label
+from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
+from bench.results.units import fmt_bytes, fmt_seconds
+
+
+class LiveSweep:
+    """Consumes SweepEvents: one progress row per batch size with phase and current samples/sec."""
+
+    def __init__(self, console: Console, progress: Progress | None = None) -> None:
+        """``progress``: an optional overall progress (e.g. a profile's) shown above the points."""
+        self.console = console
+        self.header = progress
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]batch {task.fields[batch]:>5}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[phase]:<8} {task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        renderable = self.progress if progress is None else Group(progress, self.progress)
+        # 2 Hz: progress arrives about once a second, and on a CPU run every repaint takes a core
+        # from the measured child
+        self.live = Live(renderable, console=console, refresh_per_second=2)
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> LiveSweep:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.stop()
+        if not self.console.is_terminal:
+            self.console.file.write("\n")  # end the last progress line in logs
+
+    def clear(self) -> None:
+        """Drop the finished rows (a new configuration starts)."""
+        for task in self.tasks.values():
+            self.progress.remove_task(task)
+        self.tasks.clear()
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "notice":
+            self.live.console.print(f"[yellow]note:[/] {escape(event.message or '')}")
+        elif event.kind == "point_start":
+            self.tasks[event.batch_size] = self.progress.add_task(
+                "", total=None, batch=event.batch_size, phase="start", detail=""
+            )
+        elif event.kind == "progress":
+            task = self.tasks.get(event.batch_size)
+            p = event.progress
+            if task is None or p is None:
+                return
+            if p.phase == "warmup":
+                self.progress.update(
+                    task, phase="warm-up", total=p.total_steps, completed=p.steps,
+                    detail=f"{p.steps}/{p.total_steps}",
+                )  # fmt: skip
+            elif p.phase == "measure":
+                sps = f"{p.samples_per_sec:,.1f} samples/s" if p.samples_per_sec else ""
+                ci = f" ±{p.rel_ci_half_width * 100:.1f}%" if p.rel_ci_half_width else ""
+                self.progress.update(
+                    task, phase="measure", total=None,
+                    detail=f"{p.steps} steps {sps}{ci}",
+                )  # fmt: skip
+            else:
+                self.progress.update(task, phase=p.phase)
+        elif event.kind == "point_done":
+            task = self.tasks.get(event.batch_size)
+            if task is None:
+                return
+            pt: Point = event.point
+            if pt.status == OK:
+                detail = f"[green]{pt.samples_per_sec:,.1f} samples/s[/]"
+            else:
+                detail = f"[red]{pt.status}[/] {escape((pt.error or '')[: 88 - len(pt.status)])}"
+            self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}%"
+
+
+def sweep_table(result: SweepResult) -> Table:
+    wl = result.workload
+    env = result.environment
+    title = (
+        f"{wl.model} · {wl.mode} · {wl.precision}{' · channels-last' if wl.channels_last else ''}"
+        f"{' · compiled' if wl.compile else ''} · {env.device_label} ({wl.device})"
+    )
+    on_gpu = device_kind(wl.device) == "cuda"
+    table = Table(title=title, title_justify="left")
+    table.add_column("batch", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("step median", justify="right")
+    table.add_column("p10–p90", justify="right")
+    table.add_column("±CI95", justify="right")
+    table.add_column("epoch (est.)", justify="right")
+    if on_gpu:
+        table.add_column("peak alloc", justify="right")
+        table.add_column("peak reserved", justify="right")
+        table.add_column("kernel-active", justify="right")
+        table.add_column("power", justify="right")
+        table.add_column("J/sample", justify="right")
+    else:
+        table.add_column("peak RSS", justify="right")
+        table.add_column("CPU (proc)", justify="right")
+    table.add_column("MFU", justify="right")
+    table.add_column("verdict")
+    table.add_column("status")
+    best = result.best_point()
+    verdicts = diagnose_run(result)
+    for p, verdict in zip(result.points, verdicts, strict=True):
+        if p.status != OK or p.step_stats is None:
+            cells = [str(p.batch_size)] + ["-"] * (len(table.columns) - 2)
+            table.add_row(*cells, f"[red]{p.status}[/]")
+            continue
+        st = p.step_stats
+        sps = f"{p.samples_per_sec:,.1f}"
+        if best is not None and p is best:
+            sps = f"[bold green]{sps}[/]"
+        row = [
+            str(p.batch_size),
+            sps,
+            fmt_seconds(st.median_seconds),
+            f"{fmt_seconds(st.p10_seconds)}–{fmt_seconds(st.p90_seconds)}",
+            interval_label(p).lstrip("±"),  # between repeats when there are some, else steps
+            fmt_seconds(p.epoch_seconds_estimate),
+        ]
+        t = p.telemetry
+        if on_gpu:
+            row += [
+                fmt_bytes(p.memory.device_peak_allocated_bytes),
+                fmt_bytes(p.memory.device_peak_reserved_bytes),
+                _pct(t.gpu_kernel_active_percent),
+                "-" if t.power_watts_mean is None else f"{t.power_watts_mean:.0f} W",
+                "-" if p.joules_per_sample is None else f"{p.joules_per_sample:.3f}",
+            ]
+        else:
+            row += [fmt_bytes(p.memory.host_peak_rss_bytes), _pct(t.process_cpu_percent)]
+        row.append(_mfu(p.mfu))
+        row.append(_verdict(verdict))
+        row.append("ok" if p.converged else "ok (budget)")
+        table.add_row(*row)
+    table.caption = (
+        "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
+        "from the spread between repeats where there are some (N runs), else from the step times inside "
+        "the run (run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target"
+        + ("; kernel-active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
+        + "; MFU = model FLOP/s / dense peak; verdict: `bench diagnose` for the evidence"
+    )
+    return table
+
+
+_VERDICT_STYLE = {
+    "host-bound": "yellow",
+    "input-bound": "yellow",
+    "allocator-pressure": "red",
+    "throttled": "red",
+    "memory-bound": "cyan",
+    "device-bound": "green",
+    "unclear": "dim",
+}
+
+
+def _verdict(d: Diagnosis | None) -> str:
+    if d is None:
+        return "-"
+    style = _VERDICT_STYLE.get(d.verdict, "")
+    return f"[{style}]{d.verdict}[/]" if style else d.verdict
+
+
+def _mfu(mfu: float | None) -> str:
+    if mfu is None:
+        return "-"
+    return f"{mfu * 100:.2f}%" if mfu < 0.1 else f"{mfu * 100:.0f}%"
+
+
+def diagnosis_table(result: SweepResult) -> Table:
+    """One row per point: verdict, the evidence behind it, achieved TFLOP/s and MFU."""
+    wl = result.workload
+    title = f"why not faster: {wl.model} · {wl.mode} · {wl.precision} · {result.environment.device_label}"
+    table = Table(title=title, title_justify="left", show_lines=True)
+    table.add_column("batch", justify="right")
+    table.add_column("samples/s", justify="right")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    table.add_column("TFLOP/s", justify="right")
+    table.add_column("MFU", justify="right")
+    for p, d in zip(result.points, diagnose_run(result), strict=True):
+        if d is None:
+            table.add_row(str(p.batch_size), "-", f"[red]{p.status}[/]", p.error or "", "-", "-")
+            continue
+        table.add_row(
+            str(p.batch_size),
+            "-" if p.samples_per_sec is None else f"{p.samples_per_sec:,.1f}",
+            _verdict(d),
+            "\n".join(d.evidence),
+            "-" if p.achieved_tflops is None else f"{p.achieved_tflops:.2f}",
+            _mfu(p.mfu),
+        )
+    note = mfu_note(result)
+    if note:
+        table.caption = note
+    return table
+
+
+def workers_table(results: list[SweepResult]) -> Table:
+    """``--workers 0,2,4``: samples/sec per batch size for each worker count side by side, with the
+    share of the step spent waiting for data; where more workers stop helping, the model sets the pace."""
+    table = Table(title="input pipeline: samples/s (data wait) by loader workers", title_justify="left")
+    table.add_column("batch", justify="right")
+    for r in results:
+        table.add_column(f"{r.workload.workers} workers", justify="right")
+    sizes = sorted({p.batch_size for r in results for p in r.points})
+    for b in sizes:
+        row = [str(b)]
+        for r in results:
+            p = next((p for p in r.points if p.batch_size == b), None)
+            if p is None or p.status != OK or p.samples_per_sec is None:
+                row.append("-" if p is None else f"[red]{p.status}[/]")
+                continue
+            wait = p.breakdown.data_wait_fraction if p.breakdown is not None else None
+            cell = f"{p.samples_per_sec:,.1f}"
+            row.append(cell if wait is None else f"{cell} ({wait * 100:.0f}%)")
+        table.add_row(*row)
+    return table

@@ -1,0 +1,1 @@
+"""Results: frozen, versioned result types, their loaders and upgraders, the SQLite history, errors, units. No torch."""

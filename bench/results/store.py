@@ -1,0 +1,609 @@
+"""Results history in embedded SQLite (default ``.bench/results.db``). No torch here.
+
+Every sweep and max-batch run is stored whole (its JSON) with summary columns to filter on, and a
+sweep's points get a row each. WAL mode and one transaction per run: several processes can write
+at once (a writer waits up to ``BUSY_TIMEOUT_MS`` for the lock instead of failing, first use
+included), and a writer killed mid-way leaves the database as it was before that run.
+
+Writers (``save_run``, ``import_file``, ``set_baseline``) create the history and upgrade it by
+``PRAGMA user_version`` (``MIGRATIONS``). Readers open it read-only (``mode=ro``): they create,
+switch and migrate nothing, so a read-only or old history can still be read, and a missing one is
+"no history yet". Every SQLite failure leaves as one ``BenchError`` line naming the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from bench.results.errors import BenchError
+from bench.results.schema import SweepResult, load_result, read_result_json, result_from_dict, to_dict
+
+DEFAULT_DB = Path(".bench") / "results.db"
+BUSY_TIMEOUT_MS = 60_000
+MAX_SQLITE_INT = 2**63 - 1  # SQLite integers are signed 64-bit
+
+# Migration N (1-based) takes a history from user_version N-1 to N, in one transaction. Histories
+# written before migrations existed have user_version 0 and migration 1's tables already (hence
+# IF NOT EXISTS there). Append steps; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        model TEXT,
+        device_label TEXT,
+        device TEXT,
+        mode TEXT,
+        precision TEXT,
+        status TEXT,
+        best_batch_size INTEGER,
+        best_samples_per_sec REAL,
+        json TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS points (
+        run_pk INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        batch_size INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        samples_per_sec REAL,
+        step_median_seconds REAL,
+        device_peak_allocated_bytes INTEGER,
+        host_peak_rss_bytes INTEGER,
+        PRIMARY KEY (run_pk, batch_size)
+    );
+    CREATE INDEX IF NOT EXISTS runs_model ON runs(model);
+    CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+    """,
+    """
+    CREATE TABLE baselines (
+        name TEXT PRIMARY KEY,
+        run_pk INTEGER NOT NULL REFERENCES runs(id),
+        created_at TEXT NOT NULL
+    );
+    """,
+    # 3: data-parallel runs (torchrun) carry their world size: a 1-GPU and an 8-GPU run of one
+    # model are different experiments, and the listing says so. Earlier rows: one process.
+    """
+    ALTER TABLE runs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1;
+    UPDATE runs SET world_size = COALESCE(json_extract(json, '$.distributed.world_size'), 1);
+    """,
+)
+
+_RUN_COLUMNS = (
+    "id, run_id, kind, created_at, model, device_label, mode, precision, status,"
+    " best_batch_size, best_samples_per_sec"
+)
+
+
+def _run_columns(conn: sqlite3.Connection, table: str = "") -> str:
+    """The RunRow columns. Readers never migrate, so a history from before migration 3 has no
+    ``world_size`` column: its runs read as one process."""
+    has = any(row[1] == "world_size" for row in conn.execute("PRAGMA table_info(runs)"))
+    prefix = f"{table}." if table else ""
+    names = [f"{prefix}{c.strip()}" for c in _RUN_COLUMNS.split(",")]
+    return ", ".join([*names, f"{prefix}world_size" if has else "1"])
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    run_id: str
+    kind: str
+    created_at: str
+    model: str | None
+    device_label: str | None
+    mode: str | None
+    precision: str | None
+    status: str | None
+    best_batch_size: int | None
+    best_samples_per_sec: float | None
+    world_size: int = 1  # processes of a data-parallel (torchrun) run
+
+
+# --------------------------------------------------------------------------- errors and opening
+
+
+def _hint(text: str) -> str:
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return "it is damaged or not a bench history: move it aside, or name another with --db"
+    if "readonly" in low or "read-only" in low:
+        return "it is read-only: check its permissions, or name another with --db"
+    if "full" in low:
+        return "no space left: free some, or name another history with --db"
+    if "locked" in low or "busy" in low:
+        return f"another process held it locked for over {BUSY_TIMEOUT_MS // 1000} s: try again"
+    if "unable to open" in low:
+        return "cannot open it: check that the path is a file and its folder is writable"
+    return "name another history with --db"
+
+
+@contextmanager
+def _history_errors(path: Path) -> Iterator[None]:
+    """SQLite (and out-of-range integer) failures become one BenchError line naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise BenchError(f"results history {path}: {text} ({_hint(text)})") from None
+    except OverflowError as exc:
+        raise BenchError(f"results history {path}: a value is too large to store ({exc})") from None
+
+
+def _open(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode with the busy timeout set. Read-only opens by URI
+    (``mode=ro``): nothing is created; where a WAL history's shared-memory file cannot be made
+    (a read-only folder) it falls back to ``immutable=1``, safe since nobody can write there."""
+    timeout = BUSY_TIMEOUT_MS / 1000
+    if not read_only:
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    else:
+        uri = path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                conn.close()
+                raise
+            conn.close()
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None
+            )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _first_use(conn: sqlite3.Connection) -> None:
+    """WAL mode and the tables, up to the newest migration. Switching to WAL takes an exclusive
+    lock and SQLite does not wait for it under the busy timeout (another process creating the
+    same new history gets "database is locked" at once), so that step is retried until the
+    timeout; the migrations run in ``BEGIN IMMEDIATE`` transactions, which do wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay_seconds = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay_seconds)
+            delay_seconds = min(delay_seconds * 2, 0.2)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+        return
+    with _immediate(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated
+        if version > len(MIGRATIONS):
+            raise BenchError(
+                f"it was written by a newer bench (schema {version}, this bench knows {len(MIGRATIONS)}):"
+                " upgrade bench, or name another history with --db"
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A ``BEGIN IMMEDIATE`` transaction (it waits for other writers under the busy timeout),
+    committed when the block ends and rolled back on any exception, which then propagates (a
+    rollback that fails as well is left to closing, which rolls back too)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
+
+
+def check_history_path(db_path: Path | str) -> None:
+    """Fail early (before minutes of measuring) when a history's folder does not exist. Only the
+    default ``.bench/`` is created on demand: a mistyped ``--db`` folder is an error, not a new
+    folder."""
+    path = Path(db_path)
+    if path != DEFAULT_DB and not path.parent.is_dir():
+        raise BenchError(
+            f"results history {path}: folder {path.parent} does not exist (create it, or fix --db)"
+        )
+
+
+def connect(db_path: Path | str = DEFAULT_DB) -> sqlite3.Connection:
+    """A writable connection to the history, created (WAL mode) and upgraded to the newest schema.
+
+    Readers use the read-only path instead (``list_runs``, ``load_run_data``, ...)."""
+    path = Path(db_path)
+    check_history_path(path)
+    if path == DEFAULT_DB:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"results history {path}: cannot create {path.parent}: {exc}") from None
+    conn = None
+    try:
+        with _history_errors(path):
+            conn = _open(path, read_only=False)
+            _first_use(conn)
+    except BenchError as exc:
+        if conn is not None:
+            conn.close()
+        text = str(exc)
+        raise BenchError(
+            text if text.startswith("results history") else f"results history {path}: {text}"
+        ) from None
+    return conn
+
+
+@contextmanager
+def _reading(db_path: Path | str) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection, or None when there is no history yet (no file, or no tables)."""
+    path = Path(db_path)
+    if not path.exists():
+        yield None
+        return
+    with _history_errors(path):
+        conn = _open(path, read_only=True)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            yield conn if "runs" in tables else None
+        finally:
+            conn.close()
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return row is not None
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    wl = data.get("workload") or {}
+    env = data.get("environment") or {}
+    gpus = env.get("gpus") or []
+    label = gpus[0].get("name") if gpus else env.get("cpu_model")
+    kind = data.get("kind", "sweep")
+    best_b = best_s = None
+    if kind == "sweep":
+        ok = [p for p in data.get("points") or [] if p.get("status") == "ok" and p.get("samples_per_sec")]
+        if ok:
+            top = max(ok, key=lambda p: p["samples_per_sec"])
+            best_b, best_s = top["batch_size"], top["samples_per_sec"]
+    elif kind == "max_batch":
+        best_b = data.get("max_batch_size")
+    run_id = data.get("run_id") or (
+        f"{kind}-{wl.get('model')}-{env.get('hostname')}-{data.get('seconds')}-{len(data.get('probes') or [])}"
+    )
+    created = data.get("started_at") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "created_at": created,
+        "model": wl.get("model"),
+        "device_label": label,
+        "device": wl.get("device"),
+        "mode": wl.get("mode"),
+        "precision": wl.get("precision"),
+        "status": data.get("status", "complete"),
+        "best_batch_size": best_b,
+        "best_samples_per_sec": best_s,
+        "world_size": int((data.get("distributed") or {}).get("world_size") or 1),
+    }
+
+
+def _check_int(value: Any, what: str) -> None:
+    if isinstance(value, int) and not -MAX_SQLITE_INT - 1 <= value <= MAX_SQLITE_INT:
+        raise BenchError(f"cannot store {what} {value}: too large for the history (at most 2**63 - 1)")
+
+
+def save_run(db_path: Path | str, result: Any) -> int:
+    """Store one run, or replace the run with the same run_id in place: its history id stays (a
+    resumed or re-imported run keeps the id that `bench compare 1 latest` and baselines name).
+    Returns the id. Any history problem is one BenchError line."""
+    if isinstance(result, SweepResult):
+        data = to_dict(result)
+    elif hasattr(result, "to_dict"):
+        data = result.to_dict()
+    elif isinstance(result, dict):
+        data = result
+    else:
+        raise TypeError(f"cannot store {type(result).__name__}")
+    row = _summary(data)
+    _check_int(row["best_batch_size"], "batch size")
+    point_rows = []
+    for p in data.get("points") or []:
+        stats = p.get("step_stats") or {}
+        mem = p.get("memory") or {}
+        _check_int(p["batch_size"], "batch size")
+        point_rows.append(
+            (
+                p["batch_size"], p["status"], p.get("samples_per_sec"), stats.get("median_seconds"),
+                mem.get("device_peak_allocated_bytes"), mem.get("host_peak_rss_bytes"),
+            )
+        )  # fmt: skip
+    path = Path(db_path)
+    conn = connect(path)
+    try:
+        with _history_errors(path), _immediate(conn):
+            values = {**row, "json": json.dumps(data)}
+            found = conn.execute("SELECT id FROM runs WHERE run_id = ?", (row["run_id"],)).fetchone()
+            if found is not None:
+                pk = int(found[0])
+                conn.execute(
+                    "UPDATE runs SET kind = :kind, created_at = :created_at, model = :model,"
+                    " device_label = :device_label, device = :device, mode = :mode, precision = :precision,"
+                    " status = :status, best_batch_size = :best_batch_size,"
+                    " best_samples_per_sec = :best_samples_per_sec, world_size = :world_size,"
+                    " json = :json WHERE id = :pk",
+                    {**values, "pk": pk},
+                )
+                conn.execute("DELETE FROM points WHERE run_pk = ?", (pk,))
+            else:
+                cur = conn.execute(
+                    "INSERT INTO runs (run_id, kind, created_at, model, device_label, device, mode, precision,"
+                    " status, best_batch_size, best_samples_per_sec, world_size, json)"
+                    " VALUES (:run_id, :kind, :created_at, :model, :device_label, :device, :mode, :precision,"
+                    " :status, :best_batch_size, :best_samples_per_sec, :world_size, :json)",
+                    values,
+                )
+                pk = int(cur.lastrowid)
+            conn.executemany(
+                "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", [(pk, *r) for r in point_rows]
+            )
+        return pk
+    finally:
+        conn.close()
+
+
+def import_file(db_path: Path | str, path: str) -> int:
+    """Import one JSON result file (sweep or max-batch); a bad file is one BenchError line."""
+    data = read_result_json(path)
+    if "kind" not in data:
+        raise BenchError(f"{path}: not a bench result (no kind)")
+    if data["kind"] == "sweep":
+        load_result(path)  # full validation
+    elif data["kind"] == "max_batch":
+        from bench.results.maxbatch import load_max_batch
+
+        load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
+    else:
+        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep or max_batch)")
+    return save_run(db_path, data)
+
+
+def list_runs(
+    db_path: Path | str = DEFAULT_DB,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    since: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[RunRow]:
+    """Runs newest first; ``device`` matches the GPU/CPU name as a substring, ``since`` an ISO date."""
+    sql = "SELECT {columns} FROM runs WHERE 1=1"
+    args: list[Any] = []
+    if model:
+        sql += " AND model = ?"
+        args.append(model)
+    if device:
+        sql += " AND device_label LIKE ?"
+        args.append(f"%{device}%")
+    if since:
+        sql += " AND created_at >= ?"
+        args.append(since)
+    if kind:
+        sql += " AND kind = ?"
+        args.append(kind)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+    args.append(limit)
+    with _reading(db_path) as conn:
+        if conn is None:
+            return []
+        return [RunRow(*row) for row in conn.execute(sql.format(columns=_run_columns(conn)), args)]
+
+
+def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
+    """(where it came from, its JSON) for a run named by file path, history id, or ``latest``
+    (the newest sweep). Sweeps and max-batch results alike; a bad ref is one BenchError line."""
+    if ref != "latest" and not ref.isdigit():
+        if not Path(ref).exists():
+            raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')")
+        return ref, read_result_json(ref)
+    with _reading(db_path) as conn:
+        if conn is None:
+            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
+        if ref == "latest":
+            row = conn.execute(
+                "SELECT id, json FROM runs WHERE kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1"
+            ).fetchone()
+        else:
+            row = conn.execute("SELECT id, json FROM runs WHERE id = ?", (int(ref),)).fetchone()
+    if row is None:
+        raise BenchError(f"no run {ref!r} in {db_path}")
+    return f"history #{row[0]}", _stored_json(db_path, row[0], row[1])
+
+
+def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise BenchError(f"results history {db_path}: run {pk} is damaged (its JSON does not load)")
+    return data
+
+
+def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
+    """A sweep by file path, by id in the history, or ``latest``."""
+    if ref != "latest" and not ref.isdigit():
+        return load_result(ref)
+    _, data = load_run_data(ref, db_path)
+    if data.get("kind", "sweep") != "sweep":
+        raise BenchError(f"run {ref} is a {data.get('kind')} run, not a sweep")
+    return result_from_dict(data)
+
+
+def same_workload(result: SweepResult, search: dict[str, Any]) -> bool:
+    """Does a max-batch search (its JSON) apply to this sweep: same model, precision, layout,
+    input size and hardware? (The search is of the training step; it bounds inference too.)"""
+    wl = search.get("workload") or {}
+    env = search.get("environment") or {}
+    gpus = env.get("gpus") or []
+    label = gpus[0].get("name") if gpus else env.get("cpu_model")
+    return (
+        wl.get("model") == result.workload.model
+        and wl.get("precision") == result.workload.precision
+        and bool(wl.get("channels_last")) == result.workload.channels_last
+        and wl.get("image_size") == result.workload.image_size
+        and label == result.environment.device_label
+    )
+
+
+def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[str, Any] | None:
+    """The newest max-batch search in the history that applies to ``result`` (None: none, or no
+    history)."""
+    if db_path is None:
+        return None
+    with _reading(db_path) as conn:
+        if conn is None:
+            return None
+        rows = conn.execute(
+            "SELECT id, json FROM runs WHERE kind = 'max_batch' AND model = ? ORDER BY created_at DESC, id DESC LIMIT 50",
+            (result.workload.model,),
+        ).fetchall()
+    return next(
+        (
+            d
+            for pk, text in rows
+            if same_workload(result, d := _stored_json(db_path, pk, text)) and _valid_search(d)
+        ),
+        None,
+    )
+
+
+def _valid_search(data: dict[str, Any]) -> bool:
+    """A stored max-batch search that loads (one imported before imports were checked may not):
+    a bad one is skipped, never a crash in the sweep or report that looks it up."""
+    from bench.results.maxbatch import maxbatch_from_dict
+
+    try:
+        maxbatch_from_dict(data)
+    except (BenchError, TypeError, ValueError, KeyError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- named baselines
+
+
+class Baseline(NamedTuple):
+    """A named baseline: the run it points at, and when it was named (ISO time, UTC)."""
+
+    name: str
+    run: RunRow
+    created_at: str
+
+
+def _find_run(conn: sqlite3.Connection, db_path: Path | str, ref: str) -> RunRow:
+    """A stored run by history id, run_id, ``latest`` (the newest sweep), or a result file that
+    is in the history (by its run_id)."""
+    ref = ref.strip()
+    if ref == "latest":
+        sql, args = "kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1", ()
+    elif ref.isdigit():
+        sql, args = "id = ?", (int(ref),)
+    else:
+        run_id = ref
+        if (
+            conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (ref,)).fetchone() is None
+            and Path(ref).is_file()
+        ):
+            run_id = read_result_json(ref).get("run_id") or ref
+        sql, args = "run_id = ?", (run_id,)
+    found = conn.execute(f"SELECT {_run_columns(conn)} FROM runs WHERE {sql}", args).fetchone()
+    if found is None:
+        raise BenchError(
+            f"no run {ref!r} in {db_path} (name a history id, a run id, or 'latest'; `bench history` lists them)"
+        )
+    return RunRow(*found)
+
+
+def set_baseline(db_path: Path | str, name: str, ref: str) -> RunRow:
+    """Name a stored run (history id, run_id, or ``latest``) as baseline ``name``, replacing an
+    earlier one of that name. Returns the run. A CI gate then compares against the name."""
+    name = name.strip()
+    if not name:
+        raise BenchError("a baseline needs a name, e.g. `bench baseline set main latest`")
+    path = Path(db_path)
+    if not path.is_file():
+        raise BenchError(f"no results history at {path} (run a sweep or `bench import` first)")
+    conn = connect(path)
+    try:
+        with _history_errors(path), _immediate(conn):
+            row = _find_run(conn, path, ref)
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            conn.execute(
+                "INSERT INTO baselines (name, run_pk, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET run_pk = excluded.run_pk, created_at = excluded.created_at",
+                (name, row.id, now),
+            )
+        return row
+    finally:
+        conn.close()
+
+
+def get_baseline(db_path: Path | str, name: str) -> tuple[str, dict[str, Any]]:
+    """(where it came from, its JSON) for baseline ``name``, like ``load_run_data``."""
+    with _reading(db_path) as conn:
+        if conn is None:
+            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
+        row = None
+        if _has_table(conn, "baselines"):
+            row = conn.execute(
+                "SELECT runs.id, runs.json FROM baselines JOIN runs ON runs.id = baselines.run_pk"
+                " WHERE baselines.name = ?",
+                (name,),
+            ).fetchone()
+    if row is None:
+        raise BenchError(
+            f"no baseline named {name!r} in {db_path} (set one with `bench baseline set {name} RUN`)"
+        )
+    return f"baseline {name!r} (history #{row[0]})", _stored_json(db_path, row[0], row[1])
+
+
+def list_baselines(db_path: Path | str = DEFAULT_DB) -> list[Baseline]:
+    """Every named baseline, by name: (name, the run, when it was named). Empty without a history."""
+    with _reading(db_path) as conn:
+        if conn is None or not _has_table(conn, "baselines"):
+            return []
+        columns = _run_columns(conn, "runs")
+        rows = conn.execute(
+            f"SELECT baselines.name, baselines.created_at, {columns} FROM baselines"
+            " JOIN runs ON runs.id = baselines.run_pk ORDER BY baselines.name"
+        ).fetchall()
+    return [Baseline(name, RunRow(*rest), created) for name, created, *rest in rows]
