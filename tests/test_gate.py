@@ -307,3 +307,38 @@ def test_a_repeated_point_shows_the_interval_between_its_repeats(ref):
                     repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in (95.0, 104.0, 113.0)))  # fmt: skip
     same, _, notes = confidence([rep, other], other)
     assert same == (rep.batch_size, other.batch_size) and "indistinguishable" in notes[0]
+
+
+def test_a_small_change_with_a_wide_interval_is_not_within_threshold():
+    """Issue 21: [100, 103, 97] vs [92, 94, 88] is -8% with a 95% interval of about -15% ... -1.8%:
+    a change beyond 10% fits in it, so it must not pass as "within threshold"."""
+    from bench.analysis.gate import INCONCLUSIVE, gate_values
+
+    v = gate_values([100, 103, 97], [92, 94, 88], 0.10)
+    assert v.ci_low == pytest.approx(-0.15, abs=0.01) and v.ci_high == pytest.approx(-0.018, abs=0.005)
+    assert v.verdict == INCONCLUSIVE
+    # the change shown is the estimator the test uses: the ratio of geometric means, not of medians
+    geo = math.exp(
+        statistics.fmean(map(math.log, [92, 94, 88])) - statistics.fmean(map(math.log, [100, 103, 97]))
+    )
+    assert v.change == pytest.approx(geo - 1)
+    assert v.change != pytest.approx(92 / 100 - 1)
+
+
+def test_within_threshold_only_when_the_interval_lies_inside_it():
+    """Issue 21: an idle A/A run printed "within threshold" for -8.7% ... +10.9% at 10%."""
+    from bench.analysis.gate import INCONCLUSIVE, _decide
+
+    assert _decide(0.01, False, -0.087, 0.109, 0.10) == INCONCLUSIVE
+    assert _decide(0.01, False, -0.087, 0.099, 0.10) == WITHIN
+    assert _decide(-0.08, True, -0.15, -0.018, 0.10) == INCONCLUSIVE
+    assert _decide(-0.3, True, -0.35, -0.25, 0.10) == REGRESSION
+
+
+def test_compare_shows_geometric_means_and_their_change(ref):
+    base = with_repeats(ref, lambda b: [100.0, 103.0, 97.0])
+    cur = with_repeats(ref, lambda b: [92.0, 94.0, 88.0])
+    c = compare(base, cur, 0.10).changes[0]
+    assert c.baseline_samples_per_sec == pytest.approx((100 * 103 * 97) ** (1 / 3))
+    assert c.change == pytest.approx(c.current_samples_per_sec / c.baseline_samples_per_sec - 1)
+    assert c.verdict != WITHIN

@@ -117,3 +117,13 @@ def test_the_bench_gate_fails_a_regression_and_passes_noise():
         warnings.simplefilter("always")
         assert _gate([100.0, 150.0, 60.0], [80.0, 130.0, 50.0]) is None  # noise wider than 10%
     assert any("INCONCLUSIVE" in str(w.message) for w in seen)
+
+
+def test_the_bench_gate_does_not_pass_a_wide_interval_as_within_threshold():
+    """Issue 21: -8.7% with an interval reaching -15% is INCONCLUSIVE (a warning), not a silent pass."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert _gate([100.0, 103.0, 97.0], [92.0, 94.0, 88.0]) is None
+    assert any("INCONCLUSIVE" in str(w.message) and "-8.7%" in str(w.message) for w in seen)  # geometric

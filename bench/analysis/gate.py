@@ -14,8 +14,11 @@ noise between runs. The evidence, best first:
   of an unchanged build differed by 14% on a shared CPU, far outside it), so a change beyond the
   threshold is ``INCONCLUSIVE`` here, never ``REGRESSION``: exit 1 only with ``--strict``.
 
+The change shown is the ratio of geometric means over repeats, exp(mean log current - mean log
+baseline) - 1: the quantity the t-test and its interval are about.
+
 Verdicts: ``REGRESSION`` / ``IMPROVEMENT`` (significant and beyond the threshold), ``within
-threshold`` (the change is at most the threshold and the evidence is sharp enough to say so), and
+threshold`` (the 95% interval of the change lies wholly inside +-threshold), and
 ``INCONCLUSIVE`` (the noise is wider than the threshold: more repeats would settle it; the number
 is estimated from the observed noise). Runs of different workloads or environments are not like
 with like: they are listed in ``mismatches`` and the command line refuses them unless asked.
@@ -63,9 +66,9 @@ def parse_threshold(text: str | float) -> float:
 @dataclass(frozen=True)
 class PointChange:
     batch_size: int
-    baseline_samples_per_sec: float  # headline: the median over repeats
+    baseline_samples_per_sec: float  # geometric mean over repeats (the estimator the test uses)
     current_samples_per_sec: float
-    change: float  # current/baseline - 1 (negative = slower)
+    change: float  # current/baseline - 1 of the geometric means (negative = slower)
     ci_low: float  # 95% interval of current/baseline - 1 (from ``evidence``)
     ci_high: float
     significant: bool  # after the Holm correction (repeats/history); the interval excludes 0 (steps)
@@ -265,11 +268,26 @@ def _decide(change: float, significant: bool, lo: float, hi: float, threshold: f
         return REGRESSION
     if significant and change > threshold:
         return IMPROVEMENT
-    # "within threshold" needs either a real (significant) small change, or an interval no wider
-    # than the threshold each way; otherwise the noise could hide a change beyond it.
-    if abs(change) <= threshold and (significant or (hi - lo) / 2 <= threshold):
+    # "within threshold" is a claim that no change beyond the threshold happened: only an interval
+    # lying wholly inside +-threshold supports it. A small estimate with a wide interval (repeats
+    # [100, 103, 97] vs [92, 94, 88]: -8%, interval -15% ... -1.8%) could hide a change beyond it.
+    if -threshold <= lo and hi <= threshold:
         return WITHIN
     return INCONCLUSIVE
+
+
+def geometric_change(base: Sequence[float], cur: Sequence[float]) -> float:
+    """exp(mean log current - mean log baseline) - 1: the ratio of geometric means, the estimator
+    the t-test on log throughput tests (a ratio of medians would show one number and test another)."""
+    return math.exp(_log_mean(cur) - _log_mean(base)) - 1
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(_log_mean(values))
+
+
+def _log_mean(values: Sequence[float]) -> float:
+    return statistics.fmean(math.log(v) for v in values)
 
 
 def compare(
@@ -304,7 +322,7 @@ def compare(
     for b in common:
         bp, cp = base_pts[b], cur_pts[b]
         bvals, cvals = bp.repeat_samples_per_sec(), cp.repeat_samples_per_sec()
-        change = cp.samples_per_sec / bp.samples_per_sec - 1
+        change = geometric_change(bvals, cvals)
         p_value = noise_sd = needed = None
         if b in tests:
             t = tests[b]
@@ -330,8 +348,8 @@ def compare(
         changes.append(
             PointChange(
                 batch_size=b,
-                baseline_samples_per_sec=bp.samples_per_sec,
-                current_samples_per_sec=cp.samples_per_sec,
+                baseline_samples_per_sec=geometric_mean(bvals),
+                current_samples_per_sec=geometric_mean(cvals),
                 change=change,
                 ci_low=lo,
                 ci_high=hi,
@@ -369,7 +387,7 @@ class ValueVerdict:
     """The gate on one pair of repeat lists (samples/s), outside a sweep (the pytest plugin)."""
 
     verdict: str
-    change: float  # median(current)/median(baseline) - 1
+    change: float  # geometric mean(current)/geometric mean(baseline) - 1, as the test estimates it
     ci_low: float | None  # 95% interval of the ratio - 1; None with fewer than two repeats a side
     ci_high: float | None
     p_value: float | None
@@ -383,7 +401,7 @@ def gate_values(baseline: Sequence[float], current: Sequence[float], threshold: 
     cur = [v for v in current if v and v > 0]
     if not base or not cur:
         raise BenchError("no throughput to compare on one side")
-    change = statistics.median(cur) / statistics.median(base) - 1
+    change = geometric_change(base, cur)
     t = _repeat_test(tuple(base), tuple(cur), None)
     if t is None:
         return ValueVerdict(INCONCLUSIVE, change, None, None, None, None)
