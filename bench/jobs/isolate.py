@@ -74,7 +74,25 @@ def _read_messages(stream: BinaryIO, inbox: queue_mod.Queue) -> None:
         inbox.put(_EOF)
 
 
-def _start_child(target: str, args: tuple[Any, ...]) -> tuple[subprocess.Popen, queue_mod.Queue]:
+@dataclass(frozen=True)
+class Interpreter:
+    """Where and how a child starts. The default is this interpreter with this process's
+    ``sys.path`` handed to the child; ``bench ab`` gives each side its own: an interpreter, an
+    environment (PYTHONPATH with the side's directory first), a working directory, and
+    ``inherit_path=False`` so this process's path does not shadow the side's modules."""
+
+    python: str | None = None  # None: sys.executable
+    env: dict[str, str] | None = None  # None: this process's environment
+    cwd: str | None = None
+    inherit_path: bool = True
+
+
+SAME = Interpreter()
+
+
+def _start_child(
+    target: str, args: tuple[Any, ...], where: Interpreter = SAME
+) -> tuple[subprocess.Popen, queue_mod.Queue]:
     """``python -m bench.jobs.child``: a fresh interpreter that never imports the caller's __main__."""
     try:
         inner = pickle.dumps((target, args), protocol=pickle.HIGHEST_PROTOCOL)
@@ -83,13 +101,16 @@ def _start_child(target: str, args: tuple[Any, ...]) -> tuple[subprocess.Popen, 
             f"cannot send the work to a child process ({first_line(exc)}): pass a factory name "
             "'package.module:function' or define classes at module level"
         ) from None
-    payload = pickle.dumps((list(sys.path), inner), protocol=pickle.HIGHEST_PROTOCOL)
+    path = list(sys.path) if where.inherit_path else []
+    payload = pickle.dumps((path, inner), protocol=pickle.HIGHEST_PROTOCOL)
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.jobs.child", str(write_fd), str(os.getpid())],
+            [where.python or sys.executable, "-m", "bench.jobs.child", str(write_fd), str(os.getpid())],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
+            env=where.env,
+            cwd=where.cwd,
         )
     except BaseException:
         os.close(read_fd)
@@ -134,6 +155,7 @@ def run_isolated(
     on_message: Callable[[Any], None] | None = None,
     rss_limit_bytes: int | None = None,
     poll_seconds: float = 0.02,
+    where: Interpreter = SAME,
 ) -> ChildOutcome:
     """Call ``target`` ("module:function") as ``fn(*args, emit=...)`` in a fresh child process
     (``python -m bench.jobs.child``; the caller's ``__main__`` is never imported there).
@@ -141,8 +163,9 @@ def run_isolated(
     ``emit(msg)`` in the child arrives as ``on_message(msg)`` here. A BenchError in the child is
     re-raised here (it is the user's to fix); any other exception becomes status "error". Ctrl-C
     here kills the child (which ignores SIGINT) and propagates; the child dies with this process.
+    ``where``: another interpreter or environment (``Interpreter``); one that cannot start raises OSError.
     """
-    proc, inbox = _start_child(target, args)
+    proc, inbox = _start_child(target, args, where)
     ps = psutil.Process(proc.pid)
     peak = 0
     result: tuple[str, Any] | None = None

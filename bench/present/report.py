@@ -99,6 +99,7 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
 
     sweeps: list[tuple[str, SweepResult]] = []
     searches: list[tuple[str, dict[str, Any]]] = []
+    fixed: dict[int, str] = {}  # index in sweeps -> label (the sides of an A/B run are "A" and "B")
     for ref in refs:
         source, data = load_run_data(ref, db_path)
         try:
@@ -107,6 +108,13 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
 
                 maxbatch_from_dict(data)
                 searches.append((source, data))
+            elif data.get("kind") == "ab":  # both sides, overlaid
+                from bench.present.ab import side_sweeps
+                from bench.results.ab import ab_from_dict
+
+                for name, side in zip(("A", "B"), side_sweeps(ab_from_dict(data)), strict=True):
+                    fixed[len(sweeps)] = f"{name} ({side.notices[0][3:]})"
+                    sweeps.append((source, side))
             else:
                 sweeps.append((source, result_from_dict(data)))
         except BenchError as exc:
@@ -116,6 +124,7 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     if not sweeps:
         raise BenchError("a report needs at least one sweep run (max-batch results only add the safe max)")
     labels = run_labels([r for _, r in sweeps])
+    labels = [fixed.get(i, label) for i, label in enumerate(labels)]
     runs = []
     for (source, result), label in zip(sweeps, labels, strict=True):
         match = next((d for _, d in searches if same_workload(result, d)), None)

@@ -390,8 +390,12 @@ def import_file(db_path: Path | str, path: str) -> int:
         from bench.results.maxbatch import load_max_batch
 
         load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
+    elif data["kind"] == "ab":
+        from bench.results.ab import load_ab
+
+        load_ab(path)
     else:
-        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep or max_batch)")
+        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep, max_batch or ab)")
     return save_run(db_path, data)
 
 
