@@ -119,17 +119,18 @@ def register(app: typer.Typer) -> None:
 
 
 class _Live:
-    """The live line on stderr: round k, the side running, per batch size the change so far and its
-    interval."""
+    """Progress on stderr: on a terminal one live line (round k, the side running, per batch size
+    the change so far and its interval); in a CI log one line per finished round."""
 
     def __enter__(self) -> Any:
         from rich.live import Live
         from rich.text import Text
 
-        self._text = Text("starting round 1")
         self._line = ""
-        self._live = Live(self._text, console=err_console, transient=False, refresh_per_second=4)
-        self._live.__enter__()
+        self._live = None
+        if err_console.is_terminal:
+            self._live = Live(Text("round 1"), console=err_console, transient=True, refresh_per_second=4)
+            self._live.__enter__()
         return self
 
     def __call__(self, event: Any) -> None:
@@ -139,9 +140,15 @@ class _Live:
 
         if event.kind == "round" and event.result is not None:
             self._line = progress_line(event.result)
+            if self._live is None:
+                err_console.print(self._line, highlight=False)
         elif event.kind == "side":
             self._line = f"round {event.round}: side {event.side}  " + self._line.partition("  ")[2]
-        self._live.update(Text(self._line))
+        if self._live is not None:
+            self._live.update(Text(self._line))
 
     def __exit__(self, *exc: Any) -> None:
-        self._live.__exit__(*exc)
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            if self._line:
+                err_console.print(self._line, highlight=False)
