@@ -16,7 +16,8 @@ the same again with a CPU-bound neighbour process beside it (a busy loop bounded
 time budget, killed at the end). The measured slowdown of B is printed from the rounds themselves.
 
     python -m bench.benchmarks.ab_error_rates                  # 10 + 10, idle then with a neighbour
-    python -m bench.benchmarks.ab_error_rates --comparisons 1 --max-time 90   # smoke
+    python -m bench.benchmarks.ab_error_rates --phases neighbour                 # the second half alone
+    python -m bench.benchmarks.ab_error_rates --comparisons 1 --max-time 120     # smoke
 """
 
 from __future__ import annotations
@@ -110,8 +111,12 @@ def verdict(result: ABResult | None) -> str:
     return "other"
 
 
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def phase(title: str, dirs: dict[str, Path], args: argparse.Namespace, seed0: int) -> list[str]:
-    print(f"\n{title}", flush=True)
+    print(f"\n{title} ({load()} at the start)", flush=True)
     ab_v: list[str] = []
     aa_v: list[str] = []
     ratios: list[float] = []
@@ -127,7 +132,7 @@ def phase(title: str, dirs: dict[str, Path], args: argparse.Namespace, seed0: in
     return [
         f"{title}: A/B REGRESSION {ab_v.count(REGRESSION)}/{len(ab_v)} (B measured {slow:+.1%} median); "
         f"A/A within threshold {aa_v.count(WITHIN)}/{len(aa_v)}, REGRESSION {aa_v.count(REGRESSION)}/{len(aa_v)}; "
-        f"{time.perf_counter() - started:.0f} s"
+        f"{time.perf_counter() - started:.0f} s, {load()} at the end"
     ]
 
 
@@ -143,17 +148,25 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-sizes", type=lambda s: tuple(int(b) for b in s.split(",")), default=(16,))
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measuring children")
-    ap.add_argument("--no-neighbour", action="store_true", help="skip the phase with a CPU-bound neighbour")
+    ap.add_argument(
+        "--phases",
+        default="idle,neighbour",
+        help="idle, neighbour, or both (idle,neighbour): run the two halves as separate commands if need be",
+    )
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the children inherit it
     started = time.perf_counter()
     lines = []
+    phases = {p.strip() for p in args.phases.split(",")}
+    if not phases <= {"idle", "neighbour"} or not phases:
+        ap.error("--phases: idle, neighbour or idle,neighbour")
     with tempfile.TemporaryDirectory() as tmp:
         dirs = write_sides(Path(tmp))
-        lines += phase("idle (nothing else started)", dirs, args, args.seed)
-        if not args.no_neighbour:
+        if "idle" in phases:
+            lines += phase("idle (nothing else started)", dirs, args, args.seed)
+        if "neighbour" in phases:
             budget = 2 * args.comparisons * args.max_time + 60  # the neighbour never outlives the phase
             neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR.format(seconds=budget)])
             try:
