@@ -217,7 +217,7 @@ def fake_children(monkeypatch):
     """The command with a fake side runner in place of child processes."""
     made = {}
 
-    def factory(shim=None):
+    def factory(shim=None, timeout_seconds=None):
         made["runner"] = FakeSides(made.get("ratio", 1.0), seed=6)
         return made["runner"]
 
@@ -242,6 +242,14 @@ def test_cli_a_a_exits_0(tmp_path, fake_children, capsys):
     code = main(["ab", "abmodel:build", "-b", "8,32", "--threshold", "5%", "-o", str(tmp_path / "ab.json")])
     assert code == 0
     assert "within threshold" in capsys.readouterr().out
+
+
+def test_cli_inconclusive_exits_0_or_1_with_strict(tmp_path, fake_children, capsys):
+    args = ["ab", "abmodel:build", "-b", "8", "--threshold", "0.5%", "--max-rounds", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "rounds would settle it" in out
+    assert main([*args, "--strict"]) == 1
 
 
 def test_cli_missing_interpreter_is_one_error_line(tmp_path, capsys):
@@ -277,3 +285,28 @@ def test_cli_real_children_a_broken_side_b_is_one_error_line_with_rounds_kept(tm
     assert err.count("error:") == 1 and "side B" in err and "this build does not import" in err
     kept = load_ab(out)
     assert kept.status == "failed" and kept.rounds[0].run("A").status == OK
+
+
+@pytest.mark.slow
+def test_a_hung_child_is_killed_at_its_timeout():
+    """A side whose child never finishes fails; it does not hang the comparison (no torch needed)."""
+    import time
+
+    from bench.jobs.isolate import run_isolated
+
+    start = time.monotonic()
+    outcome = run_isolated("tests.fault_targets:report_pid_then_sleep", (60.0,), timeout_seconds=1.0)
+    assert outcome.status == "died" and "still running after 1 s" in outcome.message
+    assert time.monotonic() - start < 30
+
+
+def test_a_side_runs_with_its_directory_first_and_its_interpreter(tmp_path):
+    """The child's environment: the side's directory first on PYTHONPATH and its working directory,
+    this process's sys.path not handed over (it would shadow the side's modules)."""
+    from bench.jobs.ab import ChildSideRunner
+
+    s = side("B", tmp_path)
+    where = ChildSideRunner("/tmp/shim").interpreter(s)
+    assert where.env["PYTHONPATH"].split(":")[:2] == [str(tmp_path.resolve()), "/tmp/shim"]
+    assert where.cwd == str(tmp_path.resolve()) and where.inherit_path is False
+    assert where.python == s.python

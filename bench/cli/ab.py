@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         precision: PrecisionOpt = WORKLOAD.precision,
         image_size: ImageSizeOpt = WORKLOAD.image_size,
         device: DeviceOpt = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="also fail (exit 1) when a batch size is INCONCLUSIVE")
+        ] = False,
         markdown: Annotated[bool, typer.Option("--markdown", help="print a pull-request comment")] = False,
         out: Annotated[
             Path | None, typer.Option("--out", "-o", help="results JSON (default bench_results/ab-*.json)")
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         Each round measures both sides once, each in a fresh process, in a random order; rounds go on
         until, per batch size, the interval of the paired change lies inside +-threshold, or wholly beyond it."""
-        from bench.analysis.gate import parse_threshold
+        from bench.analysis.gate import INCONCLUSIVE, parse_threshold
         from bench.jobs.ab import ABSideFailed, default_out_path, run_ab, side
         from bench.jobs.sweep import parse_batch_sizes
         from bench.present.ab import ab_markdown, ab_table, summary
@@ -114,7 +117,7 @@ def register(app: typer.Typer) -> None:
             console.print(ab_table(result))
             colour = "red" if result.regressions else "green"
             console.print(f"[{colour}]{escape(summary(result).replace('**', ''))}[/]  results: {out_path}")
-        if result.regressions:
+        if result.regressions or (strict and any(v.verdict == INCONCLUSIVE for v in result.verdicts)):
             raise typer.Exit(1)
 
 

@@ -132,10 +132,12 @@ def measure_in_child(
 class ChildSideRunner:
     """The real runner: a fresh child of the side per call. ``shim`` is a folder holding only a
     link to this bench package, put on the child's PYTHONPATH after the side's directory, so a
-    side's interpreter finds bench without this process's site-packages (its torch) on its path."""
+    side's interpreter finds bench without this process's site-packages (its torch) on its path.
+    No child may outlive ``timeout_seconds`` (the comparison's whole budget)."""
 
-    def __init__(self, shim: str | None = None) -> None:
+    def __init__(self, shim: str | None = None, timeout_seconds: float | None = None) -> None:
         self.shim = shim
+        self.timeout_seconds = timeout_seconds  # a hung child is killed then: a failed side, not a hung job
 
     def interpreter(self, s: Side) -> Any:
         from bench.jobs.isolate import Interpreter
@@ -156,6 +158,7 @@ class ChildSideRunner:
                 "bench.jobs.ab:measure_in_child",
                 (to_dict(workload), list(batch_sizes), to_dict(settings)),
                 where=self.interpreter(side),
+                timeout_seconds=self.timeout_seconds,
             )
         except (BenchError, OSError) as exc:
             return SideRun(side.name, ERROR, error=failure_text(exc), seconds=time.perf_counter() - start)
@@ -265,7 +268,7 @@ def run_ab(
         raise BenchError(f"cannot write results to {out}: {exc.strerror or exc}") from None
     shim = tempfile.mkdtemp(prefix="bench-ab-")
     os.symlink(Path(__file__).resolve().parent.parent, Path(shim) / "bench")
-    runner = runner or ChildSideRunner(shim)
+    runner = runner or ChildSideRunner(shim, timeout_seconds=max_time_seconds)
     try:
         result = _rounds(result, runner, rng, emit, save, clock, start)
     except KeyboardInterrupt as exc:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -156,6 +157,7 @@ def run_isolated(
     rss_limit_bytes: int | None = None,
     poll_seconds: float = 0.02,
     where: Interpreter = SAME,
+    timeout_seconds: float | None = None,
 ) -> ChildOutcome:
     """Call ``target`` ("module:function") as ``fn(*args, emit=...)`` in a fresh child process
     (``python -m bench.jobs.child``; the caller's ``__main__`` is never imported there).
@@ -164,7 +166,9 @@ def run_isolated(
     re-raised here (it is the user's to fix); any other exception becomes status "error". Ctrl-C
     here kills the child (which ignores SIGINT) and propagates; the child dies with this process.
     ``where``: another interpreter or environment (``Interpreter``); one that cannot start raises OSError.
+    ``timeout_seconds``: a child still running then is killed (status "died", saying so).
     """
+    deadline = time.monotonic() + timeout_seconds if timeout_seconds is not None else None
     proc, inbox = _start_child(target, args, where)
     ps = psutil.Process(proc.pid)
     peak = 0
@@ -181,6 +185,11 @@ def run_isolated(
                     except queue_mod.Empty:
                         break
                 else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        _stop(proc, timeout=0)
+                        return ChildOutcome(
+                            "died", message=f"child process still running after {timeout_seconds:g} s: killed"
+                        )
                     if rss_limit_bytes is not None:
                         rss = _tree_rss(ps)
                         peak = max(peak, rss)
