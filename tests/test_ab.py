@@ -239,13 +239,14 @@ def test_cli_regression_exits_1_and_prints_a_pull_request_comment(tmp_path, fake
 
 
 def test_cli_a_a_exits_0(tmp_path, fake_children, capsys):
-    code = main(["ab", "abmodel:build", "-b", "8,32", "--threshold", "5%", "-o", str(tmp_path / "ab.json")])
+    args = ["ab", "abmodel:build", "-b", "8,32", "--threshold", "5%", "--seed", "3"]
+    code = main([*args, "-o", str(tmp_path / "ab.json")])
     assert code == 0
     assert "within threshold" in capsys.readouterr().out
 
 
 def test_cli_inconclusive_exits_0_or_1_with_strict(tmp_path, fake_children, capsys):
-    args = ["ab", "abmodel:build", "-b", "8", "--threshold", "0.5%", "--max-rounds", "5"]
+    args = ["ab", "abmodel:build", "-b", "8", "--threshold", "0.5%", "--max-rounds", "5", "--seed", "3"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "INCONCLUSIVE" in out and "rounds would settle it" in out
