@@ -345,7 +345,8 @@ def test_max_batch_ddp_refused_under_torchrun(monkeypatch):
 
 
 def test_report_plots_scaling_across_world_sizes(tmp_path):
-    from bench.present.report import ReportRun, plot_scaling
+    from bench.present.plots import plot_scaling
+    from bench.present.report import ReportRun
 
     one, two = _sweep(1, {4: 100.0}), _sweep(2, {4: 160.0})
     assert plot_scaling([ReportRun(label="a", result=one)]) is None  # one world size: nothing to plot

@@ -452,7 +452,8 @@ def _noisy(b, sps, rel, converged):
 def test_recommendation_says_when_the_spread_swamps_the_differences():
     from rich.console import Console
 
-    from bench.analysis.recommend import recommend, render
+    from bench.analysis.recommend import recommend
+    from bench.present.tables import recommendation_table as render
     from tests.test_recommend import sweep_of
 
     # the quickstart: +-500% intervals, unconverged; 4 "wins" by noise
@@ -485,7 +486,9 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     noisy = sweep_of(
         [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
     )
-    rec = recommend(noisy, {"safe_batch_size": 4, "max_batch_size": 5, "headroom_fraction": 0.1}, 2, 0.1)
+    from tests.test_recommend import max_result
+
+    rec = recommend(noisy, max_result(safe=4, mx=5, headroom=0.1), 2, 0.1)
     data = json.loads(dumps(replace(noisy, recommendation=rec)))
     block = data["recommendation"]
     assert block["best"]["batch_size"] == 4 and block["knee"]["batch_size"] == 4

@@ -24,14 +24,17 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import io
+import json
 import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from bench.analysis.maxbatch_search import ProbeResult, search_down, search_max_batch
+from bench.jobs.history import StoreArg, history_path, store_run
 from bench.results.errors import BenchError, first_line, is_oom
 from bench.results.maxbatch import (  # the results live in the results layer; re-exported here
     ERROR,
@@ -478,6 +481,44 @@ def default_granularity(device_kind: str) -> int:
 
 
 def find_max_batch(
+    model_or_workload: Any,
+    *,
+    out_path: Path | str | None = None,
+    store: StoreArg = None,
+    ddp: bool = False,
+    **options: Any,
+) -> MaxBatchResult:
+    """The max-batch job, called by ``bench max-batch``, ``bench recommend``, profiles and Python
+    users: the search (``_search``, whose options this takes), then the result file (``out_path``)
+    and the history (``store``: True for the default history, a path for another).
+
+    ``ddp``: probe with the model in DistributedDataParallel (one-process group), so its gradient
+    buckets are allocated as in data-parallel training. A history that cannot take the result is
+    a notice in it, never a lost search. An interrupted search (KeyboardInterrupt) proves nothing
+    and is neither written nor stored.
+    """
+    from bench.jobs.distributed import ddp_probes
+    from bench.jobs.sweep_loop import ResultWriter, write_json_atomic
+
+    db = history_path(store)
+    if out_path is not None:  # an unwritable output is bad input: said before minutes of probing
+        ResultWriter(out_path)
+    with ddp_probes(ddp):
+        result = _search(model_or_workload, **options)
+    if ddp:
+        note = "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
+        result = replace(result, notices=(*result.notices, note))
+    if (warning := store_run(db, result)) is not None:
+        result = replace(result, notices=(*result.notices, warning))
+    if out_path is not None:
+        try:
+            write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        except OSError as exc:
+            raise BenchError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    return result
+
+
+def _search(
     model_or_workload: Any,
     *,
     granularity: int | None = None,
