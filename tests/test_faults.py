@@ -248,14 +248,17 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
         _read_search(str(path))
 
 
-def test_results_files_share_one_mode_under_the_umask(tmp_path):
-    from bench.cli.maxbatch import _write_json
+def test_results_files_share_one_mode_under_the_umask(tmp_path, monkeypatch):
+    import bench.jobs.maxbatch
     from bench.jobs.sweep import write_json_atomic
+    from bench.results.maxbatch import maxbatch_from_dict
 
+    search = maxbatch_from_dict(_search_for(DATA / "cpu_resnet18.json"))
+    monkeypatch.setattr(bench.jobs.maxbatch, "_search", lambda *a, **k: search)  # the job writes it
     old = os.umask(0o022)
     try:
         write_json_atomic(tmp_path / "sweep.json", "{}")
-        _write_json(tmp_path / "max.json", {"a": 1})
+        bench.jobs.maxbatch.find_max_batch(search.workload, out_path=tmp_path / "max.json")
         os.umask(0o077)
         write_json_atomic(tmp_path / "private.json", "{}")
     finally:
@@ -408,13 +411,13 @@ def test_resume_searches_again_when_a_max_batch_file_is_unreadable(tmp_path, mon
 
 
 def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
-    import bench.cli.maxbatch
+    import bench.jobs.maxbatch
     from bench.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.cli.maxbatch, "_search", interrupted)
+    monkeypatch.setattr(bench.jobs.maxbatch, "_search", interrupted)
     assert main(["max-batch", TINY, "--image-size", "8", "--db", str(tmp_path / "h.db")]) == 130
     assert "interrupted" in capsys.readouterr().err
 

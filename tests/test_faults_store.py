@@ -167,14 +167,14 @@ def test_a_read_only_or_full_history_is_one_bench_error(tmp_path, monkeypatch, f
 
 
 def _fake_sweep(monkeypatch):
-    """`bench sweep` measures nothing real: run_sweep writes the reference result to out_path."""
+    """`bench sweep` measures nothing real: the loop writes the reference result to out_path."""
     import bench.jobs.sweep
 
-    def run_sweep(workload, sizes, settings, *, out_path, **kwargs):
+    def measure_sweep(workload, sizes, settings, *, out_path, finish, **kwargs):
         Path(out_path).write_text(DATA.read_text())
-        return load_result(str(out_path))
+        return finish(load_result(str(out_path)))  # the job's recommendation and history look-up
 
-    monkeypatch.setattr(bench.jobs.sweep, "measure_sweep", run_sweep)
+    monkeypatch.setattr(bench.jobs.sweep, "measure_sweep", measure_sweep)
 
 
 def test_sweep_with_a_read_only_history_keeps_results_and_warns(tmp_path, monkeypatch, capsys):

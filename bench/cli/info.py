@@ -40,10 +40,10 @@ def models(
     filter: Annotated[str | None, typer.Argument(help="substring to filter names")] = None,
     timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
 ) -> None:
-    """List model names bench can build (torchvision; timm with --timm)."""
-    from bench.measure.models import timm_models, torchvision_models
+    """List model names bench can build (torchvision, bench's own; timm with --timm)."""
+    from bench.measure.models import timm_models, torchvision_models, zoo_models
 
-    names = torchvision_models()
+    names = torchvision_models() + zoo_models()
     if timm:
         extra = timm_models()
         if extra is None:

@@ -23,7 +23,6 @@ from bench.cli.common import (
     OptimizerOpt,
     PrecisionOpt,
     build_workload,
-    check_workload,
     console,
     err_console,
     fmt_bytes,
@@ -141,15 +140,9 @@ def print_summary(res: MaxBatchResult) -> None:
 
 def _start_search(workload: Workload, **kwargs: Any) -> None:
     """Bad input is one line before anything starts; then the line that says what is searched."""
-    from bench.jobs.maxbatch import SOAK_STEPS, check_options, default_granularity, parse_bytes
+    from bench.jobs.maxbatch import check_inputs
 
-    g = kwargs["granularity"]
-    if g is None:
-        g = min(default_granularity(device_kind(workload.device)), kwargs["cap"] or 2**62)
-    check_options(granularity=g, cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS))
-    if kwargs.get("memory_limit") is not None:
-        parse_bytes(kwargs["memory_limit"])
-    check_workload(workload)  # bad input is the only line printed
+    check_inputs(workload, **kwargs)
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
 
 
@@ -189,7 +182,7 @@ def register(app: typer.Typer) -> None:
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
         options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
-        _start_search(workload, soak_steps=soak_steps, **options)
+        _start_search(workload, out_path=out, store=db, soak_steps=soak_steps, **options)
         try:
             res = find_max_batch(
                 workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,

@@ -269,17 +269,9 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResu
 def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     """A PyTorch profiler trace (Perfetto/HTA) and top-operator table of the best batch; the Nsight
     Systems capture of the same workload is ``bench trace`` (it needs nsys on the machine)."""
-    from bench.measure import trace  # noqa: PLC0415 - optional step
+    from bench.jobs.trace import trace_batch  # noqa: PLC0415 - torch.profiler: an optional step
 
-    steps, warmup = 5, 3
-    recorded = trace.record_torch_trace(
-        entry.workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
-    )
-    w = entry.workload
-    trace.write_ops_tables(
-        recorded, out_dir, f"{w.model}, batch {batch_size}, {w.device}, {w.precision}, {w.mode}"
-    )
-    return str(out_dir)
+    return str(trace_batch(entry.workload, batch_size, out_dir=out_dir, capture_nsys=False).out_dir)
 
 
 def _copy_beside(path: str | None, report_dir: Path | str) -> str:
