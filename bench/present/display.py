@@ -8,7 +8,14 @@ from typing import Any
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from bench.analysis.diagnose import diagnose_run, mfu_note
@@ -94,6 +101,47 @@ class LiveSweep:
             else:
                 detail = f"[red]{pt.status}[/] {escape((pt.error or '')[: 88 - len(pt.status)])}"
             self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
+
+
+class ProfileProgress:
+    """`bench run`'s live display: one overall bar over the configurations above the sweep's rows.
+    ``on_cell`` takes ``run_profile``'s cell states; ``sweep`` its sweep events."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.overall = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.overall.add_task("profile", total=total)
+        self.sweep = LiveSweep(console, progress=self.overall)
+
+    def __enter__(self) -> ProfileProgress:
+        self.sweep.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sweep.__exit__(*exc)
+
+    def on_cell(self, index: int, total: int, entry: Any, state: str) -> None:
+        say = self.overall.console.print
+        if state == "skip":
+            say(f"[dim]skip (already measured): {escape(entry.label)}[/]")
+            self.overall.advance(self.task)
+        elif state == "start":
+            self.overall.update(self.task, description=f"{entry.label}")
+            self.sweep.clear()
+        elif state == "trace":
+            self.overall.update(self.task, description=f"{entry.label}: tracing the best batch")
+        elif state == "done":
+            self.overall.advance(self.task)
+        elif state == "redo":
+            say(f"[yellow]measuring again[/] (its saved result is unreadable): {escape(entry.label)}")
+        elif state == "failed":
+            say(f"[red]failed[/]: {escape(entry.label)} (the other configurations go on)")
+            self.overall.advance(self.task)
 
 
 def _pct(v: float | None) -> str:
