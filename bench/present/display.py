@@ -21,7 +21,7 @@ from rich.table import Table
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import knee_point
 from bench.analysis.stats import interval_label
-from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
+from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
 from bench.results.units import fmt_bytes, fmt_seconds
 
 
@@ -386,4 +386,39 @@ def baselines_table(db: Any, items: Sequence[Any]) -> Table:
             row.device_label or "-",
             best,
         )
+    return table
+
+
+def scaling_table(rows: Sequence[Any]) -> Table:
+    """Global samples/sec per world size and per-rank batch, with efficiency against 1 process."""
+    table = Table(title="data-parallel scaling", title_justify="left")
+    for name in ("batch/rank", "ranks", "global batch", "global samples/s", "x 1 rank", "efficiency"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        rate = row.global_samples_per_sec
+        speedup = (
+            rate / row.single_device_samples_per_sec if rate and row.single_device_samples_per_sec else None
+        )
+        table.add_row(
+            str(row.batch_size),
+            str(row.world_size),
+            str(row.global_batch_size),
+            f"{rate:,.1f}" if rate else row.status,
+            f"{speedup:.2f}x" if speedup else "-",
+            f"{row.efficiency:.0%}" if row.efficiency is not None else "-",
+        )
+    return table
+
+
+def environment_table(info: Any) -> Table:
+    """`bench env`: every field of the recorded ``Environment``, one row each (GPUs one row apiece)."""
+    table = Table(show_header=False, title="environment", title_justify="left")
+    for key, value in to_dict(info).items():
+        if key == "gpus":
+            for g in info.gpus:
+                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
+            continue
+        if key == "ram_total_bytes":
+            value = fmt_bytes(value)
+        table.add_row(key, "-" if value is None else str(value))
     return table
