@@ -160,7 +160,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     import errno
     import tempfile
 
-    from bench.jobs import sweep
+    from bench.jobs import sweep_loop as sweep  # where the results writer lives
 
     real = sweep.write_json_atomic
     done = {"n": 0}
