@@ -1,10 +1,11 @@
 """bench: a hardware throughput profiler and benchmark suite for PyTorch training.
 
-Library use::
+Library use (the same job ``bench sweep`` runs: measure, recommend, write, store)::
 
-    from bench import Workload, MeasureSettings, run_sweep
-    result = run_sweep(Workload(model="resnet18", image_size=64), batch_sizes=[4, 8])
+    from bench import Workload, run_sweep
+    result = run_sweep(Workload(model="resnet18", image_size=64), batch_sizes=[4, 8], store=True)
     print(result.best_point().samples_per_sec)  # BenchError instead when no batch size ran
+    print(result.recommendation.knee.batch_size)  # the picks `bench sweep` prints
 """
 
 # Only the results layer at import: `import bench.present.report` runs this file first, and must load
@@ -22,7 +23,9 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def run_sweep(workload, batch_sizes=None, settings=None, **kwargs):
-    """Measure ``workload`` at each batch size; see ``bench.jobs.sweep.run_sweep``.
+    """The sweep job ``bench sweep`` runs: measure ``workload`` at each batch size, recommend,
+    advise (``advise=True``), write the result file and store it in the history (``store=True``
+    or a database path); see ``bench.jobs.sweep.run_sweep``.
 
     Raises BenchError when no batch size could be measured (instead of returning a result whose
     ``best_point()`` is None); the message names the results file and the first failure. The
@@ -39,13 +42,22 @@ def run_sweep(workload, batch_sizes=None, settings=None, **kwargs):
 
 
 def find_max_batch(workload, **kwargs):
-    """Largest training batch that fits, exactly; see ``bench.jobs.maxbatch.find_max_batch``.
+    """Largest training batch that fits, exactly, and a safe one; written (``out_path=``) and
+    stored (``store=``) as ``bench max-batch`` does; see ``bench.jobs.maxbatch.find_max_batch``.
 
     Builds its own model and optimizer: the caller's are never touched.
     """
     from bench.jobs.maxbatch import find_max_batch as _find
 
     return _find(workload, **kwargs)
+
+
+def compare_runs(runs, **kwargs):
+    """The regression gate ``bench compare`` runs over two stored runs; see
+    ``bench.jobs.compare.compare_runs``. Returns the frozen ``Comparison``."""
+    from bench.jobs.compare import compare_runs as _compare
+
+    return _compare(runs, **kwargs)
 
 
 __all__ = [
@@ -55,6 +67,7 @@ __all__ = [
     "SweepResult",
     "Workload",
     "__version__",
+    "compare_runs",
     "find_max_batch",
     "load_result",
     "parse_batch_sizes",

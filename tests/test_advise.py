@@ -10,6 +10,7 @@ import pytest
 
 from bench.analysis.stats import summarize
 from bench.jobs import advise
+from bench.present.tables import advice_lines
 from bench.results.errors import BenchError
 from bench.results.schema import (
     ERROR,
@@ -124,7 +125,7 @@ def test_a_failed_change_is_kept_without_a_gain_and_not_suggested():
     advice = advise.advise(run, FakeMeasure(run, fail="compile"), batch_sizes=[32])
     assert [(a.batch_size, a.status, a.gain) for a in advice] == [(32, ERROR, None), (32, ERROR, None)]
     assert "C compiler" in advice[0].error
-    lines = advise.advice_lines(advice)
+    lines = advice_lines(advice)
     assert all("not suggested" in line and "x" not in line.split("->")[1][:3] for line in lines)
     oom = advise.advise(run, FakeMeasure(run, fail="oom"), batch_sizes=[16])
     assert {a.status for a in oom} == {OOM}
@@ -142,11 +143,11 @@ def test_only_flagged_points_are_measured():
 def test_lines_show_the_number_beside_each_change():
     run = load_result(str(H100))
     advice = advise.advise(run, FakeMeasure(run), batch_sizes=[16])
-    lines = advise.advice_lines(advice)
+    lines = advice_lines(advice)
     assert lines[0].startswith("batch 16 (host-bound): --compile -> ")
     assert "x1.50 (+50%)" in lines[0] and "x2.00 (+100%)" in lines[1]
     same = dataclasses.replace(advice[0], gain=1.01, significant=False)
-    assert "within noise" in advise.advice_lines([same])[0]
+    assert "within noise" in advice_lines([same])[0]
 
 
 def test_advice_round_trips_and_old_files_load_without_it(tmp_path):

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.gate import compare, parse_threshold, to_markdown
+from bench.analysis.gate import compare, parse_threshold
 from bench.analysis.stats import samples_per_sec, summarize
 from bench.cli import main
+from bench.present.tables import to_markdown
 from bench.results.errors import BenchError
 from bench.results.schema import dumps, load_result
 

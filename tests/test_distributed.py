@@ -326,26 +326,26 @@ def test_max_batch_probes_run_in_ddp_when_asked(monkeypatch):
 
     monkeypatch.setattr(dd, "timed_allreduce_hook", spy)
     try:
-        with dd.ddp_probes(True):
-            rec = probe_in_process(wl, 4, CpuDevice(), steps=2)
-            assert dist.is_initialized() and dist.get_world_size() == 1
+        rec = probe_in_process(wl, 4, CpuDevice(), steps=2, ddp=True)
+        assert dist.is_initialized() and dist.get_world_size() == 1
     finally:
         dd.close_probe_group()
     assert rec.fits and seen  # gradients went through DDP's buckets
     assert not dist.is_initialized()
-    assert dd.probe_wrap(CpuDevice()) is None  # off again outside the block
+    assert probe_in_process(wl, 4, CpuDevice(), steps=2).fits and not dist.is_initialized()  # off by default
 
 
 def test_max_batch_ddp_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(BenchError, match="one process with --ddp"), dd.ddp_probes(True):
-        pass
+    with pytest.raises(BenchError, match="one process with --ddp"):
+        dd.check_ddp_probes()
 
 
 def test_report_plots_scaling_across_world_sizes(tmp_path):
-    from bench.present.report import ReportRun, plot_scaling
+    from bench.present.plots import plot_scaling
+    from bench.present.report import ReportRun
 
     one, two = _sweep(1, {4: 100.0}), _sweep(2, {4: 160.0})
     assert plot_scaling([ReportRun(label="a", result=one)]) is None  # one world size: nothing to plot

@@ -160,7 +160,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     import errno
     import tempfile
 
-    from bench.jobs import sweep
+    from bench.jobs import sweep_loop as sweep  # where the results writer lives
 
     real = sweep.write_json_atomic
     done = {"n": 0}
@@ -248,14 +248,17 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
         _read_search(str(path))
 
 
-def test_results_files_share_one_mode_under_the_umask(tmp_path):
-    from bench.cli.maxbatch import _write_json
+def test_results_files_share_one_mode_under_the_umask(tmp_path, monkeypatch):
+    import bench.jobs.maxbatch
     from bench.jobs.sweep import write_json_atomic
+    from bench.results.maxbatch import maxbatch_from_dict
 
+    search = maxbatch_from_dict(_search_for(DATA / "cpu_resnet18.json"))
+    monkeypatch.setattr(bench.jobs.maxbatch, "_search", lambda *a, **k: search)  # the job writes it
     old = os.umask(0o022)
     try:
         write_json_atomic(tmp_path / "sweep.json", "{}")
-        _write_json(tmp_path / "max.json", {"a": 1})
+        bench.jobs.maxbatch.find_max_batch(search.workload, out_path=tmp_path / "max.json")
         os.umask(0o077)
         write_json_atomic(tmp_path / "private.json", "{}")
     finally:
@@ -408,13 +411,13 @@ def test_resume_searches_again_when_a_max_batch_file_is_unreadable(tmp_path, mon
 
 
 def test_ctrl_c_in_max_batch_says_what_was_kept(tmp_path, monkeypatch, capsys):
-    import bench.cli.maxbatch
+    import bench.jobs.maxbatch
     from bench.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.cli.maxbatch, "_search", interrupted)
+    monkeypatch.setattr(bench.jobs.maxbatch, "_search", interrupted)
     assert main(["max-batch", TINY, "--image-size", "8", "--db", str(tmp_path / "h.db")]) == 130
     assert "interrupted" in capsys.readouterr().err
 
@@ -452,7 +455,8 @@ def _noisy(b, sps, rel, converged):
 def test_recommendation_says_when_the_spread_swamps_the_differences():
     from rich.console import Console
 
-    from bench.analysis.recommend import recommend, render
+    from bench.analysis.recommend import recommend
+    from bench.present.tables import recommendation_table as render
     from tests.test_recommend import sweep_of
 
     # the quickstart: +-500% intervals, unconverged; 4 "wins" by noise
@@ -485,7 +489,9 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     noisy = sweep_of(
         [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
     )
-    rec = recommend(noisy, {"safe_batch_size": 4, "max_batch_size": 5, "headroom_fraction": 0.1}, 2, 0.1)
+    from tests.test_recommend import max_result
+
+    rec = recommend(noisy, max_result(safe=4, mx=5, headroom=0.1), 2, 0.1)
     data = json.loads(dumps(replace(noisy, recommendation=rec)))
     block = data["recommendation"]
     assert block["best"]["batch_size"] == 4 and block["knee"]["batch_size"] == 4

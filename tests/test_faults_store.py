@@ -167,14 +167,14 @@ def test_a_read_only_or_full_history_is_one_bench_error(tmp_path, monkeypatch, f
 
 
 def _fake_sweep(monkeypatch):
-    """`bench sweep` measures nothing real: run_sweep writes the reference result to out_path."""
+    """`bench sweep` measures nothing real: the loop writes the reference result to out_path."""
     import bench.jobs.sweep
 
-    def run_sweep(workload, sizes, settings, *, out_path, **kwargs):
+    def measure_sweep(workload, sizes, settings, *, out_path, finish, **kwargs):
         Path(out_path).write_text(DATA.read_text())
-        return load_result(str(out_path))
+        return finish(load_result(str(out_path)))  # the job's recommendation and history look-up
 
-    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(bench.jobs.sweep, "measure_sweep", measure_sweep)
 
 
 def test_sweep_with_a_read_only_history_keeps_results_and_warns(tmp_path, monkeypatch, capsys):
@@ -210,7 +210,7 @@ def test_run_with_a_read_only_history_measures_every_configuration_and_reports(t
         "image_size = 8\nbatch_sizes = [1]\n"
     )
     calls = []
-    import bench.jobs.sweep
+    import bench.jobs.profile_run
 
     def run_sweep(workload, sizes, settings, *, out_path, **kwargs):
         calls.append(workload.precision)
@@ -220,7 +220,7 @@ def test_run_with_a_read_only_history_measures_every_configuration_and_reports(t
         Path(out_path).write_text(json.dumps(data))
         return load_result(str(out_path))
 
-    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(bench.jobs.profile_run, "run_sweep", run_sweep)
     _faulty_open(monkeypatch, "readonly")
     code = main(["run", str(profile), "--db", str(db), "--out", str(tmp_path / "rep")])
     captured = capsys.readouterr()
@@ -387,7 +387,7 @@ def test_sweep_with_a_mistyped_db_directory_stops_before_measuring(tmp_path, mon
     calls = []
     import bench.jobs.sweep
 
-    monkeypatch.setattr(bench.jobs.sweep, "run_sweep", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(bench.jobs.sweep, "measure_sweep", lambda *a, **k: calls.append(1))
     code = main(
         ["sweep", TINY, "-b", "1", "-o", str(tmp_path / "r.json"), "--db", str(tmp_path / "typo" / "h.db")]
     )

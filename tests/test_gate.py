@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.gate import REGRESSION, WITHIN, compare, noise_floor, to_markdown
+from bench.analysis.gate import REGRESSION, WITHIN, compare, noise_floor
 from bench.analysis.stats import (
     combine_repeats,
     holm,
@@ -18,6 +18,7 @@ from bench.analysis.stats import (
     t_two_sided_p,
 )
 from bench.cli import main
+from bench.present.tables import to_markdown
 from bench.results.schema import (
     MemoryStats,
     RepeatSample,

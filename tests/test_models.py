@@ -86,3 +86,17 @@ def test_wrong_image_size_is_a_clear_error():
     spec = resolve("tests.tiny_models:broken_model")
     with pytest.raises(BenchError, match="failed on a 3x8x8 input"):
         prepare(Workload(model=spec.name, image_size=8), spec, 2, CpuDevice())
+
+
+def test_bench_s_own_models_resolve_by_their_short_name_and_are_listed(capsys):
+    """The zoo is reachable like torchvision: `transformer_lm` resolves to the factory results record,
+    `bench models` lists it, and a typo of it is suggested."""
+    from bench.cli import main
+    from bench.measure.models import resolve
+    from bench.results.errors import BenchError
+
+    assert resolve("transformer_lm").name == "bench.measure.zoo:transformer_lm"
+    assert main(["models", "transformer"]) == 0
+    assert capsys.readouterr().out.split() == ["transformer_lm"]
+    with pytest.raises(BenchError, match="transformer_lm"):
+        resolve("transformer_ln")

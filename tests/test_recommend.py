@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from bench.analysis.recommend import check_lr_reference, knee_point, recommend, render, scaled_lr
+from bench.analysis.recommend import check_lr_reference, knee_point, recommend, scaled_lr
+from bench.present.tables import recommendation_table as render
 from bench.results.errors import BenchError
 from bench.results.schema import Point, load_result
 
@@ -133,7 +134,7 @@ def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
     """The `bench recommend` pipeline as a library call: search, then the sweep it bounds, then the pick."""
     import contextlib
 
-    from bench.jobs.profile_run import recommend_for
+    from bench.jobs.recommend import recommend_for
     from bench.results.schema import MeasureSettings, Workload
 
     log = []
@@ -143,9 +144,10 @@ def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
         log.append(("find", options))
         return search
 
-    def sweep(workload, sizes, settings, *, out_path, on_event):
+    def sweep(workload, sizes, settings, *, out_path, on_event, search, **kwargs):
         log.append(("sweep", list(sizes), on_event))
-        return sweep_of([pt(b, 100.0 * b) for b in sizes])
+        done = sweep_of([pt(b, 100.0 * b) for b in sizes])
+        return dataclasses.replace(done, recommendation=recommend(done, search))
 
     @contextlib.contextmanager
     def display():
@@ -163,7 +165,7 @@ def test_recommend_for_sweeps_powers_of_two_up_to_the_safe_batch_then_picks():
 
 
 def test_recommend_for_stops_before_the_sweep_when_no_batch_keeps_the_headroom():
-    from bench.jobs.profile_run import recommend_for
+    from bench.jobs.recommend import recommend_for
     from bench.results.schema import MeasureSettings, Workload
 
     shown = []

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.present.report import PLOTS, build_report, find_chromium, load_runs, run_labels, screenshot
+from bench.present.plots import PLOTS
+from bench.present.report import build_report, find_chromium, load_runs, run_labels, screenshot
 from bench.results.errors import BenchError
 from bench.results.schema import load_result
 
@@ -211,7 +212,7 @@ def test_safe_max_comes_from_the_history_when_a_matching_search_is_there(tmp_pat
         (tmp_path / f"{run_id}.json").write_text(json.dumps(search))
         import_file(db, str(tmp_path / f"{run_id}.json"))
     (run,) = load_runs([CPU], db)
-    assert run.max_batch["safe_batch_size"] == 36
+    assert run.max_batch.safe_batch_size == 36
     other = json.loads(Path(CPU).read_text())
     other["workload"]["image_size"] = 64  # a different input size: no search matches
     (tmp_path / "other.json").write_text(json.dumps(other))

@@ -203,16 +203,15 @@ def test_finished_cells_reach_the_history_even_when_a_later_cell_fails(tmp_path,
 def test_inference_cells_sweep_up_to_their_training_twins_max(tmp_path, monkeypatch):
     """batch_sizes = "max" with train and infer: the search runs for the train cell only, and the
     infer cell of the same model/precision sweeps up to that searched safe max too."""
-    import types
-
     import bench.jobs.profile_run as suite_mod
+    from tests.test_recommend import max_result
 
     monkeypatch.chdir(tmp_path)
     searched = []
 
     def fake_search(entry, out_path):  # the search itself is tested elsewhere; here only its use
         searched.append(entry.workload.mode)
-        result = types.SimpleNamespace(safe_batch_size=4, max_batch_size=5)
+        result = max_result(safe=4, mx=5)  # the fields the recommendation reads
         result.to_dict = lambda: {
             "kind": "max_batch",
             "schema_version": 1,

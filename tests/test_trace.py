@@ -14,6 +14,7 @@ import pytest
 
 from bench.measure import trace
 from bench.measure.runner import NO_HOOKS, measure
+from bench.present import ops_tables
 from bench.results.schema import MeasureSettings, Workload
 from tests.fakes import FakeClock, FakeDevice
 
@@ -90,12 +91,12 @@ def test_ops_table_ranks_by_self_time_per_step():
         trace.OpRow("aten::small", calls=4, self_host_us=1000, host_total_us=1000, self_device_us=9000),
         trace.OpRow("aten::big", calls=2, self_host_us=8000, host_total_us=8000, self_device_us=1000),
     ]
-    text = trace.ops_table_markdown(rows, measured_steps=2, device_kind="cuda")
+    text = ops_tables.ops_table_markdown(rows, measured_steps=2, device_kind="cuda")
     device_part, host_part = text.split("### Host")
     assert device_part.index("aten::small") < device_part.index("aten::big")  # 9 ms device first
     assert host_part.index("aten::big") < host_part.index("aten::small")
     assert "| `aten::big` | 1.0 | 4.000 | 88.9 |" in host_part  # 8 ms over 2 steps, 8/9 of the time
-    cpu_text = trace.ops_table_markdown(rows, measured_steps=2, device_kind="cpu")
+    cpu_text = ops_tables.ops_table_markdown(rows, measured_steps=2, device_kind="cpu")
     assert "Device" not in cpu_text and "self device" not in cpu_text
 
 
@@ -365,9 +366,9 @@ ADD_KERNEL = (
 
 
 def test_kernel_names_are_shortened_readably():
-    assert trace.short_name(BN_KERNEL) == "batch_norm_collect_statistics_channels_last_kernel"
-    assert trace.short_name(ADD_KERNEL) == "elementwise_kernel [CUDAFunctor_add]"
-    assert trace.short_name("aten::native_batch_norm") == "aten::native_batch_norm"
+    assert ops_tables.short_name(BN_KERNEL) == "batch_norm_collect_statistics_channels_last_kernel"
+    assert ops_tables.short_name(ADD_KERNEL) == "elementwise_kernel [CUDAFunctor_add]"
+    assert ops_tables.short_name("aten::native_batch_norm") == "aten::native_batch_norm"
 
 
 def test_op_rows_tell_kernels_from_operators():
@@ -393,7 +394,7 @@ def test_each_device_microsecond_is_counted_once_per_table_as_share_of_the_step(
         trace.OpRow(ADD_KERNEL, 48, 0, 0, 2066, kind="kernel"),
         trace.OpRow("cudaLaunchKernel", 1074, 10704, 10704, 0),
     ]
-    text = trace.ops_table_markdown(rows, measured_steps=1, device_kind="cuda", step_seconds=0.0295)
+    text = ops_tables.ops_table_markdown(rows, measured_steps=1, device_kind="cuda", step_seconds=0.0295)
     by_op, by_kernel, host = text.split("### ")[1:]
     assert (
         by_op.startswith("Device: GPU time by operator") and "kernel" not in by_op.split("\n", 1)[1].lower()
@@ -403,7 +404,7 @@ def test_each_device_microsecond_is_counted_once_per_table_as_share_of_the_step(
     assert "| `aten::native_batch_norm` | 49.0 | 5.335 | 18.1 |" in by_op  # 5.335 of 29.5 ms
     assert "cudaLaunchKernel" in host and "elementwise_kernel" not in host
     assert "of the measured step (29.5 ms)" in text
-    doc = trace.ops_json(rows, 1, 0.0295)
+    doc = ops_tables.ops_json(rows, 1, 0.0295)
     assert [k["name"] for k in doc["kernels"]] == [BN_KERNEL, ADD_KERNEL]  # full names in the JSON
     assert doc["kernels"][1]["short_name"] == "elementwise_kernel [CUDAFunctor_add]"
     assert doc["operators"][0]["device_share_of_step"] == pytest.approx(5.335 / 29.5)

@@ -14,12 +14,14 @@ for Adam-type optimizers). They are starting points for tuning, not answers.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.analysis.stats import throughput_interval
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
+
+if TYPE_CHECKING:
+    from bench.results.maxbatch import MaxBatchResult
 
 KNEE_FRACTION = 0.95
 
@@ -79,23 +81,16 @@ def scaled_lr(base_lr: float, base_batch: int, batch: int) -> tuple[float, float
 
 def recommend(
     sweep_result: SweepResult | None,
-    max_result: Any = None,
+    max_result: MaxBatchResult | None = None,
     base_batch: int | None = None,
     base_lr: float | None = None,
 ) -> Recommendation:
     """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
 
-    ``max_result``: a ``bench.jobs.maxbatch.MaxBatchResult`` (anything with ``safe_batch_size``,
-    ``max_batch_size`` and ``headroom_fraction``) or its JSON dict. Throughputs are only ever
-    measured values.
+    ``max_result``: the ``MaxBatchResult`` of a search of the same workload (its safe batch is the
+    third pick). Throughputs are only ever measured values.
     """
     check_lr_reference(base_batch, base_lr)
-    if isinstance(max_result, dict):
-        max_result = SimpleNamespace(
-            safe_batch_size=max_result.get("safe_batch_size"),
-            max_batch_size=max_result.get("max_batch_size"),
-            headroom_fraction=max_result.get("headroom_fraction") or 0.0,
-        )
 
     def choice(batch: int, sps: float | None, why: str) -> Choice:
         lin = sq = None
@@ -134,7 +129,7 @@ def recommend(
         notes.extend(caveats)
     elif sweep_result is not None:
         notes.append("no batch size completed in the sweep")
-    if max_result is not None and getattr(max_result, "safe_batch_size", None):
+    if max_result is not None and max_result.safe_batch_size:
         measured = {p.batch_size: p.samples_per_sec for p in ok}
         safe = choice(
             max_result.safe_batch_size,
@@ -148,43 +143,13 @@ def recommend(
     return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
 
 
-def _max_words(max_result: Any) -> str:
+def _max_words(max_result: MaxBatchResult) -> str:
     """The max batch as the search proved it: exact (to its granularity), a band, or a bracket."""
     mx = max_result.max_batch_size
-    high = getattr(max_result, "band_high", None)
+    high = max_result.band_high
     if high is not None and high != mx:
         return f"the max {mx} (a band {mx}-{high}: the boundary did not repeat)"
-    if getattr(max_result, "exact", False):
-        g = getattr(max_result, "granularity", 1) or 1
+    if max_result.exact:
+        g = max_result.granularity or 1
         return f"the exact max {mx}" if g == 1 else f"the max {mx} (exact to {g})"
     return f"the max {mx} (not proven exact)"
-
-
-def render(rec: Recommendation) -> Any:
-    """A rich table of the recommendation, notes as its caption."""
-    from rich.table import Table
-
-    table = Table(title="recommended batch sizes", title_justify="left")
-    table.add_column("pick")
-    table.add_column("batch", justify="right")
-    table.add_column("samples/s", justify="right")
-    lr = rec.base_batch is not None and rec.base_lr is not None
-    if lr:
-        table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
-        table.add_column("LR start, sqrt", justify="right")
-    table.add_column("why")
-    for name, c in (("throughput-optimal", rec.best), ("knee", rec.knee), ("safe max", rec.safe_max)):
-        if c is None:
-            continue
-        row = [
-            name,
-            str(c.batch_size),
-            "not measured" if c.samples_per_sec is None else f"{c.samples_per_sec:,.1f}",
-        ]
-        if lr:
-            row += [f"{c.lr_linear:.4g}", f"{c.lr_sqrt:.4g}"]
-        row.append(c.why)
-        table.add_row(*row)
-    if rec.notes:
-        table.caption = "; ".join(rec.notes)
-    return table

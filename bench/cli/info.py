@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bench.cli.common import console, err_console, fmt_bytes
+from bench.cli.common import console, err_console
 from bench.results.errors import BenchError
 
 
@@ -22,28 +22,19 @@ def env_cmd(
     if json_only:
         print(json.dumps(to_dict(info), indent=2))
         return
-    from rich.table import Table
+    from bench.present.display import environment_table
 
-    table = Table(show_header=False, title="environment", title_justify="left")
-    for key, value in to_dict(info).items():
-        if key == "gpus":
-            for g in info.gpus:
-                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
-            continue
-        if key == "ram_total_bytes":
-            value = fmt_bytes(value)
-        table.add_row(key, "-" if value is None else str(value))
-    console.print(table)
+    console.print(environment_table(info))
 
 
 def models(
     filter: Annotated[str | None, typer.Argument(help="substring to filter names")] = None,
     timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
 ) -> None:
-    """List model names bench can build (torchvision; timm with --timm)."""
-    from bench.measure.models import timm_models, torchvision_models
+    """List model names bench can build (torchvision, bench's own; timm with --timm)."""
+    from bench.measure.models import timm_models, torchvision_models, zoo_models
 
-    names = torchvision_models()
+    names = torchvision_models() + zoo_models()
     if timm:
         extra = timm_models()
         if extra is None:

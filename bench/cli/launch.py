@@ -11,29 +11,6 @@ from rich.markup import escape
 from bench.results.errors import BenchError
 
 
-def scaling_table(rows: Sequence[Any]) -> Any:
-    """Global samples/sec per world size and per-rank batch, with efficiency against 1 process."""
-    from rich.table import Table
-
-    table = Table(title="data-parallel scaling", title_justify="left")
-    for name in ("batch/rank", "ranks", "global batch", "global samples/s", "x 1 rank", "efficiency"):
-        table.add_column(name, justify="right")
-    for row in rows:
-        rate = row.global_samples_per_sec
-        speedup = (
-            rate / row.single_device_samples_per_sec if rate and row.single_device_samples_per_sec else None
-        )
-        table.add_row(
-            str(row.batch_size),
-            str(row.world_size),
-            str(row.global_batch_size),
-            f"{rate:,.1f}" if rate else row.status,
-            f"{speedup:.2f}x" if speedup else "-",
-            f"{row.efficiency:.0%}" if row.efficiency is not None else "-",
-        )
-    return table
-
-
 def launch_sweep(
     ctx: Any,
     nproc: str,
@@ -95,6 +72,8 @@ def launch_sweep(
         return
     if 1 not in counts:
         err_console.print("[dim]no 1-process run in --nproc: no scaling efficiency (add 1, e.g. 1,2,4)[/]")
+    from bench.present.display import scaling_table
+
     console.print(scaling_table(rows))
     where = f"{summary} (runs: " + ", ".join(str(p) for _, p in runs) + ")" if summary else str(runs[0][1])
     console.print(f"results: {where}")

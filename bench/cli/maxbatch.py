@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,11 +23,9 @@ from bench.cli.common import (
     OptimizerOpt,
     PrecisionOpt,
     build_workload,
-    check_workload,
     console,
     err_console,
     fmt_bytes,
-    store_in_history,
 )
 from bench.results.errors import BenchError
 from bench.results.schema import device_kind
@@ -141,36 +138,12 @@ def print_summary(res: MaxBatchResult) -> None:
         console.print(f"[yellow]note:[/] {escape(line)}")
 
 
-def _write_json(out: Path, data: dict[str, Any]) -> None:
-    """Atomically, with the same writer and file mode as sweeps: never half a file to resume from."""
-    from bench.jobs.sweep import write_json_atomic
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, json.dumps(data, indent=2, allow_nan=False))
-    except OSError as exc:
-        raise BenchError(f"cannot write {out}: {exc.strerror}") from None
-
-
 def _start_search(workload: Workload, **kwargs: Any) -> None:
     """Bad input is one line before anything starts; then the line that says what is searched."""
-    from bench.jobs.maxbatch import SOAK_STEPS, check_options, default_granularity, parse_bytes
+    from bench.jobs.maxbatch import check_inputs
 
-    g = kwargs["granularity"]
-    if g is None:
-        g = min(default_granularity(device_kind(workload.device)), kwargs["cap"] or 2**62)
-    check_options(granularity=g, cap=kwargs["cap"], soak_steps=kwargs.get("soak_steps", SOAK_STEPS))
-    if kwargs.get("memory_limit") is not None:
-        parse_bytes(kwargs["memory_limit"])
-    check_workload(workload)  # bad input is the only line printed
+    check_inputs(workload, **kwargs)
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
-
-
-def _search(workload: Workload, **kwargs: Any) -> MaxBatchResult:
-    from bench.jobs.maxbatch import find_max_batch
-
-    _start_search(workload, **kwargs)
-    return find_max_batch(workload, on_probe=print_probe, **kwargs)
 
 
 def register(app: typer.Typer) -> None:
@@ -201,43 +174,27 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
+        from bench.jobs.maxbatch import find_max_batch
+
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
-        if out is not None:  # an unwritable output is bad input: say so before minutes of probing
-            from bench.jobs.sweep import ResultWriter
-
-            ResultWriter(out)
-        from bench.results.store import check_history_path
-
-        check_history_path(db)
-        from bench.jobs.distributed import ddp_probes
-
+        options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+        _start_search(workload, out_path=out, store=db, soak_steps=soak_steps, **options)
         try:
-            with ddp_probes(ddp):
-                res = _search(
-                    workload, granularity=granularity, memory_limit=memory_limit, cap=cap, isolate=isolate,
-                    soak_steps=soak_steps, max_seconds=max_seconds,
-                )  # fmt: skip
-            if ddp:
-                from dataclasses import replace
-
-                note = (
-                    "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
-                )
-                res = replace(res, notices=(*res.notices, note))
+            res = find_max_batch(
+                workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,
+                max_seconds=max_seconds, **options,
+            )  # fmt: skip
         except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
             err_console.print(
                 "[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)"
             )
             raise typer.Exit(130) from None
         print_summary(res)
-
-        store_in_history(db, res)
         if out is not None:
-            _write_json(out, res.to_dict())
             console.print(f"results: {out}")
         if res.max_batch_size is None:  # recorded, but a script must not read it as an answer
             raise typer.Exit(1)
@@ -265,38 +222,27 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
-        from bench.analysis.recommend import check_lr_reference, render
-        from bench.jobs.profile_run import recommend_for
-        from bench.jobs.sweep import default_out_path
+        from bench.jobs.recommend import recommend_for
+        from bench.jobs.sweep import check_inputs, default_out_path
         from bench.present.display import LiveSweep, sweep_table
+        from bench.present.tables import recommendation_table
         from bench.results.schema import MeasureSettings
-        from bench.results.store import check_history_path
 
-        check_lr_reference(base_batch, base_lr)
-        check_history_path(db)
         settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
         )  # fmt: skip
-        search_options = {
-            "granularity": granularity,
-            "memory_limit": memory_limit,
-            "cap": cap,
-            "isolate": isolate,
-        }
-        _start_search(workload, **search_options)
-
-        def show(res: MaxBatchResult) -> None:
-            print_summary(res)
-            store_in_history(db, res)
-
+        check_inputs(workload, store=db, base_batch=base_batch, base_lr=base_lr)
+        options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+        _start_search(workload, **options)
         run = recommend_for(
             workload, settings, out_path=out or default_out_path(workload), base_batch=base_batch,
-            base_lr=base_lr, on_search=show, sweep_display=lambda: LiveSweep(err_console),
-            on_probe=print_probe, **search_options,
+            base_lr=base_lr, store=db, on_search=print_summary, sweep_display=lambda: LiveSweep(err_console),
+            on_probe=print_probe, **options,
         )  # fmt: skip
-        store_in_history(db, str(run.sweep_path))
+        for warning in run.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         console.print(sweep_table(run.sweep))
-        console.print(render(run.recommendation))
+        console.print(recommendation_table(run.recommendation))
         console.print(f"results: {run.sweep_path}")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
@@ -47,11 +46,9 @@ def register(app: typer.Typer) -> None:
         list_profiles: Annotated[bool, typer.Option("--list", help="list the shipped profiles")] = False,
     ) -> None:
         """Run a profile: every model x mode x precision x layout it names, then one report."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from bench.jobs.profile_run import finish_profile, run_profile
         from bench.jobs.profiles import available_profiles, load_profile
-        from bench.present.display import LiveSweep
+        from bench.present.display import ProfileProgress
         from bench.results.errors import BenchError
 
         if list_profiles or profile is None:
@@ -68,41 +65,13 @@ def register(app: typer.Typer) -> None:
             f"[bold]{prof.name}[/]: {len(prof.entries)} configuration(s) from {prof.path}"
             + (f" — {prof.description}" if prof.description else "")
         )
-        overall = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-        )
-        task = overall.add_task("profile", total=len(prof.entries))
-        live = LiveSweep(err_console, progress=overall)
-
-        def on_cell(index, total, entry, state):
-            if state == "skip":
-                overall.console.print(f"[dim]skip (already measured): {escape(entry.label)}[/]")
-                overall.advance(task)
-            elif state == "start":
-                overall.update(task, description=f"{entry.label}")
-                live.clear()
-            elif state == "trace":
-                overall.update(task, description=f"{entry.label}: tracing the best batch")
-            elif state == "done":
-                overall.advance(task)
-            elif state == "redo":
-                overall.console.print(
-                    f"[yellow]measuring again[/] (its saved result is unreadable): {escape(entry.label)}"
-                )
-            elif state == "failed":
-                overall.console.print(
-                    f"[red]failed[/]: {escape(entry.label)} (the other configurations go on)"
-                )
-                overall.advance(task)
-
+        live = ProfileProgress(err_console, len(prof.entries))
         started = time.perf_counter()
         try:
             with live:
-                suite = run_profile(prof, resume=resume, on_cell=on_cell, on_sweep_event=live, db_path=db)
+                suite = run_profile(
+                    prof, resume=resume, on_cell=live.on_cell, on_sweep_event=live.sweep, db_path=db
+                )
         except KeyboardInterrupt:
             err_console.print(
                 "[yellow]interrupted[/]: finished configurations are saved and in the history; `--resume` continues"

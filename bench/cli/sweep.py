@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from bench.cli.common import (
     DEFAULT_DB,
@@ -32,23 +31,85 @@ from bench.cli.common import (
     WorkersOpt,
     build_settings,
     build_workload,
-    check_workload,
     console,
     err_console,
-    store_in_history,
 )
 from bench.results.errors import BenchError
 from bench.results.schema import SweepResult, Workload, device_kind
 
+BatchSizesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--batch-sizes", "-b", help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: by device)"
+    ),
+]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")]
+MinStepsOpt = Annotated[int, typer.Option("--min-steps", help="timed steps at least")]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds of timed steps per point at most")]
+MinTimeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-time", help="seconds of timed steps per point at least (default 1, or --max-time if less)"
+    ),
+]
+TargetCiOpt = Annotated[
+    float,
+    typer.Option("--target-ci", help="stop when the 95% CI half-width is within this fraction of the median"),
+]
+SampleIntervalOpt = Annotated[
+    float | None,
+    typer.Option("--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"),
+]
+IsolateOpt = Annotated[
+    bool | None,
+    typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
+]
+RepeatOpt = Annotated[
+    int,
+    typer.Option(
+        "--repeat",
+        help="independent measurements of every batch size, interleaved (fresh process on CPU, fresh "
+        "model on GPU); their spread is the run-to-run noise `bench compare` gates on",
+    ),
+]
+KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")]
+NoHistoryOpt = Annotated[bool, typer.Option("--no-history", help="do not store in the history")]
+NoNvtxOpt = Annotated[
+    bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
+]
+BaseBatchOpt = Annotated[
+    int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
+]
+BaseLrOpt = Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")]
+AdviseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--advise",
+        help="after the sweep, measure host-bound points again with --compile (and CUDA graphs on "
+        "GPU) and input-bound points with twice the loader workers; print and store the gains",
+    ),
+]
+NprocOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nproc",
+        help="data-parallel: run through torchrun with N processes (DDP); 1,2,4 = one run each, "
+        "with scaling efficiency",
+    ),
+]
+DistTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--dist-timeout", help="seconds any collective may wait under torchrun (default 300)"),
+]
+
 
 def sweep(
     model: ModelArg = DEFAULT_MODEL,
-    batch_sizes: Annotated[
-        str | None,
-        typer.Option(
-            "--batch-sizes", "-b", help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: by device)"
-        ),
-    ] = None,
+    batch_sizes: BatchSizesOpt = None,
     mode: ModeOpt = WORKLOAD.mode,
     precision: PrecisionOpt = WORKLOAD.precision,
     channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
@@ -63,91 +124,33 @@ def sweep(
     data: DataOpt = WORKLOAD.data,
     workers: WorkersOpt = str(WORKLOAD.workers),
     data_dir: DataDirOpt = WORKLOAD.data_dir,
-    warmup: Annotated[
-        int, typer.Option("--warmup", help="untimed warm-up steps per point")
-    ] = SETTINGS.warmup_steps,
-    min_steps: Annotated[int, typer.Option("--min-steps", help="timed steps at least")] = SETTINGS.min_steps,
-    max_time: Annotated[
-        float, typer.Option("--max-time", help="seconds of timed steps per point at most")
-    ] = SETTINGS.max_time_seconds,
-    min_time: Annotated[
-        float | None,
-        typer.Option(
-            "--min-time", help="seconds of timed steps per point at least (default 1, or --max-time if less)"
-        ),
-    ] = None,
-    target_ci: Annotated[
-        float,
-        typer.Option(
-            "--target-ci", help="stop when the 95% CI half-width is within this fraction of the median"
-        ),
-    ] = SETTINGS.target_rel_ci,
-    sample_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"
-        ),
-    ] = None,
-    isolate: Annotated[
-        bool | None,
-        typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
-    ] = None,
-    repeat: Annotated[
-        int,
-        typer.Option(
-            "--repeat",
-            help="independent measurements of every batch size, interleaved (fresh process on CPU, fresh "
-            "model on GPU); their spread is the run-to-run noise `bench compare` gates on",
-        ),
-    ] = SETTINGS.repeat,
-    keep_going: Annotated[
-        bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
-    ] = None,
-    json_only: Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")] = False,
+    warmup: WarmupOpt = SETTINGS.warmup_steps,
+    min_steps: MinStepsOpt = SETTINGS.min_steps,
+    max_time: MaxTimeOpt = SETTINGS.max_time_seconds,
+    min_time: MinTimeOpt = None,
+    target_ci: TargetCiOpt = SETTINGS.target_rel_ci,
+    sample_interval: SampleIntervalOpt = None,
+    isolate: IsolateOpt = None,
+    repeat: RepeatOpt = SETTINGS.repeat,
+    keep_going: KeepGoingOpt = False,
+    out: OutOpt = None,
+    json_only: JsonOpt = False,
     db: DbOpt = DEFAULT_DB,
-    no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
-    no_nvtx: Annotated[
-        bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
-    ] = False,
-    base_batch: Annotated[
-        int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
-    ] = None,
-    base_lr: Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")] = None,
-    advise: Annotated[
-        bool,
-        typer.Option(
-            "--advise",
-            help="after the sweep, measure host-bound points again with --compile (and CUDA graphs on "
-            "GPU) and input-bound points with twice the loader workers; print and store the gains",
-        ),
-    ] = False,
-    nproc: Annotated[
-        str | None,
-        typer.Option(
-            "--nproc",
-            help="data-parallel: run through torchrun with N processes (DDP); 1,2,4 = one run each, "
-            "with scaling efficiency",
-        ),
-    ] = None,
-    dist_timeout: Annotated[
-        float | None,
-        typer.Option("--dist-timeout", help="seconds any collective may wait under torchrun (default 300)"),
-    ] = None,
+    no_history: NoHistoryOpt = False,
+    no_nvtx: NoNvtxOpt = False,
+    base_batch: BaseBatchOpt = None,
+    base_lr: BaseLrOpt = None,
+    advise: AdviseOpt = False,
+    nproc: NprocOpt = None,
+    dist_timeout: DistTimeoutOpt = None,
     ctx: typer.Context = None,  # type: ignore[assignment]  # typer fills it in
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
-    from bench.analysis.recommend import check_lr_reference
-    from bench.jobs.sweep import default_out_path, parse_batch_sizes, run_sweep
-    from bench.present.display import LiveSweep, sweep_table
-    from bench.results.schema import dumps
-
-    check_lr_reference(base_batch, base_lr)
-    sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
+    from bench.jobs.distributed import detect
+    from bench.jobs.sweep import check_inputs, default_out_path, parse_batch_sizes
     from bench.measure.data import parse_workers
 
+    sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
     worker_counts = parse_workers(workers)
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
@@ -156,8 +159,7 @@ def sweep(
         data=data, workers=worker_counts[0], data_dir=data_dir, compile_mode=compile_mode,
     )  # fmt: skip
     if len(worker_counts) > 1:
-        _sweep_per_worker_count(ctx, worker_counts, workload, out, json_only)
-        return
+        return _sweep_per_worker_count(ctx, worker_counts, workload, out, json_only)
     settings = build_settings(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
         min_time_seconds=min_time, target_rel_ci=target_ci,
@@ -166,23 +168,36 @@ def sweep(
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
-    check_workload(workload)  # bad input is one line, before the live display starts
-    if history is not None:
-        from bench.results.store import check_history_path
-
-        check_history_path(history)  # a mistyped --db folder: one line, before minutes of measuring
-    from bench.jobs.distributed import detect, maybe_ranks, parse_timeout
-
+    check_inputs(workload, store=history, base_batch=base_batch, base_lr=base_lr)  # before any display
     rank_env = detect()  # under torchrun: this process is one rank
     if nproc is not None:
         from bench.cli.launch import launch_sweep
 
-        launch_sweep(ctx, nproc, workload, out_path, history, json_only=json_only, under_torchrun=rank_env)
-        return
+        return launch_sweep(
+            ctx, nproc, workload, out_path, history, json_only=json_only, under_torchrun=rank_env
+        )
     if rank_env is not None and isolate:
         raise BenchError("--isolate does not apply under torchrun: each rank measures in its own process")
-    is_main = rank_env is None or rank_env.is_main  # other ranks print nothing but errors
-    timeout = parse_timeout(dist_timeout)
+    result, saved = _measure(
+        workload, sizes, settings, out_path, is_main=rank_env is None or rank_env.is_main,
+        timeout=dist_timeout, kept_in_history=history is not None, annotate_steps=not no_nvtx,
+        store=history, advise=advise, base_batch=base_batch, base_lr=base_lr,
+    )  # fmt: skip
+    if rank_env is not None and not rank_env.is_main:  # the other ranks print nothing but errors
+        raise typer.Exit(1 if result.status == "failed" else 0)
+    _show(result, saved, json_only)
+
+
+def _measure(
+    workload: Workload, sizes: Any, settings: Any, out_path: Path, *, is_main: bool, timeout: float | None,
+    kept_in_history: bool, **job: Any,
+) -> tuple[SweepResult, Path | None]:  # fmt: skip
+    """The job (``bench.jobs.sweep.run_sweep``) under the live display; returns the result and
+    where its file is now. Ctrl-C is exit 130; a hard failure after some points says what was kept."""
+    from bench.jobs.distributed import maybe_ranks, parse_timeout
+    from bench.jobs.sweep import run_sweep
+    from bench.present.display import LiveSweep
+
     saved: list[Path | None] = [out_path]  # where the results are: a failed write moves them
 
     def track(live: Any) -> Any:
@@ -196,110 +211,58 @@ def sweep(
 
     try:
         with (
-            maybe_ranks(workload, timeout) as (workload, ranks),
+            maybe_ranks(workload, parse_timeout(timeout)) as (workload, ranks),
             LiveSweep(err_console) if is_main else contextlib.nullcontext() as live,
         ):
             result = run_sweep(
-                workload, sizes, settings, out_path=out_path, on_event=track(live),
-                annotate_steps=not no_nvtx, ranks=ranks,
-            )  # fmt: skip
-    except KeyboardInterrupt as exc:
-        if not is_main:
-            raise typer.Exit(130) from None
-        err_console.print(f"[yellow]interrupted[/]: finished points are saved in {_saved_in(saved[0])}")
-        store_in_history(history, getattr(exc, "partial_result", None) or str(saved[0] or out_path))
+                workload, sizes, settings, out_path=out_path, on_event=track(live), ranks=ranks, **job
+            )
+    except KeyboardInterrupt:
+        if is_main:
+            err_console.print(f"[yellow]interrupted[/]: finished points are saved in {_saved_in(saved[0])}")
         raise typer.Exit(130) from None
-    except Exception as exc:  # a later point failed hard: keep what was measured, then the error
+    except Exception as exc:  # a later point failed hard: what was measured is kept (and stored)
         partial = getattr(exc, "partial_result", None)
         if partial is not None and partial.points and is_main:
-            store_in_history(history, partial)
-            kept = "" if history is None else " and the history"
+            kept = " and the history" if kept_in_history else ""
             err_console.print(
                 f"[yellow]stopped[/]: {len(partial.points)} finished point(s) kept in {_saved_in(saved[0])}{kept}"
             )
         raise
-    if not is_main:
-        raise typer.Exit(1 if result.status == "failed" else 0)
-    if advise and result.status != "failed":
-        result = _advise(result, saved[0])
-    stored = store_in_history(history, result)
-    search = None
-    if result.best_point() is not None:
-        from bench.results.store import matching_max_batch
+    return result, saved[0]
 
-        try:  # `bench max-batch` run earlier, same workload; a broken history was warned about
-            search = matching_max_batch(history if stored else None, result)
-        except BenchError as exc:
-            err_console.print(f"[yellow]warning:[/] history not read: {escape(str(exc))}", highlight=False)
-    if search is not None or base_batch is not None:  # the file and history say what is printed
-        from dataclasses import replace
 
-        from bench.analysis.recommend import recommend
+def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
+    """The table, the recommendation, the advice and the time summary (or the JSON)."""
+    from bench.present.display import sweep_table
+    from bench.present.tables import advice_lines, recommendation_table
+    from bench.results.schema import dumps
 
-        rec = recommend(result, search, base_batch=base_batch, base_lr=base_lr)
-        result = replace(result, recommendation=rec)
-        _rewrite(result, saved[0], "recommendation")
-        if stored:
-            store_in_history(history, result)  # the same history id: a run is replaced in place
     if json_only:
         print(dumps(result))
     else:
-        from bench.analysis.recommend import recommend, render
-
         console.print(sweep_table(result))
         best = result.best_point()
+        if best is not None and result.recommendation is not None:
+            console.print(recommendation_table(result.recommendation))
         if best is not None:
-            console.print(render(result.recommendation or recommend(result)))
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
-                f"results: {_saved_in(saved[0])}"
+                f"results: {_saved_in(saved)}"
             )
         if result.advice:
-            from bench.jobs.advise import advice_lines
-
             console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
             for line in advice_lines(result.advice):
                 console.print(f"  {line}", highlight=False)
         _print_time_summary(result)
     if result.status == "failed":
-        err_console.print(f"[red]sweep failed[/]: no batch size completed; see {_saved_in(saved[0])}")
+        err_console.print(f"[red]sweep failed[/]: no batch size completed; see {_saved_in(saved)}")
         raise typer.Exit(1)
 
 
 def _saved_in(path: Path | None) -> str:
     """Where a sweep's results file is (``ResultWriter.where``) for the closing lines."""
     return str(path) if path is not None else "memory only (no file could be written; see the note above)"
-
-
-def _rewrite(result: SweepResult, path: Path | None, what: str) -> None:
-    """Write the finished result again (with its advice or recommendation); a failed write is a
-    warning: the first file stays as it was, and the history gets the new one."""
-    from bench.jobs.sweep import write_json_atomic
-    from bench.results.schema import dumps
-
-    if path is None:
-        return
-    try:
-        write_json_atomic(path, dumps(result))
-    except OSError as exc:
-        err_console.print(
-            f"[yellow]warning:[/] {what} not written to {path}: {escape(str(exc.strerror or exc))}"
-        )
-
-
-def _advise(result: SweepResult, out_path: Path | None) -> SweepResult:
-    """Re-measure the flagged points with the change each verdict points to; the file is rewritten
-    with the advice in it. A point's verdict with nothing to try is left alone."""
-    from bench.jobs.advise import sweep_measure, with_advice
-
-    def say(batch_size: int, change: str) -> None:
-        err_console.print(f"[dim]advice: batch {batch_size} again with {change}[/]", highlight=False)
-
-    result = with_advice(result, sweep_measure(result.settings), on_change=say)
-    if not result.advice:
-        err_console.print("[dim]advice: no host-bound or input-bound point with a change to try[/]")
-    _rewrite(result, out_path, "advice")
-    return result
 
 
 def _sweep_per_worker_count(

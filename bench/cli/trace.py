@@ -37,12 +37,14 @@ from bench.cli.common import (
     console,
     err_console,
 )
-from bench.results.errors import BenchError
-from bench.results.schema import Workload, device_kind
+from bench.results.schema import Workload
 
 
 def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -> None:
+    from bench.measure.models import resolve
     from bench.measure.trace import run_annotated
+
+    resolve(workload.model)  # an unknown model: one line
 
     point = run_annotated(workload, batch_size, steps, warmup)
     print(
@@ -77,63 +79,31 @@ def trace_cmd(
     inside_nsys: Annotated[bool, typer.Option("--inside-nsys", hidden=True)] = False,
 ) -> None:
     """Trace one batch size: PyTorch profiler trace (Perfetto/HTA), top-operator table, nsys capture."""
-    if batch_size <= 0:
-        raise BenchError(f"--batch-size must be positive, got {batch_size}")
-    if steps < 2:
-        raise BenchError(f"--steps must be at least 2, got {steps}")
-    if warmup < 0:
-        raise BenchError(f"--warmup must be >= 0, got {warmup}")
-    if top <= 0:
-        raise BenchError(f"--top must be positive, got {top}")
+    from bench.jobs.trace import check_inputs, trace_batch
+
+    check_inputs(batch_size, steps, warmup, top)
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer, dataset_size=1,
     )  # fmt: skip
-    from bench.measure.models import resolve
-
-    resolve(workload.model)  # fail fast on an unknown model, before any folder is made
     if inside_nsys:
-        _inside_nsys(workload, batch_size, steps, warmup)
-        return
-
-    from bench.measure import trace
-
-    out_dir = out or trace.default_trace_dir(workload, batch_size)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
-    kind = device_kind(workload.device)
-    if nsys is not None:
-        trace.resolve_nsys(nsys)  # a bad --nsys is the user's to fix before anything runs
-
-    err_console.print(
-        f"[dim]tracing {workload.model} batch {batch_size}: {warmup} warm-up + {steps} recorded steps...[/]"
-    )
-    result = trace.record_torch_trace(
-        workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
-    )
-    title = f"bench trace: {workload.model}, batch {batch_size}, {workload.device}, {workload.precision}, {workload.mode}"
-    ops_path, table = trace.write_ops_tables(result, out_dir, title, top=top)
-    print(table)
-    say(f"PyTorch trace: {result.trace_path} (Perfetto / chrome://tracing / HTA)")
-    say(f"operator table: {ops_path}")
-    if result.samples_per_sec:
-        say(f"traced throughput: {result.samples_per_sec:,.1f} samples/s (includes profiler overhead)")
-
-    if memory:
-        if kind != "cuda":
-            say("--memory needs CUDA (it snapshots the CUDA caching allocator); skipped on CPU")
-        else:
-            snap = trace.record_memory_snapshot(
-                workload, batch_size, steps, warmup, out_dir / "memory_snapshot.pickle"
-            )
-            say(f"memory snapshot: {snap} (open at https://pytorch.org/memory_viz)")
+        return _inside_nsys(workload, batch_size, steps, warmup)
 
     def status(line: str) -> None:
         err_console.print(f"[dim]{escape(line)}[/]")
 
-    for line in trace.nsys_capture(workload, batch_size, steps, warmup, out_dir, nsys, on_status=status):
+    run = trace_batch(
+        workload, batch_size, steps=steps, warmup=warmup, out_dir=out, nsys=nsys, memory=memory, top=top,
+        on_status=status,
+    )  # fmt: skip
+    print(run.ops_table)
+    say(f"PyTorch trace: {run.trace_path} (Perfetto / chrome://tracing / HTA)")
+    say(f"operator table: {run.ops_path}")
+    if run.samples_per_sec:
+        say(f"traced throughput: {run.samples_per_sec:,.1f} samples/s (includes profiler overhead)")
+    if run.memory_snapshot is not None:
+        say(f"memory snapshot: {run.memory_snapshot} (open at https://pytorch.org/memory_viz)")
+    for line in run.lines:
         say(line)
 
 

@@ -11,7 +11,7 @@ nothing is suggested without a number beside it:
   the machine's cores.
 
 The measuring is injected (``measure(workload, batch_size) -> Point``), so the logic is tested with
-fakes of known gain; ``sweep_measure`` is the real one (one point through ``run_sweep``). This
+fakes of known gain; ``sweep_measure`` is the real one (one point through ``measure_sweep``). This
 module imports no torch.
 """
 
@@ -27,7 +27,7 @@ from bench.analysis.diagnose import diagnose_run
 from bench.results.errors import BenchError, first_line
 from bench.results.schema import ERROR, OK, Advice, MeasureSettings, Point, SweepResult, Workload
 
-__all__ = ["Advice", "Change", "advise", "changes_for", "sweep_measure", "advice_lines"]
+__all__ = ["Advice", "Change", "advise", "changes_for", "sweep_measure"]
 
 MeasureFn = Callable[[Workload, int], Point]
 
@@ -138,14 +138,14 @@ def with_advice(result: SweepResult, measure: MeasureFn, **kwargs: object) -> Sw
 
 
 def sweep_measure(settings: MeasureSettings, *, annotate_steps: bool = False) -> MeasureFn:
-    """The real measure: one point of the changed workload through ``run_sweep`` (its own process
+    """The real measure: one point of the changed workload through ``measure_sweep`` (its own process
     on CPU, as the sweep's points were), with the sweep's settings; its file goes to a temp folder."""
 
     def measure(workload: Workload, batch_size: int) -> Point:
-        from bench.jobs.sweep import run_sweep
+        from bench.jobs.sweep_loop import measure_sweep  # the job (jobs.sweep) imports this module
 
         with tempfile.TemporaryDirectory(prefix="bench-advise-") as tmp:
-            result = run_sweep(
+            result = measure_sweep(
                 workload,
                 [batch_size],
                 replace(settings, repeat=1),
@@ -155,21 +155,3 @@ def sweep_measure(settings: MeasureSettings, *, annotate_steps: bool = False) ->
         return result.points[0]
 
     return measure
-
-
-def advice_lines(advice: Sequence[Advice]) -> list[str]:
-    """One line per tried change, e.g. "batch 32 (host-bound): --compile -> 1,234.5 samples/s,
-    x1.42 (+42%) vs 869.0". A failed change says so and is not a suggestion."""
-    lines = []
-    for a in advice:
-        head = f"batch {a.batch_size} ({a.verdict}): {a.change}"
-        if a.gain is None or a.after_samples_per_sec is None:
-            lines.append(f"{head} -> not measured ({a.status}: {a.error or 'no samples/sec'}); not suggested")
-            continue
-        pct = (a.gain - 1) * 100
-        noise = "" if a.significant is not False else "; within noise"
-        lines.append(
-            f"{head} -> {a.after_samples_per_sec:,.1f} samples/s vs {a.before_samples_per_sec:,.1f}: "
-            f"x{a.gain:.2f} ({pct:+.0f}%){noise}"
-        )
-    return lines

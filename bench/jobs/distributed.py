@@ -461,13 +461,12 @@ def maybe_ranks(
 
 # --------------------------------------------------------------------------- max-batch probes in DDP
 
-DDP_PROBES_ENV = "BENCH_DDP_PROBES"  # "1": max-batch probes wrap the model in DDP (children inherit it)
 _probe_ranks: Ranks | None = None  # a one-process group, opened by the first DDP probe of a process
 _probe_group: Any = None  # its context manager: held, or collecting it would close the group
 
 
-def probe_wrap(device: Any) -> Callable[[Any], Any] | None:
-    """The DDP wrapper for a max-batch probe, or None when DDP probes are off.
+def probe_wrap(device: Any) -> Callable[[Any], Any]:
+    """The DDP wrapper for a max-batch probe (``find_max_batch(ddp=True)``).
 
     DDP allocates its gradient buckets (about one more copy of the gradients) and the reducer's
     state per rank, whatever the world size: a one-process group (gloo on CPU, NCCL on GPU, an
@@ -475,34 +474,19 @@ def probe_wrap(device: Any) -> Callable[[Any], Any] | None:
     open for the life of the probing process.
     """
     global _probe_ranks, _probe_group
-    if os.environ.get(DDP_PROBES_ENV) != "1":
-        return None
     if _probe_ranks is None:
         _probe_group = open_ranks(SINGLE, device, parse_timeout(None), store=one_rank_store())
         _probe_ranks = _probe_group.__enter__()  # closed when the process exits
     return _probe_ranks.wrap
 
 
-@contextmanager
-def ddp_probes(enabled: bool) -> Iterator[None]:
-    """Turn DDP probes on for this process and the probe children it starts."""
-    if not enabled:
-        yield
-        return
+def check_ddp_probes() -> None:
+    """DDP probes run as one process: BenchError under torchrun."""
     if detect() is not None:
         raise BenchError(
             "max-batch under torchrun: run it as one process with --ddp (DDP's per-GPU buckets do not "
             "depend on the world size)"
         )
-    saved = os.environ.get(DDP_PROBES_ENV)
-    os.environ[DDP_PROBES_ENV] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(DDP_PROBES_ENV, None)
-        else:
-            os.environ[DDP_PROBES_ENV] = saved
 
 
 def close_probe_group() -> None:

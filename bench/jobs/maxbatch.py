@@ -24,14 +24,17 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import io
+import json
 import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from bench.analysis.maxbatch_search import ProbeResult, search_down, search_max_batch
+from bench.jobs.history import StoreArg, history_path, store_run
 from bench.results.errors import BenchError, first_line, is_oom
 from bench.results.maxbatch import (  # the results live in the results layer; re-exported here
     ERROR,
@@ -140,7 +143,13 @@ def _in_main_message(label: str, names: list[str]) -> str:
 
 
 def _run_steps(
-    workload: Workload, spec: Any, batch_size: int, device: Any, steps: int, seen: dict[str, Any]
+    workload: Workload,
+    spec: Any,
+    batch_size: int,
+    device: Any,
+    steps: int,
+    seen: dict[str, Any],
+    ddp: bool = False,
 ) -> None:
     """Build, run ``steps`` training steps, release. ``seen`` collects timings and peaks as they
     happen, so a probe that runs out of memory half-way still says what it got to.
@@ -155,7 +164,7 @@ def _run_steps(
     clock = time.perf_counter
     with precision_mode(workload.precision, device.kind, workload.cudnn_benchmark):
         t = clock()
-        prepared = prepare(workload, spec, batch_size, device, wrap=probe_wrap(device))
+        prepared = prepare(workload, spec, batch_size, device, wrap=probe_wrap(device) if ddp else None)
         seen["build_seconds"] = clock() - t
         try:
             t = clock()
@@ -193,6 +202,7 @@ def probe_in_process(
     *,
     spec: Any = None,
     baseline_allocated_bytes: int | None = None,
+    ddp: bool = False,
 ) -> ProbeRecord:
     """One probe in this process; OOM is an outcome, and memory is returned before we go on.
 
@@ -208,7 +218,7 @@ def probe_in_process(
     outcome, detail = FIT, None
     seen: dict[str, Any] = {}
     try:
-        _run_steps(workload, spec, batch_size, device, steps, seen)
+        _run_steps(workload, spec, batch_size, device, steps, seen, ddp)
     except BenchError:
         raise
     except Exception as exc:  # classified here; ``exc`` and the frames holding tensors die below
@@ -254,14 +264,20 @@ def probe_in_process(
 
 
 def _probe_child(
-    workload: Workload, spec: Any, batch_size: int, steps: int, *, emit: Callable[[Any], None]
+    workload: Workload,
+    spec: Any,
+    batch_size: int,
+    steps: int,
+    ddp: bool = False,
+    *,
+    emit: Callable[[Any], None],
 ) -> dict[str, Any]:
     """Child-process body: one probe, then this process's own lifetime peak RSS."""
     from bench.hw.device import open_device
     from bench.measure.runner import own_peak_rss_bytes
 
     device = open_device(workload.device)
-    record = probe_in_process(workload, batch_size, device, steps, spec=spec)
+    record = probe_in_process(workload, batch_size, device, steps, spec=spec, ddp=ddp)
     return {"record": record, "peak_rss_bytes": own_peak_rss_bytes()}
 
 
@@ -272,6 +288,7 @@ def probe_isolated(
     steps: int = PROBE_STEPS,
     *,
     spec: Any = None,
+    ddp: bool = False,
 ) -> ProbeRecord:
     """One probe in a fresh child. On CPU the parent kills the child past ``budget_bytes`` of RSS,
     and a child that finished fits only if its own peak RSS stayed within the budget."""
@@ -281,7 +298,7 @@ def probe_isolated(
     cpu = device_kind(workload.device) == "cpu"
     outcome = run_isolated(
         "bench.jobs.maxbatch:_probe_child",
-        (workload, spec, batch_size, steps),
+        (workload, spec, batch_size, steps, ddp),
         rss_limit_bytes=budget_bytes if cpu else None,
     )
     seconds = time.perf_counter() - start
@@ -480,6 +497,76 @@ def default_granularity(device_kind: str) -> int:
 def find_max_batch(
     model_or_workload: Any,
     *,
+    out_path: Path | str | None = None,
+    store: StoreArg = None,
+    ddp: bool = False,
+    **options: Any,
+) -> MaxBatchResult:
+    """The max-batch job, called by ``bench max-batch``, ``bench recommend``, profiles and Python
+    users: the search (``_search``, whose options this takes), then the result file (``out_path``)
+    and the history (``store``: True for the default history, a path for another).
+
+    ``ddp``: probe with the model in DistributedDataParallel (one-process group), so its gradient
+    buckets are allocated as in data-parallel training. A history that cannot take the result is
+    a notice in it, never a lost search. An interrupted search (KeyboardInterrupt) proves nothing
+    and is neither written nor stored.
+    """
+    from bench.jobs.distributed import check_ddp_probes
+    from bench.jobs.sweep_loop import ResultWriter, write_json_atomic
+
+    db = history_path(store)
+    if out_path is not None:  # an unwritable output is bad input: said before minutes of probing
+        ResultWriter(out_path)
+    if ddp:
+        check_ddp_probes()
+    result = _search(model_or_workload, ddp=ddp, **options)
+    if ddp:
+        note = "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
+        result = replace(result, notices=(*result.notices, note))
+    if (warning := store_run(db, result)) is not None:
+        result = replace(result, notices=(*result.notices, warning))
+    if out_path is not None:
+        try:
+            write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        except OSError as exc:
+            raise BenchError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    return result
+
+
+def check_inputs(
+    workload: Workload,
+    *,
+    out_path: Path | str | None = None,
+    store: StoreArg = None,
+    granularity: int | None = None,
+    cap: int | None = None,
+    soak_steps: int = SOAK_STEPS,
+    memory_limit: str | int | None = None,
+    **_: Any,
+) -> None:
+    """Bad input to ``find_max_batch`` as one BenchError line before anything starts (the command
+    calls it before it says what it searches): options, device, model, output file, history."""
+    from bench.hw.device import check_device
+    from bench.measure.models import resolve
+
+    g = granularity
+    if g is None:
+        g = min(default_granularity(device_kind(workload.device)), cap or 2**62)
+    check_options(granularity=g, cap=cap, soak_steps=soak_steps)
+    if memory_limit is not None:
+        parse_bytes(memory_limit)
+    check_device(workload.device)
+    resolve(workload.model)
+    if out_path is not None:
+        from bench.jobs.sweep_loop import ResultWriter
+
+        ResultWriter(out_path)
+    history_path(store)
+
+
+def _search(
+    model_or_workload: Any,
+    *,
     granularity: int | None = None,
     memory_limit: str | int | None = None,
     cap: int | None = None,
@@ -489,6 +576,7 @@ def find_max_batch(
     on_probe: Callable[[ProbeRecord], None] | None = None,
     max_seconds: float | None = None,
     repeat_boundary: bool | None = None,
+    ddp: bool = False,
     **workload_options: Any,
 ) -> MaxBatchResult:
     """Largest training batch that fits, exact to ``granularity``, plus a safe batch to train with.
@@ -568,9 +656,13 @@ def find_max_batch(
 
     def probe(b: int, steps: int) -> ProbeRecord:
         if isolate:
-            rec = probe_isolated(workload, b, budget if device.kind == "cpu" else None, steps, spec=spec)
+            rec = probe_isolated(
+                workload, b, budget if device.kind == "cpu" else None, steps, spec=spec, ddp=ddp
+            )
         else:
-            rec = probe_in_process(workload, b, device, steps, spec=spec, baseline_allocated_bytes=baseline)
+            rec = probe_in_process(
+                workload, b, device, steps, spec=spec, baseline_allocated_bytes=baseline, ddp=ddp
+            )
             if rec.leaked_bytes:
                 leaks.append(f"after batch {b}: {rec.leaked_bytes} bytes still allocated")
         if rec.fits and enforce_budget and rec.peak_bytes is not None and rec.peak_bytes > budget:

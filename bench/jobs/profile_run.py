@@ -9,7 +9,6 @@ leaves everything finished saved.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,69 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.jobs.profiles import Profile, ProfileEntry
-from bench.jobs.sweep import powers_of_two_up_to  # 1, 2, 4, ... up to the searched safe max, which ends it
+from bench.jobs.sweep import powers_of_two_up_to, run_sweep
 from bench.results.errors import BenchError, failure_text
-from bench.results.schema import (
-    Environment,
-    MeasureSettings,
-    Recommendation,
-    SweepResult,
-    Workload,
-    load_result,
-    to_dict,
-)
+from bench.results.maxbatch import MaxBatchResult, load_max_batch
+from bench.results.schema import Environment, SweepResult, load_result, to_dict
 
 MANIFEST_DIR = Path(".bench") / "profiles"
-
-
-@dataclass(frozen=True)
-class RecommendRun:
-    """`bench recommend`'s answer: the max-batch search, the sweep it bounded, and the pick."""
-
-    search: Any  # MaxBatchResult
-    sweep: SweepResult
-    recommendation: Recommendation
-    sweep_path: Path
-
-
-def recommend_for(
-    workload: Workload,
-    settings: MeasureSettings,
-    *,
-    out_path: Path | str,
-    base_batch: int | None = None,
-    base_lr: float | None = None,
-    on_search: Callable[[Any], None] | None = None,
-    sweep_display: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-    find: Callable[..., Any] | None = None,
-    sweep: Callable[..., SweepResult] | None = None,
-    **search_options: Any,
-) -> RecommendRun:
-    """Max batch, then a sweep of powers of two up to the safe batch (the largest that keeps the
-    memory headroom), then the batch to pick: one call for what a user would otherwise chain by hand.
-
-    ``search_options`` go to ``find_max_batch`` (granularity, memory_limit, cap, isolate, on_probe).
-    ``on_search`` sees the search before the sweep starts (the CLI prints and stores it);
-    ``sweep_display()`` is entered around the sweep and its value, if not None, receives the sweep's
-    events (the CLI's live table). ``find`` and ``sweep`` stand in for ``find_max_batch`` and
-    ``run_sweep`` (tests). BenchError when no batch fits with headroom: there is nothing to sweep.
-    """
-    from bench.analysis.recommend import check_lr_reference, recommend
-
-    check_lr_reference(base_batch, base_lr)
-    if find is None:
-        from bench.jobs.maxbatch import find_max_batch as find
-    if sweep is None:
-        from bench.jobs.sweep import run_sweep as sweep
-    search = find(workload, **search_options)
-    if on_search is not None:
-        on_search(search)
-    if search.safe_batch_size is None:
-        raise BenchError("no batch size fits with headroom: nothing to sweep")
-    sizes = powers_of_two_up_to(search.safe_batch_size)
-    with sweep_display() as on_event:
-        result = sweep(workload, sizes, settings, out_path=out_path, on_event=on_event)
-    return RecommendRun(search, result, recommend(result, search, base_batch, base_lr), Path(out_path))
 
 
 @dataclass(frozen=True)
@@ -95,8 +37,7 @@ class CellOutcome:
     max_batch_path: str | None = None
     skipped: bool = False  # resumed: already measured for this environment and configuration
     sweep: SweepResult | None = None
-    max_batch: Any = None  # MaxBatchResult when searched in this run
-    search: dict[str, Any] | None = None  # the max-batch search as JSON (this run's, or a resumed file's)
+    search: MaxBatchResult | None = None  # the max-batch search (this run's, or a resumed file's)
     error: str | None = None
     trace_dir: str | None = None  # PyTorch profiler trace of the best batch, when the profile asks
     stored: bool = False  # its runs are in the history
@@ -195,7 +136,6 @@ def run_profile(
     they are not there yet), so an interruption or a later failure loses nothing.
     """
     from bench.hw import env as env_mod
-    from bench.jobs.sweep import run_sweep
 
     environment = env_mod.collect()
     manifest = Manifest(profile.name, manifest_dir)
@@ -242,9 +182,10 @@ def run_profile(
         sweep_path = out_dir / f"{cell_name}.json"
         result = None
         try:
-            result = run_sweep(
-                entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
-            )
+            result = run_sweep(  # stored below with its search, once the cell is done
+                entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event,
+                search=max_result,
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
             result = getattr(exc, "partial_result", None)  # every finished point, file finalised
             problems.append(f"sweep failed: {failure_text(exc)}")
@@ -271,8 +212,7 @@ def run_profile(
             sweep_path=str(sweep_path) if result is not None else None,
             max_batch_path=max_path,
             sweep=result,
-            max_batch=max_result,
-            search=max_result.to_dict() if max_result is not None else None,
+            search=max_result,
             error="; ".join(problems) or None,
             trace_dir=trace_dir,
         )
@@ -286,19 +226,15 @@ def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) 
     input (training needs more memory than inference, so it is a safe bound for both)."""
     twin = replace(entry.workload, mode="train")
     for cell, done in zip(suite.cells, profile.entries, strict=False):
-        if done.workload == twin and cell.search:
-            return cell.search.get("safe_batch_size")
+        if done.workload == twin and cell.search is not None:
+            return cell.search.safe_batch_size
     return None
 
 
-def _read_search(path: str | None) -> dict[str, Any] | None:
-    """A resumed cell's max-batch search, read once from its file (None: none was run)."""
-    if path and Path(path).is_file():
-        from bench.jobs.maxbatch import load_max_batch
-
-        load_max_batch(path)  # a truncated or malformed file is one line naming it, not a crash later
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    return None
+def _read_search(path: str | None) -> MaxBatchResult | None:
+    """A resumed cell's max-batch search, read once from its file (None: none was run); a truncated
+    or malformed file is one line naming it, not a crash later."""
+    return load_max_batch(path) if path and Path(path).is_file() else None
 
 
 def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -> CellOutcome:
@@ -319,32 +255,23 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
     return replace(cell, stored=True)
 
 
-def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[Any, str | None]:
-    """Max-batch search for one cell; its JSON beside the sweep's."""
-    from bench.jobs.maxbatch import find_max_batch  # noqa: PLC0415 - optional feature
-
-    result = find_max_batch(entry.workload, granularity=entry.granularity, memory_limit=entry.memory_limit)
-    from bench.jobs.sweep import write_json_atomic
+def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResult, str]:
+    """Max-batch search for one cell; its JSON beside the sweep's (stored with the cell, later)."""
+    from bench.jobs.maxbatch import find_max_batch  # noqa: PLC0415 - torch, only when searching
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    result = find_max_batch(
+        entry.workload, out_path=out_path, granularity=entry.granularity, memory_limit=entry.memory_limit
+    )
     return result, str(out_path)
 
 
 def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     """A PyTorch profiler trace (Perfetto/HTA) and top-operator table of the best batch; the Nsight
     Systems capture of the same workload is ``bench trace`` (it needs nsys on the machine)."""
-    from bench.measure import trace  # noqa: PLC0415 - optional step
+    from bench.jobs.trace import trace_batch  # noqa: PLC0415 - torch.profiler: an optional step
 
-    steps, warmup = 5, 3
-    recorded = trace.record_torch_trace(
-        entry.workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
-    )
-    w = entry.workload
-    trace.write_ops_tables(
-        recorded, out_dir, f"{w.model}, batch {batch_size}, {w.device}, {w.precision}, {w.mode}"
-    )
-    return str(out_dir)
+    return str(trace_batch(entry.workload, batch_size, out_dir=out_dir, capture_nsys=False).out_dir)
 
 
 def _copy_beside(path: str | None, report_dir: Path | str) -> str:
@@ -387,65 +314,15 @@ def finish_profile(
     suite: SuiteResult, *, db_path: Path | str, report_dir: Path | str | None, console: Any
 ) -> SuiteResult:
     """Store every measured run in the history, write the report (``report_dir``, else the
-    profile's ``report``), and print the recommendations."""
-    from rich.markup import escape
-    from rich.table import Table
+    profile's ``report``), and print the tables, the recommendations and what failed."""
+    from bench.present.display import profile_lines, profile_table, sweep_table
 
     suite.cells[:] = [cell if cell.stored else _stored(cell, db_path, suite) for cell in suite.cells]
-
-    from bench.analysis.recommend import knee_point
-    from bench.present.display import sweep_table
-
     for cell in suite.cells:
         if cell.sweep is not None and not cell.skipped:
             console.print(sweep_table(cell.sweep))
-    table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
-    for col in (
-        "configuration",
-        "best batch",
-        "best samples/s",
-        "knee batch",
-        "max batch",
-        "safe max",
-        "results",
-    ):
-        table.add_column(col)
-    for cell in suite.cells:
-        best = knee = None
-        if cell.sweep is not None:
-            best = cell.sweep.best_point()
-            knee = knee_point(list(cell.sweep.points))
-        search = cell.search
-        table.add_row(
-            cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
-            str(best.batch_size) if best else "-",
-            f"{best.samples_per_sec:,.1f}" if best else "-",
-            str(knee.batch_size) if knee else "-",
-            str(search.get("max_batch_size") or "-") if search else "-",
-            str(search.get("safe_batch_size") or "-") if search else "-",
-            cell.sweep_path or "-",
-        )
-    console.print(table)
-    for cell in suite.cells:  # what the measurements cannot support, as `bench sweep` says it
-        rec = cell.sweep.recommendation if cell.sweep is not None else None
-        if rec is None and cell.sweep is not None and cell.sweep.best_point() is not None:
-            from bench.analysis.recommend import recommend
-
-            rec = recommend(cell.sweep, cell.search)
-        for note in rec.notes if rec is not None else ():
-            console.print(f"[yellow]note[/] {escape(cell.label)}: {escape(note)}", highlight=False)
+    console.print(profile_table(suite.profile.name, suite.cells))
     files = write_profile_report(suite, report_dir or suite.profile.report_dir)
-    if files is not None:
-        console.print(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")
-    for cell in suite.cells:
-        if cell.trace_dir:
-            console.print(f"trace of {cell.label}: {cell.trace_dir} (PyTorch profiler, ops.md)")
-    for cell in suite.cells:
-        if cell.error:
-            kept = sum(1 for p in cell.sweep.points if p.samples_per_sec) if cell.sweep is not None else 0
-            console.print(
-                f"[red]failed[/] {escape(cell.label)}: {escape(cell.error)}"
-                + (f" ({kept} measured point(s) kept)" if kept else ""),
-                highlight=False,
-            )
+    for line in profile_lines(suite.cells, files):
+        console.print(line, highlight=False)
     return suite

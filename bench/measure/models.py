@@ -138,11 +138,22 @@ def _factory_spec(name: str) -> ModelSpec:
     )
 
 
+# Built-in models torchvision does not have (``bench.measure.zoo``): the short name a user types,
+# and the factory results record it under (so runs by either name compare).
+ZOO = {"transformer_lm": "bench.measure.zoo:transformer_lm"}
+
+
+def zoo_models() -> list[str]:
+    """The names of bench's own models (``bench models`` lists them with torchvision's)."""
+    return sorted(ZOO)
+
+
 def resolve(name: str) -> ModelSpec:
     """Find a model by name; BenchError naming close matches when there is none."""
     name = name.strip()
     if not name:
         raise BenchError("model name is empty")
+    name = ZOO.get(name, name)
     if name.startswith("timm:"):
         return _timm_spec(name)
     if ":" in name:
@@ -153,4 +164,4 @@ def resolve(name: str) -> ModelSpec:
     timm_names = timm_models()
     if timm_names is not None and name in timm_names:  # a timm-only name: take it from timm
         return _timm_spec(f"timm:{name}")
-    raise _unknown(name, names)
+    raise _unknown(name, names + zoo_models())

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from bench.analysis.diagnose import diagnose_run, mfu_note
+from bench.analysis.recommend import knee_point
 from bench.analysis.stats import interval_label
-from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
+from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
 from bench.results.units import fmt_bytes, fmt_seconds
 
 
@@ -55,6 +64,10 @@ class LiveSweep:
     def __call__(self, event: Any) -> None:
         if event.kind == "notice":
             self.live.console.print(f"[yellow]note:[/] {escape(event.message or '')}")
+        elif event.kind == "warning":  # the history could not be read or written: the file has it all
+            self.live.console.print(f"[yellow]warning:[/] {escape(event.message or '')}", highlight=False)
+        elif event.kind == "advice":
+            self.live.console.print(f"[dim]advice: {escape(event.message or '')}[/]", highlight=False)
         elif event.kind == "point_start":
             self.tasks[event.batch_size] = self.progress.add_task(
                 "", total=None, batch=event.batch_size, phase="start", detail=""
@@ -88,6 +101,47 @@ class LiveSweep:
             else:
                 detail = f"[red]{pt.status}[/] {escape((pt.error or '')[: 88 - len(pt.status)])}"
             self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
+
+
+class ProfileProgress:
+    """`bench run`'s live display: one overall bar over the configurations above the sweep's rows.
+    ``on_cell`` takes ``run_profile``'s cell states; ``sweep`` its sweep events."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.overall = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.overall.add_task("profile", total=total)
+        self.sweep = LiveSweep(console, progress=self.overall)
+
+    def __enter__(self) -> ProfileProgress:
+        self.sweep.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sweep.__exit__(*exc)
+
+    def on_cell(self, index: int, total: int, entry: Any, state: str) -> None:
+        say = self.overall.console.print
+        if state == "skip":
+            say(f"[dim]skip (already measured): {escape(entry.label)}[/]")
+            self.overall.advance(self.task)
+        elif state == "start":
+            self.overall.update(self.task, description=f"{entry.label}")
+            self.sweep.clear()
+        elif state == "trace":
+            self.overall.update(self.task, description=f"{entry.label}: tracing the best batch")
+        elif state == "done":
+            self.overall.advance(self.task)
+        elif state == "redo":
+            say(f"[yellow]measuring again[/] (its saved result is unreadable): {escape(entry.label)}")
+        elif state == "failed":
+            say(f"[red]failed[/]: {escape(entry.label)} (the other configurations go on)")
+            self.overall.advance(self.task)
 
 
 def _pct(v: float | None) -> str:
@@ -237,4 +291,134 @@ def workers_table(results: list[SweepResult]) -> Table:
             cell = f"{p.samples_per_sec:,.1f}"
             row.append(cell if wait is None else f"{cell} ({wait * 100:.0f}%)")
         table.add_row(*row)
+    return table
+
+
+def profile_table(name: str, cells: Sequence[Any]) -> Table:
+    """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): best and
+    knee batch, the searched max and safe max, the results file."""
+    table = Table(title=f"{name}: recommendations", title_justify="left")
+    for col in (
+        "configuration",
+        "best batch",
+        "best samples/s",
+        "knee batch",
+        "max batch",
+        "safe max",
+        "results",
+    ):
+        table.add_column(col)
+    for cell in cells:
+        best = knee = None
+        if cell.sweep is not None:
+            best = cell.sweep.best_point()
+            knee = knee_point(list(cell.sweep.points))
+        search = cell.search
+        table.add_row(
+            cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
+            str(best.batch_size) if best else "-",
+            f"{best.samples_per_sec:,.1f}" if best else "-",
+            str(knee.batch_size) if knee else "-",
+            str(search.max_batch_size or "-") if search is not None else "-",
+            str(search.safe_batch_size or "-") if search is not None else "-",
+            cell.sweep_path or "-",
+        )
+    return table
+
+
+def profile_lines(cells: Sequence[Any], files: Any) -> list[str]:
+    """What follows a profile's table: each configuration's caveats (as `bench sweep` says them),
+    where the report and traces are, and what failed."""
+    lines = []
+    for cell in cells:
+        rec = cell.sweep.recommendation if cell.sweep is not None else None
+        for note in rec.notes if rec is not None else ():
+            lines.append(f"[yellow]note[/] {escape(cell.label)}: {escape(note)}")
+    if files is not None:
+        lines.append(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")
+    lines += [f"trace of {c.label}: {c.trace_dir} (PyTorch profiler, ops.md)" for c in cells if c.trace_dir]
+    for cell in cells:
+        if cell.error:
+            kept = sum(1 for p in cell.sweep.points if p.samples_per_sec) if cell.sweep is not None else 0
+            lines.append(
+                f"[red]failed[/] {escape(cell.label)}: {escape(cell.error)}"
+                + (f" ({kept} measured point(s) kept)" if kept else "")
+            )
+    return lines
+
+
+def history_table(db: Any, rows: Sequence[Any]) -> Table:
+    """`bench history`: one row per stored run (``store.RunRow``), newest first."""
+    table = Table(title=f"history ({db})", title_justify="left")
+    for col in ("id", "when", "kind", "model", "device", "mode", "precision", "status", "best"):
+        table.add_column(col)
+    for r in rows:
+        best = "-"
+        if r.kind == "sweep" and r.best_samples_per_sec:
+            best = f"b{r.best_batch_size}: {r.best_samples_per_sec:,.1f}/s"
+        elif r.kind == "max_batch" and r.best_batch_size:
+            best = f"max {r.best_batch_size}"
+        device_label = r.device_label or "-"
+        if r.world_size > 1:  # a data-parallel run: never read as one device's figure
+            device_label = f"{r.world_size}x {device_label} (DDP)"
+        table.add_row(
+            str(r.id), r.created_at, r.kind, r.model or "-", device_label,
+            r.mode or "-", r.precision or "-", r.status or "-", best,
+        )  # fmt: skip
+    return table
+
+
+def baselines_table(db: Any, items: Sequence[Any]) -> Table:
+    """`bench baseline list`: each name (``store.Baseline``), the run it names, when it was named."""
+    table = Table(title=f"baselines ({db})", title_justify="left")
+    for col in ("name", "run", "named at", "model", "device", "best"):
+        table.add_column(col)
+    for item in items:
+        row = item.run
+        best = (
+            f"b{row.best_batch_size}: {row.best_samples_per_sec:,.1f}/s" if row.best_samples_per_sec else "-"
+        )
+        table.add_row(
+            item.name,
+            f"#{row.id} {row.run_id}",
+            item.created_at,
+            row.model or "-",
+            row.device_label or "-",
+            best,
+        )
+    return table
+
+
+def scaling_table(rows: Sequence[Any]) -> Table:
+    """Global samples/sec per world size and per-rank batch, with efficiency against 1 process."""
+    table = Table(title="data-parallel scaling", title_justify="left")
+    for name in ("batch/rank", "ranks", "global batch", "global samples/s", "x 1 rank", "efficiency"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        rate = row.global_samples_per_sec
+        speedup = (
+            rate / row.single_device_samples_per_sec if rate and row.single_device_samples_per_sec else None
+        )
+        table.add_row(
+            str(row.batch_size),
+            str(row.world_size),
+            str(row.global_batch_size),
+            f"{rate:,.1f}" if rate else row.status,
+            f"{speedup:.2f}x" if speedup else "-",
+            f"{row.efficiency:.0%}" if row.efficiency is not None else "-",
+        )
+    return table
+
+
+def environment_table(info: Any) -> Table:
+    """`bench env`: every field of the recorded ``Environment``, one row each (GPUs one row apiece)."""
+    table = Table(show_header=False, title="environment", title_justify="left")
+    for key, value in to_dict(info).items():
+        if key == "gpus":
+            for g in info.gpus:
+                table.add_row(f"gpu {g.index}", f"{g.name} ({fmt_bytes(g.memory_total_bytes)})")
+            continue
+        if key == "ram_total_bytes":
+            value = fmt_bytes(value)
+        table.add_row(key, "-" if value is None else str(value))
     return table
