@@ -1,0 +1,93 @@
+"""Faults from the input side (issue 23, items 13-15): DataLoader workers in the isolated child,
+non-finite and absurd settings, user factories that exit, print, hang or parse bench's argv.
+Hermetic: every file and history lives under tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "tests.tiny_models:tiny_cnn"
+FAST = ["--image-size", "8", "--warmup", "1", "--min-steps", "3", "--max-time", "0.3", "--min-time", "0"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **extra}
+
+
+def _tagged(tag: str) -> list[int]:
+    """Pids of every process on the machine whose environment carries ``BENCH_TEST_TAG=tag``: an
+    orphaned DataLoader worker is re-parented to init, so a walk of our own children would miss it."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("BENCH_TEST_TAG") == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+# --------------------------------------------------------------------------- item 13: workers
+
+
+@pytest.mark.slow
+def test_loader_workers_in_the_isolated_child_finish_and_leave_no_process(tmp_path):
+    """The default CPU path (isolated child) with two DataLoader workers: a worker forked while the
+    child's watchdog blocked on sys.stdin used to hang closing it; the sweep sat at "build"."""
+    tag = uuid.uuid4().hex
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "sweep", TINY, "-b", "2", *FAST, "--data", "loader",
+         "--workers", "2", "-o", str(out), "--no-history"],
+        cwd=tmp_path, env=_env(BENCH_TEST_TAG=tag), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (point,) = json.loads(out.read_text())["points"]
+    assert point["status"] == "ok" and point["samples_per_sec"] > 0
+    assert _tagged(tag) == [], "a DataLoader worker or the child outlived the sweep"
+
+
+@pytest.mark.slow
+def test_a_corrupt_data_dir_with_two_workers_is_one_error_line(tmp_path):
+    tag = uuid.uuid4().hex
+    (tmp_path / "data" / "cls").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "data" / "cls" / name).write_bytes(b"not a jpeg" * 50)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "sweep", TINY, "-b", "2", *FAST, "--data", "loader",
+         "--workers", "2", "--data-dir", str(tmp_path / "data"), "-o", str(tmp_path / "r.json"),
+         "--no-history"],
+        cwd=tmp_path, env=_env(BENCH_TEST_TAG=tag), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot decode" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert _tagged(tag) == []
+
+
+def test_a_worker_error_is_unwrapped_to_its_cause():
+    from bench.measure.data import _from_worker
+    from bench.results.errors import BenchError
+
+    wrapped = BenchError(
+        "Caught BenchError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in load\nbench.results.errors.BenchError: --data-dir: cannot decode a.jpg'
+    )
+    unwrapped = _from_worker(wrapped)
+    assert isinstance(unwrapped, BenchError) and str(unwrapped) == "--data-dir: cannot decode a.jpg"
+    other = _from_worker(
+        RuntimeError("Caught ValueError in DataLoader worker process 1.\n...\nValueError: bad")
+    )
+    assert str(other) == "in a DataLoader worker: ValueError: bad"
+    plain = ValueError("x")
+    assert _from_worker(plain) is plain
