@@ -91,3 +91,68 @@ def test_a_worker_error_is_unwrapped_to_its_cause():
     assert str(other) == "in a DataLoader worker: ValueError: bad"
     plain = ValueError("x")
     assert _from_worker(plain) is plain
+
+
+# --------------------------------------------------------------------------- item 14: settings
+
+
+def _one_error(rc: int, err: str) -> str:
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["--min-time", "nan"], "finite"),
+        (["--max-time", "inf"], "finite"),
+        (["--max-time", "1e300"], "at most"),
+        (["--target-ci", "nan"], "finite"),
+        (["--dist-timeout", "inf"], "distributed timeout"),
+        (["--dist-timeout", "nan"], "distributed timeout"),
+        (["--device", ""], "unknown device"),
+    ],
+)
+def test_non_finite_and_absurd_sweep_settings_are_one_line(tmp_path, capsys, args, what):
+    from bench.cli import main
+
+    out = tmp_path / "r.json"
+    rc = main(["sweep", TINY, "-b", "2", "--image-size", "8", *args, "-o", str(out), "--no-isolate",
+               "--db", str(tmp_path / "h.db")])  # fmt: skip
+    assert what in _one_error(rc, capsys.readouterr().err)
+    assert not out.exists()  # never a file bench cannot read back
+
+
+def test_max_batch_negative_max_seconds_is_one_line_before_any_banner(tmp_path, capsys):
+    from bench.cli import main
+
+    rc = main(["max-batch", TINY, "--max-seconds", "-1", "--image-size", "8", "-o", str(tmp_path / "m.json")])
+    captured = capsys.readouterr()
+    assert "--max-seconds" in _one_error(rc, captured.err)
+    assert "searching" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("measure", "key"),
+    [("min_time = nan", "measure.min_time"), ("max_time = inf", "measure.max_time"),
+     ("target_ci = nan", "measure.target_ci"), ("sample_interval = inf", "measure.sample_interval")],
+)  # fmt: skip
+def test_non_finite_profile_settings_are_one_line(tmp_path, capsys, measure, key):
+    from bench.cli import main
+
+    path = tmp_path / "p.toml"
+    path.write_text(f"models = ['{TINY}']\ndevice = 'cpu'\n[measure]\n{measure}\n")
+    rc = main(["run", str(path), "--db", str(tmp_path / "h.db")])
+    line = _one_error(rc, capsys.readouterr().err)
+    assert f"'{key}'" in line and "finite" in line, line
+
+
+def test_an_empty_device_override_for_a_profile_is_refused(tmp_path, capsys):
+    from bench.cli import main
+
+    path = tmp_path / "p.toml"
+    path.write_text(f"models = ['{TINY}']\n")
+    rc = main(["run", str(path), "--device", "", "--db", str(tmp_path / "h.db")])
+    assert "unknown device" in _one_error(rc, capsys.readouterr().err)

@@ -206,6 +206,9 @@ def register(app: typer.Typer) -> None:
             image_size=image_size, device=device, optimizer=optimizer,
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
+        from bench.jobs.maxbatch import check_max_seconds
+
+        check_max_seconds(max_seconds)
         if out is not None:  # an unwritable output is bad input: say so before minutes of probing
             from bench.jobs.sweep import ResultWriter
 

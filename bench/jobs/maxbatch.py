@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import io
+import math
 import re
 import time
 import uuid
@@ -441,6 +442,12 @@ def check_options(*, granularity: int, cap: int | None, soak_steps: int) -> None
         raise BenchError(f"soak steps must be a non-negative integer, got {soak_steps!r}")
 
 
+def check_max_seconds(max_seconds: float | None) -> None:
+    """The search's time budget: None, or a finite number of seconds > 0 (BenchError, one line)."""
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise BenchError(f"--max-seconds must be a finite number > 0, got {max_seconds!r}")
+
+
 def _band(records: list[ProbeRecord], g: int) -> tuple[int | None, int | None]:
     """(low, high): every probed size up to ``low`` fit every time it ran, and nothing below it
     ever failed; ``high`` is the largest size that fit at least once."""
@@ -544,8 +551,7 @@ def find_max_batch(
         granularity = default_granularity(device_kind(workload.device))
         granularity = min(granularity, cap) if cap is not None and cap >= 1 else granularity
     check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
-    if max_seconds is not None and not max_seconds > 0:
-        raise BenchError(f"--max-seconds must be > 0, got {max_seconds!r}")
+    check_max_seconds(max_seconds)
     if spec is None:
         resolve(workload.model)  # a bad name is the user's to fix, before any probe
     in_main = _classes_in_main(model_or_workload) if spec is not None else []

@@ -127,8 +127,12 @@ class MeasureSettings:
             raise BenchError("min steps must be >= 2 (a spread needs two samples)")
         if self.max_steps < self.min_steps:
             raise BenchError("max steps must be >= min steps")
-        if not self.max_time_seconds > 0:
-            raise BenchError("max time per point must be > 0 seconds")
+        for name in ("max_time_seconds", "min_time_seconds", "target_rel_ci", "sample_interval_seconds"):
+            value = getattr(self, name)
+            if value is not None and not _finite_number(value):
+                raise BenchError(f"{name.replace('_', ' ')} must be a finite number, got {value!r}")
+        if not 0 < self.max_time_seconds <= MAX_TIME_SECONDS:
+            raise BenchError(f"max time per point must be > 0 and at most {MAX_TIME_SECONDS:.0f} seconds")
         if self.min_time_seconds < 0 or self.min_time_seconds > self.max_time_seconds:
             raise BenchError("min time per point must be between 0 and the max time")
         if not 0 < self.target_rel_ci < 1:
@@ -137,6 +141,14 @@ class MeasureSettings:
             raise BenchError("sample interval must be > 0 seconds")
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or self.repeat < 1:
             raise BenchError(f"repeat must be a positive integer, got {self.repeat!r}")
+
+
+MAX_TIME_SECONDS = 86_400.0  # a day per point: anything longer is a typo, not a measurement
+
+
+def _finite_number(value: object) -> bool:
+    """A real number that is neither NaN nor infinite (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 GPU_SAMPLE_INTERVAL_SECONDS = 0.05  # NVML power and utilisation: fine-grained averages are cheap
