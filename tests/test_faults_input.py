@@ -156,3 +156,74 @@ def test_an_empty_device_override_for_a_profile_is_refused(tmp_path, capsys):
     path.write_text(f"models = ['{TINY}']\n")
     rc = main(["run", str(path), "--device", "", "--db", str(tmp_path / "h.db")])
     assert "unknown device" in _one_error(rc, capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- item 15: user factories
+
+
+def _sweep(tmp_path, model, *extra):
+    from bench.cli import main
+
+    out = tmp_path / "r.json"
+    rc = main(["sweep", f"tests.fault_targets:{model}", "-b", "2", *FAST, "--no-isolate", "-o", str(out),
+               "--db", str(tmp_path / "h.db"), *extra])  # fmt: skip
+    return rc, out
+
+
+def test_a_factory_that_exits_is_one_line_not_a_silent_exit_0(tmp_path, capsys):
+    rc, out = _sweep(tmp_path, "factory_exits")
+    line = _one_error(
+        rc, "\n".join(x for x in capsys.readouterr().err.splitlines() if not x.startswith("note"))
+    )
+    assert "the model factory tests.fault_targets:factory_exits called sys.exit(0)" in line
+    assert json.loads(out.read_text())["status"] == "failed"  # finalised, not left "running"
+
+
+def test_a_factory_that_prints_does_not_corrupt_json_output(tmp_path, capsys):
+    rc, _ = _sweep(tmp_path, "factory_prints", "--json")
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert json.loads(captured.out)["status"] == "complete"
+    assert "building my model..." in captured.err
+
+
+def test_a_factory_sees_its_own_argv_and_argparse_exits_are_one_line(tmp_path, capsys):
+    rc, _ = _sweep(tmp_path, "factory_parses_args")
+    assert rc == 0, capsys.readouterr().err
+    rc, _ = _sweep(tmp_path, "factory_needs_args")
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "called sys.exit(2) (argparse?" in errors[0], errors
+
+
+def test_a_factory_that_never_returns_times_out_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_BUILD_TIMEOUT", "0.5")
+    rc, out = _sweep(tmp_path, "factory_hangs")
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "did not return within 0.5 s" in errors[0], errors
+    assert json.loads(out.read_text())["status"] == "failed"
+
+
+def test_ctrl_c_while_a_factory_builds_leaves_the_file_interrupted(tmp_path, monkeypatch):
+    from bench import MeasureSettings, Workload, run_sweep
+    from bench.jobs import sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "count_flops_per_sample", interrupted)
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(Workload(model=TINY, image_size=8), [2], MeasureSettings(isolate=False), out_path=out)
+    data = json.loads(out.read_text())
+    assert data["status"] == "interrupted" and data["finished_at"]
+
+
+def test_the_build_timeout_setting_is_checked(monkeypatch):
+    from bench.measure.models import build_timeout_seconds
+    from bench.results.errors import BenchError
+
+    assert build_timeout_seconds() == 600.0
+    for bad in ("inf", "nan", "-1", "soon"):
+        monkeypatch.setenv("BENCH_BUILD_TIMEOUT", bad)
+        with pytest.raises(BenchError, match="BENCH_BUILD_TIMEOUT"):
+            build_timeout_seconds()

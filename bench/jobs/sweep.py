@@ -441,7 +441,7 @@ def run_sweep(
         raise BenchError(f"cannot write results to {writer.path}: {exc.strerror or exc}") from None
     emit(SweepEvent("start", result=result))
 
-    flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
+    flops_per_sample: float | None = None  # counted inside the try below: the count builds the model
 
     def save(result: SweepResult) -> SweepResult:
         """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
@@ -483,6 +483,9 @@ def run_sweep(
     failures_in_row = 0
     status = "complete"
     try:
+        # the first build of the user's model: a factory that exits or hangs ends here, with the
+        # file finalised (failed or interrupted) rather than left "running"
+        flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
         for b in sizes:
             emit(SweepEvent("point_start", batch_size=b))
 
