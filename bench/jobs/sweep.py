@@ -524,14 +524,16 @@ def run_sweep(
             new_round=model_cache.clear if model_cache is not None else lambda: None,
         )  # fmt: skip
     except KeyboardInterrupt as exc:
-        result = save(replace(result, status="interrupted", finished_at=_now()))
+        # ``points`` holds every finished measurement, repeats included (``_repeat_rounds`` updates
+        # it in place): a repeat is a finished measurement, kept like a point
+        result = save(replace(result, points=tuple(points), status="interrupted", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]  # for the CLI's history
         raise
     except Exception as exc:
         # A later point failed hard (a factory that stops returning a module, a bug): the file is
         # finalised with every finished point, and the caller gets them with the exception.
         note = f"stopped after {len(points)} measured point(s): {failure_text(exc)}"
-        result = replace(result, notices=(*result.notices, note))
+        result = replace(result, points=tuple(points), notices=(*result.notices, note))
         result = save(replace(result, status="failed", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
