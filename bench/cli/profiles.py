@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
         _print_time_summary(suite, time.perf_counter() - started)
         if suite.history_warning:
             err_console.print(f"[yellow]warning:[/] not stored in the history: {suite.history_warning}")
+        for note in suite.notices:
+            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
         if suite.cells and not any(c.sweep is not None and c.sweep.best_point() for c in suite.cells):
             err_console.print("[red]profile failed[/]: no configuration measured any batch size")
             raise typer.Exit(1)  # as `bench sweep` does: a CI gate on a profile must not pass
