@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from bench.jobs.profiles import available_profiles
 
         for name, desc in available_profiles():
-            console.print(f"[bold]{name:<16}[/] {desc}")
+            console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
 
     @app.command("run")
     def run_cmd(
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
         if list_profiles or profile is None:
             for name, desc in available_profiles():
-                console.print(f"[bold]{name:<16}[/] {desc}")
+                console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
             if profile is None and not list_profiles:
                 raise BenchError("name a profile to run, e.g. `bench run quickstart`")
             return
@@ -65,8 +65,9 @@ def register(app: typer.Typer) -> None:
 
         check_history_path(db)  # a mistyped --db folder: one line, before any measuring
         err_console.print(
-            f"[bold]{prof.name}[/]: {len(prof.entries)} configuration(s) from {prof.path}"
-            + (f" — {prof.description}" if prof.description else "")
+            f"[bold]{escape(prof.name)}[/]: {len(prof.entries)} configuration(s) from {escape(str(prof.path))}"
+            + (f" — {escape(prof.description)}" if prof.description else ""),
+            highlight=False,
         )
         overall = Progress(
             TextColumn("[bold]{task.description}"),

@@ -67,11 +67,11 @@ def register(app: typer.Typer) -> None:
                 + "; ".join(cmp.mismatches)
                 + " (pass --allow-mismatch to compare anyway)"
             )
+        if not cmp.changes:  # a gate that compared nothing must not pass; one line says why
+            raise BenchError("nothing to compare: no batch size was measured ok in both runs")
         for w in cmp.warnings:
             loud = w in cmp.mismatches
             err_console.print(f"[{'bold red' if loud else 'yellow'}]warning:[/] {escape(w)}")
-        if not cmp.changes:  # a gate that compared nothing must not pass
-            raise BenchError("nothing to compare: no batch size was measured ok in both runs")
         if markdown:
             print(to_markdown(cmp))
         else:
@@ -106,13 +106,13 @@ def register(app: typer.Typer) -> None:
 
                 import_file(db, run)
             row = set_baseline(db, name, run)
-            console.print(f"baseline [bold]{name}[/] = run {row.id} ({row.run_id})")
+            console.print(f"baseline [bold]{escape(name)}[/] = run {row.id} ({escape(row.run_id)})")
         elif action == "list":
             if name or run:
                 raise BenchError("usage: bench baseline list")
             from rich.table import Table
 
-            table = Table(title=f"baselines ({db})", title_justify="left")
+            table = Table(title=escape(f"baselines ({db})"), title_justify="left")
             for col in ("name", "run", "named at", "model", "device", "best"):
                 table.add_column(col)
             for item in list_baselines(db):
@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
         loaded = load_runs(runs, db)
         files = build_report(loaded, out, title=title)
         console.print(
-            f"report: [bold]{files.html}[/] (HTML) and [bold]{files.markdown}[/] (Markdown, PNG plots)"
+            f"report: [bold]{escape(str(files.html))}[/] (HTML) and [bold]{escape(str(files.markdown))}[/]"
+            " (Markdown, PNG plots)"
         )
         for line in files.omitted:
             console.print(f"[dim]not plotted: {escape(line)}[/]")
@@ -215,7 +216,7 @@ def register(app: typer.Typer) -> None:
             except ValueError:
                 raise BenchError(f"--since {since!r} is not a date: use e.g. 2026-11-01") from None
         rows = list_runs(db, model=model, device=gpu, since=since, limit=limit)
-        table = Table(title=f"history ({db})", title_justify="left")
+        table = Table(title=escape(f"history ({db})"), title_justify="left")
         for col in ("id", "when", "kind", "model", "device", "mode", "precision", "status", "best"):
             table.add_column(col)
         for r in rows:
@@ -227,10 +228,9 @@ def register(app: typer.Typer) -> None:
             device_label = r.device_label or "-"
             if r.world_size > 1:  # a data-parallel run: never read as one device's figure
                 device_label = f"{r.world_size}x {device_label} (DDP)"
-            table.add_row(
-                str(r.id), r.created_at, r.kind, r.model or "-", device_label,
-                r.mode or "-", r.precision or "-", r.status or "-", best,
-            )  # fmt: skip
+            cells = (str(r.id), r.created_at, r.kind, r.model or "-", device_label,
+                     r.mode or "-", r.precision or "-", r.status or "-", best)  # fmt: skip
+            table.add_row(*(escape(str(c)) for c in cells))  # stored text is text, never rich markup
         console.print(table)
 
     @app.command("import")
@@ -245,7 +245,7 @@ def register(app: typer.Typer) -> None:
         try:
             for f in files:
                 pk = import_file(db, f)
-                console.print(f"imported {f} as run {pk}")
+                console.print(f"imported {escape(f)} as run {pk}", highlight=False)
                 done += 1
         except KeyboardInterrupt:  # one transaction per file: each is in the history whole or not at all
             err_console.print(f"[yellow]interrupted[/]: {done} of {len(files)} file(s) imported into {db}")
@@ -295,7 +295,7 @@ def _baseline_cells(item) -> list[str]:
     best = "-"
     if row.best_samples_per_sec:
         best = f"b{row.best_batch_size}: {row.best_samples_per_sec:,.1f}/s"
-    return [
+    cells = [
         item.name,
         f"#{row.id} {row.run_id}",
         item.created_at,
@@ -303,3 +303,4 @@ def _baseline_cells(item) -> list[str]:
         row.device_label or "-",
         best,
     ]
+    return [escape(c) for c in cells]  # stored text is text, never rich markup

@@ -414,7 +414,7 @@ def finish_profile(
     for cell in suite.cells:
         if cell.sweep is not None and not cell.skipped:
             console.print(sweep_table(cell.sweep))
-    table = Table(title=f"{suite.profile.name}: recommendations", title_justify="left")
+    table = Table(title=escape(f"{suite.profile.name}: recommendations"), title_justify="left")
     for col in (
         "configuration",
         "best batch",
@@ -432,13 +432,13 @@ def finish_profile(
             knee = knee_point(list(cell.sweep.points))
         search = cell.search
         table.add_row(
-            cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
+            escape(cell.label) + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
             f"{best.samples_per_sec:,.1f}" if best else "-",
             str(knee.batch_size) if knee else "-",
             str(search.get("max_batch_size") or "-") if search else "-",
             str(search.get("safe_batch_size") or "-") if search else "-",
-            cell.sweep_path or "-",
+            escape(cell.sweep_path or "-"),
         )
     console.print(table)
     for cell in suite.cells:  # what the measurements cannot support, as `bench sweep` says it
@@ -455,10 +455,14 @@ def finish_profile(
         files = None
         suite.notices.append(f"report not written: {exc.strerror or exc} ({exc.filename or report_dir})")
     if files is not None:
-        console.print(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")
+        console.print(
+            f"report: {escape(str(files.html))} (HTML) and {escape(str(files.markdown))} (Markdown)"
+        )
     for cell in suite.cells:
         if cell.trace_dir:
-            console.print(f"trace of {cell.label}: {cell.trace_dir} (PyTorch profiler, ops.md)")
+            console.print(
+                f"trace of {escape(cell.label)}: {escape(cell.trace_dir)} (PyTorch profiler, ops.md)"
+            )
     for cell in suite.cells:
         if cell.error:
             kept = sum(1 for p in cell.sweep.points if p.samples_per_sec) if cell.sweep is not None else 0

@@ -193,7 +193,7 @@ def diagnosis_table(result: SweepResult) -> Table:
     """One row per point: verdict, the evidence behind it, achieved TFLOP/s and MFU."""
     wl = result.workload
     title = f"why not faster: {wl.model} · {wl.mode} · {wl.precision} · {result.environment.device_label}"
-    table = Table(title=title, title_justify="left", show_lines=True)
+    table = Table(title=escape(title), title_justify="left", show_lines=True)  # stored text is text
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")
     table.add_column("verdict")
@@ -202,13 +202,15 @@ def diagnosis_table(result: SweepResult) -> Table:
     table.add_column("MFU", justify="right")
     for p, d in zip(result.points, diagnose_run(result), strict=True):
         if d is None:
-            table.add_row(str(p.batch_size), "-", f"[red]{p.status}[/]", p.error or "", "-", "-")
+            table.add_row(
+                str(p.batch_size), "-", f"[red]{escape(p.status)}[/]", escape(p.error or ""), "-", "-"
+            )
             continue
         table.add_row(
             str(p.batch_size),
             "-" if p.samples_per_sec is None else f"{p.samples_per_sec:,.1f}",
             _verdict(d),
-            "\n".join(d.evidence),
+            escape("\n".join(d.evidence)),
             "-" if p.achieved_tflops is None else f"{p.achieved_tflops:.2f}",
             _mfu(p.mfu),
         )

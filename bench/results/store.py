@@ -445,10 +445,15 @@ def list_runs(
         return [RunRow(*row) for row in conn.execute(sql.format(columns=_run_columns(conn)), args)]
 
 
+def _is_run_id(ref: str) -> bool:
+    """A history id: ASCII digits only ('²' is a digit to str.isdigit, not to int())."""
+    return ref.isascii() and ref.isdigit()
+
+
 def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
     """(where it came from, its JSON) for a run named by file path, history id, or ``latest``
     (the newest sweep). Sweeps and max-batch results alike; a bad ref is one BenchError line."""
-    if ref != "latest" and not ref.isdigit():
+    if ref != "latest" and not _is_run_id(ref):
         if not Path(ref).exists():
             raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')")
         return ref, read_result_json(ref)
@@ -469,7 +474,7 @@ def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict
 def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise BenchError(f"results history {db_path}: run {pk} is damaged (its JSON does not load)")
@@ -478,7 +483,7 @@ def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
 
 def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
     """A sweep by file path, by id in the history, or ``latest``."""
-    if ref != "latest" and not ref.isdigit():
+    if ref != "latest" and not _is_run_id(ref):
         return load_result(ref)
     _, data = load_run_data(ref, db_path)
     if data.get("kind", "sweep") != "sweep":
@@ -553,7 +558,7 @@ def _find_run(conn: sqlite3.Connection, db_path: Path | str, ref: str) -> RunRow
     ref = ref.strip()
     if ref == "latest":
         sql, args = "kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1", ()
-    elif ref.isdigit():
+    elif _is_run_id(ref):
         sql, args = "id = ?", (int(ref),)
     else:
         run_id = ref
