@@ -15,3 +15,46 @@ def report_pid_then_sleep(seconds: float, *, emit) -> None:
 def echo(value, *, emit):
     emit("hello")
     return value
+
+
+# Model factories that misbehave (issue 23, item 15): bench reports each in one line.
+
+
+def _tiny():
+    from tests.tiny_models import tiny_cnn
+
+    return tiny_cnn()
+
+
+def factory_exits():
+    import sys
+
+    sys.exit(0)
+
+
+def factory_prints():
+    print("building my model...")
+    return _tiny()
+
+
+def factory_hangs():
+    time.sleep(3600)
+
+
+def factory_parses_args():
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    args = parser.parse_args()
+    assert sys.argv[1:] == [] and args.lr == 0.1, sys.argv  # never bench's own arguments
+    return _tiny()
+
+
+def factory_needs_args():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.parse_args()

@@ -471,3 +471,35 @@ def test_world_size_is_a_column_filled_for_old_rows_and_new_runs(tmp_path):
     save_run(db, ddp)
     rows = {r.run_id: r for r in list_runs(db)}
     assert rows["old-run"].world_size == 1 and rows["ddp"].world_size == 2
+
+
+# ------------------------------------------------------------------ issue 23 item 20: NaN in an old history
+
+
+def test_an_old_history_holding_a_nan_run_migrates_and_takes_new_runs(tmp_path):
+    """Migration 3 read world_size with json_extract, which rejects NaN/Infinity (SQLite 3.40):
+    a history at schema 2 holding a run an earlier bench stored with NaN could never be written."""
+    db = tmp_path / "h.db"
+    _v0_db(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(store.MIGRATIONS[1])
+    conn.execute("PRAGMA user_version = 2")
+    nan_run = DATA.read_text().replace('"status": "complete"', '"status": "complete", "odd": NaN', 1)
+    assert "NaN" in nan_run
+    wide = {**json.loads(DATA.read_text()), "distributed": {"world_size": 4}}
+    wide_text = json.dumps(wide).replace('"distributed"', '"odd": Infinity, "distributed"', 1)
+    for run_id, text in (("nan-run", nan_run), ("wide-run", wide_text)):
+        conn.execute(
+            "INSERT INTO runs (run_id, kind, created_at, model, status, json)"
+            " VALUES (?, 'sweep', '2026-01-02T00:00:00', 'resnet18', 'complete', ?)",
+            (run_id, text),
+        )
+    conn.close()
+    save_run(db, _sweep_data("new-run"))  # the writer migrates first
+    conn = sqlite3.connect(db)
+    try:
+        sizes = dict(conn.execute("SELECT run_id, world_size FROM runs"))
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
+    finally:
+        conn.close()
+    assert sizes == {"old-run": 1, "nan-run": 1, "wide-run": 4, "new-run": 1}

@@ -162,7 +162,8 @@ PSUTIL_MODULES = {
     "hw.env",
     "measure.telemetry",
     "jobs.isolate",
-}  # host RAM; the environment; process sampling
+    "jobs.child",
+}  # host RAM; the environment; process sampling; the isolated child's process tree (its workers)
 
 
 def test_device_queries_stay_in_hw():

@@ -58,3 +58,37 @@ def test_repeat_option_on_the_command(tmp_path, capsys):
     assert len(point["repeats"]) == 2
     assert "repeat 2 of 2: batch 2" in capsys.readouterr().err
     assert main(["sweep", "tests.tiny_models:tiny_cnn", "-b", "2", "--repeat", "0"]) == 2
+
+
+def test_ctrl_c_in_round_four_keeps_rounds_one_to_three_in_the_file_and_the_history(
+    tmp_path, monkeypatch, capsys
+):
+    """A repeat is a finished measurement: Ctrl-C during round 4 keeps rounds 1-3 of every size."""
+    from bench.measure import runner
+
+    real = runner.run_point
+    calls = {"n": 0}
+
+    def interrupted_in_round_four(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # sizes 2 and 4: round 4 starts with the 7th measurement
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_point", interrupted_in_round_four)
+    out, db = tmp_path / "r.json", tmp_path / "h.db"
+    code = main(["sweep", "tests.tiny_models:tiny_cnn", "-b", "2,4", "--image-size", "8", "--device", "cpu",
+                 "--repeat", "5", "--no-isolate", "--warmup", "1", "--min-steps", "3", "--max-time", "0.2",
+                 "--min-time", "0", "-o", str(out), "--db", str(db)])  # fmt: skip
+    assert code == 130, capsys.readouterr().err
+    saved = json.loads(out.read_text())
+    assert saved["status"] == "interrupted"
+    assert [len(p["repeats"]) for p in saved["points"]] == [3, 3]
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        (stored,) = [json.loads(text) for (text,) in conn.execute("SELECT json FROM runs")]
+    finally:
+        conn.close()
+    assert stored["status"] == "interrupted" and [len(p["repeats"]) for p in stored["points"]] == [3, 3]

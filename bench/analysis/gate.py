@@ -27,7 +27,6 @@ with like: they are listed in ``mismatches`` and the command line refuses them u
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -214,19 +213,30 @@ def noise_floor(
     return {b: NoiseFloor(ss[b], dof[b], runs[b]) for b in ss if dof.get(b, 0) > 0}
 
 
+BOOTSTRAP_CHUNK_VALUES = 4_000_000  # resampled values per numpy batch: ~32 MB of indices at most
+
+
 def bootstrap_ratio_ci(
     base: tuple[float, ...], cur: tuple[float, ...], samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED
 ) -> tuple[float, float]:
-    """95% interval of mean(base)/mean(cur): the throughput ratio current/baseline."""
-    rng = random.Random(seed)
-    nb, nc = len(base), len(cur)
-    ratios = []
-    for _ in range(samples):
-        mb = sum(base[rng.randrange(nb)] for _ in range(nb)) / nb
-        mc = sum(cur[rng.randrange(nc)] for _ in range(nc)) / nc
-        ratios.append(mb / mc)
+    """95% interval of mean(base)/mean(cur): the throughput ratio current/baseline.
+
+    Vectorised with numpy, in batches of resamples (memory stays bounded): two 10,000-step points
+    take a fraction of a second, where a pure-Python loop took ~10 s per batch size."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    b = np.asarray(base, dtype=np.float64)
+    c = np.asarray(cur, dtype=np.float64)
+    per_chunk = max(1, BOOTSTRAP_CHUNK_VALUES // max(len(b), len(c), 1))
+    ratios = np.empty(samples)
+    for start in range(0, samples, per_chunk):
+        k = min(per_chunk, samples - start)
+        mb = b[rng.integers(0, len(b), size=(k, len(b)), dtype=np.int32)].mean(axis=1)
+        mc = c[rng.integers(0, len(c), size=(k, len(c)), dtype=np.int32)].mean(axis=1)
+        ratios[start : start + k] = mb / mc
     ratios.sort()
-    return ratios[int(0.025 * samples)], ratios[int(0.975 * samples) - 1]
+    return float(ratios[int(0.025 * samples)]), float(ratios[int(0.975 * samples) - 1])
 
 
 @dataclass(frozen=True)

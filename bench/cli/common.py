@@ -109,7 +109,7 @@ def build_workload(model: str, *, device: str | None = None, **flags: Any) -> Wo
     Workload's default; ``device=None`` is CUDA when there is one, else the CPU."""
     from bench.hw.device import check_device, default_device
 
-    device = device or default_device()
+    device = default_device() if device is None else device  # '' is a mistake, not "the default"
     check_device(device)
     for name in ("mode", "precision", "optimizer", "data"):  # the choices are lower case
         if isinstance(flags.get(name), str):

@@ -81,7 +81,7 @@ def baseline_cmd(
         if Path(run).is_file():  # a result file (a CI artifact): into the history first
             import_file(db, run)
         row = set_baseline(db, name, run)
-        console.print(f"baseline [bold]{name}[/] = run {row.id} ({row.run_id})")
+        console.print(f"baseline [bold]{escape(name)}[/] = run {row.id} ({escape(row.run_id)})")
     elif action == "list":
         if name or run:
             raise BenchError("usage: bench baseline list")

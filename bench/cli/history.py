@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 from bench.results.errors import BenchError
@@ -42,7 +43,7 @@ def import_cmd(
     try:
         for f in files:
             pk = import_file(db, f)
-            console.print(f"imported {f} as run {pk}")
+            console.print(f"imported {escape(f)} as run {pk}", highlight=False)
             done += 1
     except KeyboardInterrupt:  # one transaction per file: each is in the history whole or not at all
         err_console.print(f"[yellow]interrupted[/]: {done} of {len(files)} file(s) imported into {db}")

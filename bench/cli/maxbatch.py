@@ -182,7 +182,9 @@ def register(app: typer.Typer) -> None:
             cudnn_benchmark=cudnn_benchmark,
         )  # fmt: skip
         options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
-        _start_search(workload, out_path=out, store=db, soak_steps=soak_steps, **options)
+        _start_search(
+            workload, out_path=out, store=db, soak_steps=soak_steps, max_seconds=max_seconds, **options
+        )
         try:
             res = find_max_batch(
                 workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
 
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from bench.jobs.profiles import available_profiles
 
         for name, desc in available_profiles():
-            console.print(f"[bold]{name:<16}[/] {desc}")
+            console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
 
     @app.command("run")
     def run_cmd(
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
         if list_profiles or profile is None:
             for name, desc in available_profiles():
-                console.print(f"[bold]{name:<16}[/] {desc}")
+                console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
             if profile is None and not list_profiles:
                 raise BenchError("name a profile to run, e.g. `bench run quickstart`")
             return
@@ -62,8 +63,9 @@ def register(app: typer.Typer) -> None:
 
         check_history_path(db)  # a mistyped --db folder: one line, before any measuring
         err_console.print(
-            f"[bold]{prof.name}[/]: {len(prof.entries)} configuration(s) from {prof.path}"
-            + (f" — {prof.description}" if prof.description else "")
+            f"[bold]{escape(prof.name)}[/]: {len(prof.entries)} configuration(s) from {escape(str(prof.path))}"
+            + (f" — {escape(prof.description)}" if prof.description else ""),
+            highlight=False,
         )
         live = ProfileProgress(err_console, len(prof.entries))
         started = time.perf_counter()
@@ -81,6 +83,8 @@ def register(app: typer.Typer) -> None:
         _print_time_summary(suite, time.perf_counter() - started)
         if suite.history_warning:
             err_console.print(f"[yellow]warning:[/] not stored in the history: {suite.history_warning}")
+        for note in suite.notices:
+            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
         if suite.cells and not any(c.sweep is not None and c.sweep.best_point() for c in suite.cells):
             err_console.print("[red]profile failed[/]: no configuration measured any batch size")
             raise typer.Exit(1)  # as `bench sweep` does: a CI gate on a profile must not pass

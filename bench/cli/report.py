@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         loaded = load_runs(runs, db)
         files = build_report(loaded, out, title=title)
         console.print(
-            f"report: [bold]{files.html}[/] (HTML) and [bold]{files.markdown}[/] (Markdown, PNG plots)"
+            f"report: [bold]{escape(str(files.html))}[/] (HTML) and [bold]{escape(str(files.markdown))}[/]"
+            " (Markdown, PNG plots)"
         )
         for line in files.omitted:
             console.print(f"[dim]not plotted: {escape(line)}[/]")

@@ -256,7 +256,7 @@ def run_ab(
     def save(r: ABResult) -> ABResult:
         r = replace(r, wall_seconds=time.perf_counter() - wall0)
         if out is not None:
-            from bench.jobs.sweep import write_json_atomic
+            from bench.jobs.sweep_loop import write_json_atomic
 
             out.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out, dumps(r))

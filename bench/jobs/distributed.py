@@ -111,6 +111,9 @@ def rank_device(spec: str, env: RankEnv) -> str:
     return f"cuda:{env.local_rank}"
 
 
+MAX_TIMEOUT_SECONDS = 7 * 86_400.0  # a week: torch's timedelta overflows on far larger values
+
+
 def parse_timeout(value: float | str | None) -> float:
     """Seconds for every collective; ``None`` reads BENCH_DIST_TIMEOUT, else the default."""
     if value is None:
@@ -119,8 +122,10 @@ def parse_timeout(value: float | str | None) -> float:
         seconds = float(value)
     except (TypeError, ValueError):
         raise BenchError(f"distributed timeout must be a number of seconds, got {value!r}") from None
-    if not seconds > 0:
-        raise BenchError(f"distributed timeout must be > 0 seconds, got {seconds}")
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:  # NaN and inf fail here too
+        raise BenchError(
+            f"distributed timeout must be > 0 and at most {MAX_TIMEOUT_SECONDS:.0f} seconds, got {value!r}"
+        )
     return seconds
 
 

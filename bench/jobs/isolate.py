@@ -93,8 +93,9 @@ SAME = Interpreter()
 
 def _start_child(
     target: str, args: tuple[Any, ...], where: Interpreter = SAME
-) -> tuple[subprocess.Popen, queue_mod.Queue]:
-    """``python -m bench.jobs.child``: a fresh interpreter that never imports the caller's __main__."""
+) -> tuple[subprocess.Popen, queue_mod.Queue, BinaryIO]:
+    """``python -m bench.jobs.child``: a fresh interpreter that never imports the caller's __main__.
+    Returns the process, its message inbox and the work pipe (closing it tells the child to stop)."""
     try:
         inner = pickle.dumps((target, args), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - a lambda or local class among the arguments
@@ -105,46 +106,69 @@ def _start_child(
     path = list(sys.path) if where.inherit_path else []
     payload = pickle.dumps((path, inner), protocol=pickle.HIGHEST_PROTOCOL)
     read_fd, write_fd = os.pipe()
+    work_read, work_write = os.pipe()
     try:
         proc = subprocess.Popen(
-            [where.python or sys.executable, "-m", "bench.jobs.child", str(write_fd), str(os.getpid())],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_fd,),
+            [
+                where.python or sys.executable,
+                "-m",
+                "bench.jobs.child",
+                str(write_fd),
+                str(os.getpid()),
+                str(work_read),
+            ],
+            stdin=subprocess.DEVNULL,  # not a pipe: see bench.jobs.child on forked DataLoader workers
+            pass_fds=(write_fd, work_read),
             env=where.env,
             cwd=where.cwd,
         )
     except BaseException:
         os.close(read_fd)
+        os.close(work_write)
         raise
     finally:
         os.close(write_fd)  # the child holds the only write end: EOF here when it exits
+        os.close(work_read)
     inbox: queue_mod.Queue = queue_mod.Queue()
     reader = os.fdopen(read_fd, "rb")
     threading.Thread(
         target=_read_messages, args=(reader, inbox), daemon=True, name="bench-child-read"
     ).start()
+    work = os.fdopen(work_write, "wb")
     try:
-        assert proc.stdin is not None
-        proc.stdin.write(payload)
-        proc.stdin.flush()  # stdin stays open: closing it (or dying) tells the child to stop
+        work.write(payload)
+        work.flush()  # the pipe stays open: closing it (or dying) tells the child to stop
     except (BrokenPipeError, OSError):
         pass  # the child died at start-up; its exit code says so below
-    return proc, inbox
+    return proc, inbox, work
 
 
-def _stop(proc: subprocess.Popen, timeout: float) -> None:
-    """Let the child exit by itself within ``timeout`` seconds (0: kill it now), then close its
-    stdin, the cue a lingering child exits on."""
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the child and every process it started (DataLoader workers): none is left behind."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    proc.kill()
+    for p in family:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def _stop(proc: subprocess.Popen, work: BinaryIO, timeout: float) -> None:
+    """Let the child exit by itself within ``timeout`` seconds (0: kill it and its workers now),
+    then close the work pipe, the cue a lingering child exits on."""
     if timeout == 0:
-        proc.kill()
+        _kill_tree(proc)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _kill_tree(proc)
         proc.wait()
     try:
-        if proc.stdin is not None:
-            proc.stdin.close()
+        work.close()
     except OSError:
         pass
 
@@ -169,7 +193,7 @@ def run_isolated(
     ``timeout_seconds``: a child still running then is killed (status "died", saying so).
     """
     deadline = time.monotonic() + timeout_seconds if timeout_seconds is not None else None
-    proc, inbox = _start_child(target, args, where)
+    proc, inbox, work = _start_child(target, args, where)
     ps = psutil.Process(proc.pid)
     peak = 0
     result: tuple[str, Any] | None = None
@@ -194,7 +218,7 @@ def run_isolated(
                         rss = _tree_rss(ps)
                         peak = max(peak, rss)
                         if rss > rss_limit_bytes:
-                            _stop(proc, timeout=0)
+                            _stop(proc, work, timeout=0)
                             return ChildOutcome(
                                 "killed_rss",
                                 message=over_budget_message(rss, rss_limit_bytes),
@@ -210,9 +234,9 @@ def run_isolated(
                 result = (kind, payload)
                 break
     except BaseException:
-        _stop(proc, timeout=0)
+        _stop(proc, work, timeout=0)
         raise
-    _stop(proc, timeout=30)
+    _stop(proc, work, timeout=30)
     code = proc.returncode
     if result is None:
         why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"

@@ -25,6 +25,7 @@ import datetime as dt
 import gc
 import io
 import json
+import math
 import re
 import time
 import uuid
@@ -458,6 +459,12 @@ def check_options(*, granularity: int, cap: int | None, soak_steps: int) -> None
         raise BenchError(f"soak steps must be a non-negative integer, got {soak_steps!r}")
 
 
+def check_max_seconds(max_seconds: float | None) -> None:
+    """The search's time budget: None, or a finite number of seconds > 0 (BenchError, one line)."""
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise BenchError(f"--max-seconds must be a finite number > 0, got {max_seconds!r}")
+
+
 def _band(records: list[ProbeRecord], g: int) -> tuple[int | None, int | None]:
     """(low, high): every probed size up to ``low`` fit every time it ran, and nothing below it
     ever failed; ``high`` is the largest size that fit at least once."""
@@ -542,6 +549,7 @@ def check_inputs(
     cap: int | None = None,
     soak_steps: int = SOAK_STEPS,
     memory_limit: str | int | None = None,
+    max_seconds: float | None = None,
     **_: Any,
 ) -> None:
     """Bad input to ``find_max_batch`` as one BenchError line before anything starts (the command
@@ -553,6 +561,7 @@ def check_inputs(
     if g is None:
         g = min(default_granularity(device_kind(workload.device)), cap or 2**62)
     check_options(granularity=g, cap=cap, soak_steps=soak_steps)
+    check_max_seconds(max_seconds)
     if memory_limit is not None:
         parse_bytes(memory_limit)
     check_device(workload.device)
@@ -632,8 +641,7 @@ def _search(
         granularity = default_granularity(device_kind(workload.device))
         granularity = min(granularity, cap) if cap is not None and cap >= 1 else granularity
     check_options(granularity=granularity, cap=cap, soak_steps=soak_steps)
-    if max_seconds is not None and not max_seconds > 0:
-        raise BenchError(f"--max-seconds must be > 0, got {max_seconds!r}")
+    check_max_seconds(max_seconds)
     if spec is None:
         resolve(workload.model)  # a bad name is the user's to fix, before any probe
     in_main = _classes_in_main(model_or_workload) if spec is not None else []

@@ -50,6 +50,7 @@ class SuiteResult:
     report_paths: list[str] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)  # history ids of the stored runs
     history_warning: str | None = None  # the history could not take the runs (measuring went on)
+    notices: list[str] = field(default_factory=list)  # what went wrong around the measurements
 
 
 def environment_key(env: Environment) -> dict[str, Any]:
@@ -106,10 +107,10 @@ class Manifest:
 
     def record(self, key: str, sweep: str | None, max_batch: str | None) -> None:
         self.cells[key] = {"sweep": sweep, "max_batch": max_batch}
+        from bench.jobs.sweep_loop import write_json_atomic  # no temp file left behind, even on a full disk
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.cells, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, json.dumps(self.cells, indent=2))
 
 
 def slug(text: str) -> str:
@@ -173,19 +174,28 @@ def run_profile(
                 max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
             except Exception as exc:  # noqa: BLE001 - one cell's failure, said in one line
                 problems.append(f"max-batch search failed: {failure_text(exc)}")
-            if entry.up_to_max and max_result is not None and max_result.safe_batch_size:
-                sizes = powers_of_two_up_to(max_result.safe_batch_size)
-        elif entry.up_to_max:  # an inference cell sweeps up to its training twin's searched max
-            safe = _twin_safe_batch(suite, entry, profile)
+        if entry.up_to_max:  # "max": powers of two up to the searched safe batch, or nothing
+            safe = (
+                (max_result.safe_batch_size if max_result is not None else None)
+                if entry.max_batch
+                else _twin_safe_batch(suite, entry, profile)  # inference: its training twin's
+            )
             if safe:
                 sizes = powers_of_two_up_to(safe)
+            elif not problems:
+                problems.append("batch_sizes = 'max': the max-batch search found no batch that fits")
         sweep_path = out_dir / f"{cell_name}.json"
         result = None
         try:
-            result = run_sweep(  # stored below with its search, once the cell is done
-                entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event,
-                search=max_result,
-            )  # fmt: skip
+            if entry.up_to_max and problems:  # no searched max: never sweep the defaults instead
+                pass
+            else:
+                result = run_sweep(  # stored below with its search, once the cell is done
+                    entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event,
+                    search=max_result,
+                )  # fmt: skip
+                if result.best_point() is None:  # failed at every size without raising
+                    problems.append("sweep failed: no batch size measured (every size failed)")
         except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
             result = getattr(exc, "partial_result", None)  # every finished point, file finalised
             problems.append(f"sweep failed: {failure_text(exc)}")
@@ -206,7 +216,12 @@ def run_profile(
             except Exception as exc:  # noqa: BLE001 - the measurements stand without their trace
                 problems.append(f"trace failed: {failure_text(exc)}")
         if not problems:  # a failed cell is measured again by --resume
-            manifest.record(key, str(sweep_path), max_path)
+            try:
+                manifest.record(key, str(sweep_path), max_path)
+            except OSError as exc:  # a full disk: the measurements stand; only --resume forgets them
+                note = f"cannot record the finished cell for --resume ({exc.strerror or exc})"
+                if note not in suite.notices:
+                    suite.notices.append(note)
         cell = CellOutcome(
             label=entry.label,
             sweep_path=str(sweep_path) if result is not None else None,
@@ -322,7 +337,11 @@ def finish_profile(
         if cell.sweep is not None and not cell.skipped:
             console.print(sweep_table(cell.sweep))
     console.print(profile_table(suite.profile.name, suite.cells))
-    files = write_profile_report(suite, report_dir or suite.profile.report_dir)
+    try:
+        files = write_profile_report(suite, report_dir or suite.profile.report_dir)
+    except OSError as exc:  # a full disk: the runs are in the history; say so in one line
+        files = None
+        suite.notices.append(f"report not written: {exc.strerror or exc} ({exc.filename or report_dir})")
     for line in profile_lines(suite.cells, files):
         console.print(line, highlight=False)
     return suite

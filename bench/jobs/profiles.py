@@ -243,13 +243,13 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     precisions = c.str_list("precisions", ["fp32"], PRECISIONS)
     channels_last = c.bool_list("channels_last")
     compiles = c.bool_list("compile")
-    device = device_override or c.get("device", str, "auto")
+    device = device_override if device_override is not None else c.get("device", str, "auto")
     if device == "auto":
         device = default_device()
     try:
         check_device(device)  # a GPU asked for where there is none fails here, not mid-run
     except BenchError as exc:
-        if device_override:
+        if device_override is not None:
             raise BenchError(f"--device: {exc}") from None
         raise c.fail("device", str(exc)) from None
     image_size = c.positive_int("image_size", _default("image_size"))

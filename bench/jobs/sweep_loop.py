@@ -390,7 +390,7 @@ def measure_sweep(
         raise BenchError(f"cannot write results to {writer.path}: {exc.strerror or exc}") from None
     emit(SweepEvent("start", result=result))
 
-    flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
+    flops_per_sample: float | None = None  # counted inside the try below: the count builds the model
 
     def save(result: SweepResult) -> SweepResult:
         """Rewrite the file; a failed write (a full disk) is a notice, said once, never a lost point."""
@@ -432,6 +432,9 @@ def measure_sweep(
     failures_in_row = 0
     status = "complete"
     try:
+        # the first build of the user's model: a factory that exits or hangs ends here, with the
+        # file finalised (failed or interrupted) rather than left "running"
+        flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
         for b in sizes:
             emit(SweepEvent("point_start", batch_size=b))
 
@@ -470,14 +473,16 @@ def measure_sweep(
             new_round=model_cache.clear if model_cache is not None else lambda: None,
         )  # fmt: skip
     except KeyboardInterrupt as exc:
-        result = save(replace(result, status="interrupted", finished_at=_now()))
+        # ``points`` holds every finished measurement, repeats included (``_repeat_rounds`` updates
+        # it in place): a repeat is a finished measurement, kept like a point
+        result = save(replace(result, points=tuple(points), status="interrupted", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]  # for the CLI's history
         raise
     except Exception as exc:
         # A later point failed hard (a factory that stops returning a module, a bug): the file is
         # finalised with every finished point, and the caller gets them with the exception.
         note = f"stopped after {len(points)} measured point(s): {failure_text(exc)}"
-        result = replace(result, notices=(*result.notices, note))
+        result = replace(result, points=tuple(points), notices=(*result.notices, note))
         result = save(replace(result, status="failed", finished_at=_now()))
         exc.partial_result = result  # type: ignore[attr-defined]
         raise

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from bench.results.errors import BenchError
+from bench.results.errors import BenchError, first_line
 from bench.results.schema import device_kind
 
 SYNTHETIC_IMAGES = 64  # distinct JPEGs in the in-memory set (cycled through, each cropped anew)
@@ -114,7 +114,10 @@ def image_folder(data_dir: str, transform: Any) -> Any:
         raise BenchError(f"--data-dir {data_dir}: no such directory (an ImageFolder: one folder per class)")
 
     def load(path: str) -> Any:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        try:
+            return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        except RuntimeError as exc:  # torchvision's word for a file it cannot decode
+            raise BenchError(f"--data-dir: cannot decode {path} ({first_line(exc)})") from None
 
     try:
         return ImageFolder(data_dir, transform=transform, loader=load)
@@ -142,6 +145,18 @@ def make_loader(dataset: Any, batch_size: int, *, workers: int, pin_memory: bool
     )
 
 
+def _from_worker(exc: Exception) -> Exception:
+    """A worker's exception as its own one line: DataLoader re-raises it here as "Caught X in
+    DataLoader worker process N." followed by the worker's traceback, whose last line is the cause."""
+    text = str(exc).strip()
+    if "DataLoader worker process" not in text:
+        return exc
+    cause = text.splitlines()[-1]
+    if isinstance(exc, BenchError):
+        return BenchError(cause.partition(": ")[2] or cause)
+    return RuntimeError(f"in a DataLoader worker: {cause}")
+
+
 class DataFeed:
     """Hands the step its next device batch and records the seconds each fetch waited."""
 
@@ -164,7 +179,10 @@ class DataFeed:
         t0 = self.clock()
         if self._it is None:
             self._it = iter(self.loader)
-        x, y = next(self._it)
+        try:
+            x, y = next(self._it)
+        except Exception as exc:
+            raise _from_worker(exc) from None
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if self.channels_last and x.dim() == 4:

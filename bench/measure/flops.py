@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bench.results.errors import BenchError
+
 # Dense peak TFLOP/s by precision. "fp32" is the non-tensor FP32 rate (bench's fp32 turns TF32 off);
 # "tf32"/"bf16"/"fp16" are tensor-core rates with FP32 accumulate. None: the GPU has no such unit.
 # Sources: NVIDIA datasheets (sparse tensor figures / 2), as also tabulated in Lightning's
@@ -214,6 +216,8 @@ def count_flops_per_sample(
         try:
             result = _count(torch, spec, mode, image_size, seq_len, device)
             break
+        except BenchError:  # the user's factory exited or hung: theirs to fix, said once, not twice
+            raise
         except Exception:  # a model that cannot run on meta (data-dependent shapes) tries CPU
             continue
     _cache[key] = result

@@ -13,11 +13,15 @@ Three sources, all randomly initialised (nothing is downloaded):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +127,7 @@ def _factory_spec(name: str) -> ModelSpec:
     def build() -> Any:
         import torch
 
-        model = factory()
+        model = call_user_factory(factory, name)
         if not isinstance(model, torch.nn.Module):
             raise BenchError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
         return model
@@ -146,6 +150,77 @@ ZOO = {"transformer_lm": "bench.measure.zoo:transformer_lm"}
 def zoo_models() -> list[str]:
     """The names of bench's own models (``bench models`` lists them with torchvision's)."""
     return sorted(ZOO)
+
+
+BUILD_TIMEOUT_ENV = "BENCH_BUILD_TIMEOUT"
+DEFAULT_BUILD_TIMEOUT_SECONDS = 600.0  # ten minutes: no real model takes that long to construct
+
+
+def build_timeout_seconds() -> float:
+    """How long a user's factory may take to return: ``$BENCH_BUILD_TIMEOUT`` seconds, else 600."""
+    text = os.environ.get(BUILD_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_BUILD_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BenchError(f"{BUILD_TIMEOUT_ENV}={text!r}: use a number of seconds > 0")
+    return seconds
+
+
+class _BuildTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise _BuildTimeout in this thread after ``seconds`` (SIGALRM: the main thread on Unix; a
+    no-op elsewhere). The factory runs in the caller's thread: torch's device context and grad
+    mode are per thread, and ``with torch.device("meta"): factory()`` must see them."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _BuildTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def call_user_factory(factory: Callable[[], Any], name: str) -> Any:
+    """``factory()`` as user code: it sees ``sys.argv == [name]`` (not bench's arguments, which an
+    ``argparse.parse_args()`` inside would misread), its prints go to stderr (stdout may be bench's
+    ``--json``), ``sys.exit`` in it is a one-line BenchError (not a silent exit 0), and it has
+    ``build_timeout_seconds()`` to return (a factory that never returns is one line, not a hang)."""
+    timeout = build_timeout_seconds()
+    saved_argv = sys.argv
+    sys.argv = [name]
+    try:
+        with contextlib.redirect_stdout(sys.stderr), _deadline(timeout):
+            return factory()
+    except _BuildTimeout:
+        raise BenchError(
+            f"the model factory {name} did not return within {timeout:g} s "
+            f"(set {BUILD_TIMEOUT_ENV} to allow longer)"
+        ) from None
+    except SystemExit as exc:
+        hint = (
+            f" (argparse? it sees sys.argv == [{name!r}] here, not bench's arguments)"
+            if exc.code == 2
+            else ""
+        )
+        raise BenchError(f"the model factory {name} called sys.exit({exc.code!r}){hint}") from None
+    finally:
+        sys.argv = saved_argv
 
 
 def resolve(name: str) -> ModelSpec:

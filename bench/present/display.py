@@ -247,7 +247,7 @@ def diagnosis_table(result: SweepResult) -> Table:
     """One row per point: verdict, the evidence behind it, achieved TFLOP/s and MFU."""
     wl = result.workload
     title = f"why not faster: {wl.model} · {wl.mode} · {wl.precision} · {result.environment.device_label}"
-    table = Table(title=title, title_justify="left", show_lines=True)
+    table = Table(title=escape(title), title_justify="left", show_lines=True)  # stored text is text
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")
     table.add_column("verdict")
@@ -256,13 +256,15 @@ def diagnosis_table(result: SweepResult) -> Table:
     table.add_column("MFU", justify="right")
     for p, d in zip(result.points, diagnose_run(result), strict=True):
         if d is None:
-            table.add_row(str(p.batch_size), "-", f"[red]{p.status}[/]", p.error or "", "-", "-")
+            table.add_row(
+                str(p.batch_size), "-", f"[red]{escape(p.status)}[/]", escape(p.error or ""), "-", "-"
+            )
             continue
         table.add_row(
             str(p.batch_size),
             "-" if p.samples_per_sec is None else f"{p.samples_per_sec:,.1f}",
             _verdict(d),
-            "\n".join(d.evidence),
+            escape("\n".join(d.evidence)),
             "-" if p.achieved_tflops is None else f"{p.achieved_tflops:.2f}",
             _mfu(p.mfu),
         )
@@ -297,7 +299,7 @@ def workers_table(results: list[SweepResult]) -> Table:
 def profile_table(name: str, cells: Sequence[Any]) -> Table:
     """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): best and
     knee batch, the searched max and safe max, the results file."""
-    table = Table(title=f"{name}: recommendations", title_justify="left")
+    table = Table(title=escape(f"{name}: recommendations"), title_justify="left")
     for col in (
         "configuration",
         "best batch",
@@ -315,13 +317,13 @@ def profile_table(name: str, cells: Sequence[Any]) -> Table:
             knee = knee_point(list(cell.sweep.points))
         search = cell.search
         table.add_row(
-            cell.label + (" [dim](resumed)[/]" if cell.skipped else ""),
+            escape(cell.label) + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
             f"{best.samples_per_sec:,.1f}" if best else "-",
             str(knee.batch_size) if knee else "-",
             str(search.max_batch_size or "-") if search is not None else "-",
             str(search.safe_batch_size or "-") if search is not None else "-",
-            cell.sweep_path or "-",
+            escape(cell.sweep_path or "-"),
         )
     return table
 
@@ -335,8 +337,12 @@ def profile_lines(cells: Sequence[Any], files: Any) -> list[str]:
         for note in rec.notes if rec is not None else ():
             lines.append(f"[yellow]note[/] {escape(cell.label)}: {escape(note)}")
     if files is not None:
-        lines.append(f"report: {files.html} (HTML) and {files.markdown} (Markdown)")
-    lines += [f"trace of {c.label}: {c.trace_dir} (PyTorch profiler, ops.md)" for c in cells if c.trace_dir]
+        lines.append(f"report: {escape(str(files.html))} (HTML) and {escape(str(files.markdown))} (Markdown)")
+    lines += [
+        f"trace of {escape(c.label)}: {escape(c.trace_dir)} (PyTorch profiler, ops.md)"
+        for c in cells
+        if c.trace_dir
+    ]
     for cell in cells:
         if cell.error:
             kept = sum(1 for p in cell.sweep.points if p.samples_per_sec) if cell.sweep is not None else 0
@@ -349,7 +355,7 @@ def profile_lines(cells: Sequence[Any], files: Any) -> list[str]:
 
 def history_table(db: Any, rows: Sequence[Any]) -> Table:
     """`bench history`: one row per stored run (``store.RunRow``), newest first."""
-    table = Table(title=f"history ({db})", title_justify="left")
+    table = Table(title=escape(f"history ({db})"), title_justify="left")
     for col in ("id", "when", "kind", "model", "device", "mode", "precision", "status", "best"):
         table.add_column(col)
     for r in rows:
@@ -361,16 +367,15 @@ def history_table(db: Any, rows: Sequence[Any]) -> Table:
         device_label = r.device_label or "-"
         if r.world_size > 1:  # a data-parallel run: never read as one device's figure
             device_label = f"{r.world_size}x {device_label} (DDP)"
-        table.add_row(
-            str(r.id), r.created_at, r.kind, r.model or "-", device_label,
-            r.mode or "-", r.precision or "-", r.status or "-", best,
-        )  # fmt: skip
+        cells = (str(r.id), r.created_at, r.kind, r.model or "-", device_label,
+                 r.mode or "-", r.precision or "-", r.status or "-", best)  # fmt: skip
+        table.add_row(*(escape(str(c)) for c in cells))  # stored text is text, never rich markup
     return table
 
 
 def baselines_table(db: Any, items: Sequence[Any]) -> Table:
     """`bench baseline list`: each name (``store.Baseline``), the run it names, when it was named."""
-    table = Table(title=f"baselines ({db})", title_justify="left")
+    table = Table(title=escape(f"baselines ({db})"), title_justify="left")
     for col in ("name", "run", "named at", "model", "device", "best"):
         table.add_column(col)
     for item in items:
@@ -378,7 +383,7 @@ def baselines_table(db: Any, items: Sequence[Any]) -> Table:
         best = (
             f"b{row.best_batch_size}: {row.best_samples_per_sec:,.1f}/s" if row.best_samples_per_sec else "-"
         )
-        table.add_row(
+        cells = (
             item.name,
             f"#{row.id} {row.run_id}",
             item.created_at,
@@ -386,6 +391,7 @@ def baselines_table(db: Any, items: Sequence[Any]) -> Table:
             row.device_label or "-",
             best,
         )
+        table.add_row(*(escape(str(c)) for c in cells))  # stored text is text, never rich markup
     return table
 
 

@@ -356,7 +356,10 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
         probe.unlink()
     except OSError as exc:
         raise BenchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    plots, omitted = make_plots(runs, out)
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):  # a '$' in a model name is text, not TeX
+        plots, omitted = make_plots(runs, out)
     summaries = [_summarise(run) for run in runs]
     models = sorted({run.result.workload.model for run in runs})
     context = {

@@ -29,11 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.results.errors import BenchError
+from bench.results.errors import BenchError, first_line
 
 SCHEMA_VERSION = 1
 
@@ -127,8 +128,12 @@ class MeasureSettings:
             raise BenchError("min steps must be >= 2 (a spread needs two samples)")
         if self.max_steps < self.min_steps:
             raise BenchError("max steps must be >= min steps")
-        if not self.max_time_seconds > 0:
-            raise BenchError("max time per point must be > 0 seconds")
+        for name in ("max_time_seconds", "min_time_seconds", "target_rel_ci", "sample_interval_seconds"):
+            value = getattr(self, name)
+            if value is not None and not _finite_number(value):
+                raise BenchError(f"{name.replace('_', ' ')} must be a finite number, got {value!r}")
+        if not 0 < self.max_time_seconds <= MAX_TIME_SECONDS:
+            raise BenchError(f"max time per point must be > 0 and at most {MAX_TIME_SECONDS:.0f} seconds")
         if self.min_time_seconds < 0 or self.min_time_seconds > self.max_time_seconds:
             raise BenchError("min time per point must be between 0 and the max time")
         if not 0 < self.target_rel_ci < 1:
@@ -137,6 +142,14 @@ class MeasureSettings:
             raise BenchError("sample interval must be > 0 seconds")
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or self.repeat < 1:
             raise BenchError(f"repeat must be a positive integer, got {self.repeat!r}")
+
+
+MAX_TIME_SECONDS = 86_400.0  # a day per point: anything longer is a typo, not a measurement
+
+
+def _finite_number(value: object) -> bool:
+    """A real number that is neither NaN nor infinite (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 GPU_SAMPLE_INTERVAL_SECONDS = 0.05  # NVML power and utilisation: fine-grained averages are cheap
@@ -580,7 +593,28 @@ def point_from_dict(d: dict[str, Any]) -> Point:
     d["repeats"] = tuple(_build(RepeatSample, r, "repeat") for r in d.get("repeats") or ())
     if d.get("distributed") is not None:
         d["distributed"] = _point_distributed_from_dict(d["distributed"])
-    return _build(Point, d, f"point {d.get('batch_size')}")
+    return _checked_point(_build(Point, d, f"point {d.get('batch_size')}"))
+
+
+POINT_STATUSES = (OK, OOM, ERROR)
+
+
+def _checked_point(p: Point) -> Point:
+    """What tables, plots and compare divide by, or look up, is in range (a hand-edited or hostile
+    file is refused in one line, never an internal error downstream)."""
+    if not isinstance(p.batch_size, int) or isinstance(p.batch_size, bool) or p.batch_size <= 0:
+        raise BenchError(f"point batch_size must be a positive integer, got {p.batch_size!r:.40}")
+    for status, rate, where in (
+        (p.status, p.samples_per_sec, f"point {p.batch_size}"),
+        *((r.status, r.samples_per_sec, f"point {p.batch_size}, a repeat") for r in p.repeats),
+    ):
+        if status not in POINT_STATUSES:
+            raise BenchError(
+                f"{where}: unknown status {status!r:.40} (expected one of {', '.join(POINT_STATUSES)})"
+            )
+        if rate is not None and not (_type_ok("float", rate) and math.isfinite(rate) and rate > 0):
+            raise BenchError(f"{where}: samples_per_sec must be a positive, finite number, got {rate!r:.40}")
+    return p
 
 
 def _point_distributed_from_dict(d: dict[str, Any]) -> PointDistributed:
@@ -648,18 +682,31 @@ def dumps(obj: Any) -> str:
     return json.dumps(to_dict(obj), indent=2, allow_nan=False)
 
 
+# The largest result file bench reads: a 10,000-step cap, repeats and telemetry stay far below it;
+# beyond it, a file is not one bench wrote (and compare's bootstrap would crawl through it).
+MAX_RESULT_BYTES = 32 * 2**20
+
+
 def read_result_json(path: str) -> dict[str, Any]:
     """The JSON object of a result file (any kind); a missing, unreadable, corrupt or foreign file
     is one BenchError line naming it."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_RESULT_BYTES:
+            raise BenchError(
+                f"{path}: {size / 2**20:.0f} MiB is too large for a bench result "
+                f"(at most {MAX_RESULT_BYTES // 2**20} MiB)"
+            )
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
         raise BenchError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise BenchError(f"{path}: is a directory, not a result file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError; an int past Python's digit limit
+        raise BenchError(f"{path}: not valid JSON ({first_line(exc, 160)})") from None
+    except RecursionError:
+        raise BenchError(f"{path}: not a bench result (nested too deeply to read)") from None
     except OSError as exc:
         raise BenchError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict) or "schema_version" not in data:

@@ -32,7 +32,10 @@ MAX_SQLITE_INT = 2**63 - 1  # SQLite integers are signed 64-bit
 
 # Migration N (1-based) takes a history from user_version N-1 to N, in one transaction. Histories
 # written before migrations existed have user_version 0 and migration 1's tables already (hence
-# IF NOT EXISTS there). Append steps; never edit one that has shipped.
+# IF NOT EXISTS there). Append steps; never change what one does once it has shipped. Migrations
+# read stored JSON with Python's json (``_SQL_FUNCTIONS``), not SQLite's json_extract: an earlier
+# bench stored NaN and Infinity, which json_extract rejects (SQLite 3.40), and a history holding
+# such a run could then never be migrated, hence never written again.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE IF NOT EXISTS runs (
@@ -74,9 +77,22 @@ MIGRATIONS: tuple[str, ...] = (
     # model are different experiments, and the listing says so. Earlier rows: one process.
     """
     ALTER TABLE runs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1;
-    UPDATE runs SET world_size = COALESCE(json_extract(json, '$.distributed.world_size'), 1);
+    UPDATE runs SET world_size = bench_world_size(json);
     """,
 )
+
+
+def _world_size(text: str | None) -> int:
+    """Migration 3's reading of a stored run: its ``distributed.world_size``, else 1 (one process).
+    Python's json accepts every value an earlier bench wrote (NaN, Infinity); unreadable text is 1."""
+    try:
+        size = json.loads(text or "null").get("distributed", {}).get("world_size")  # type: ignore[union-attr]
+    except (ValueError, AttributeError, RecursionError):
+        return 1
+    return size if isinstance(size, int) and not isinstance(size, bool) and 0 < size <= MAX_SQLITE_INT else 1
+
+
+_SQL_FUNCTIONS = {"bench_world_size": _world_size}
 
 _RUN_COLUMNS = (
     "id, run_id, kind, created_at, model, device_label, mode, precision, status,"
@@ -191,6 +207,8 @@ def _first_use(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     if conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
         return
+    for name, fn in _SQL_FUNCTIONS.items():
+        conn.create_function(name, 1, fn, deterministic=True)
     with _immediate(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated
         if version > len(MIGRATIONS):
@@ -431,10 +449,15 @@ def list_runs(
         return [RunRow(*row) for row in conn.execute(sql.format(columns=_run_columns(conn)), args)]
 
 
+def _is_run_id(ref: str) -> bool:
+    """A history id: ASCII digits only ('²' is a digit to str.isdigit, not to int())."""
+    return ref.isascii() and ref.isdigit()
+
+
 def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict[str, Any]]:
     """(where it came from, its JSON) for a run named by file path, history id, or ``latest``
     (the newest sweep). Sweeps and max-batch results alike; a bad ref is one BenchError line."""
-    if ref != "latest" and not ref.isdigit():
+    if ref != "latest" and not _is_run_id(ref):
         if not Path(ref).exists():
             raise BenchError(f"{ref}: no such file (name a result file, a history id, or 'latest')")
         return ref, read_result_json(ref)
@@ -455,7 +478,7 @@ def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict
 def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise BenchError(f"results history {db_path}: run {pk} is damaged (its JSON does not load)")
@@ -464,7 +487,7 @@ def _stored_json(db_path: Path | str, pk: int, text: str) -> dict[str, Any]:
 
 def load_run(ref: str, db_path: Path | str = DEFAULT_DB) -> SweepResult:
     """A sweep by file path, by id in the history, or ``latest``."""
-    if ref != "latest" and not ref.isdigit():
+    if ref != "latest" and not _is_run_id(ref):
         return load_result(ref)
     _, data = load_run_data(ref, db_path)
     if data.get("kind", "sweep") != "sweep":
@@ -539,7 +562,7 @@ def _find_run(conn: sqlite3.Connection, db_path: Path | str, ref: str) -> RunRow
     ref = ref.strip()
     if ref == "latest":
         sql, args = "kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1", ()
-    elif ref.isdigit():
+    elif _is_run_id(ref):
         sql, args = "id = ?", (int(ref),)
     else:
         run_id = ref
