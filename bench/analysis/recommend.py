@@ -82,12 +82,14 @@ def recommend(
     max_result: Any = None,
     base_batch: int | None = None,
     base_lr: float | None = None,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
 ) -> Recommendation:
     """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
 
     ``max_result``: a ``bench.jobs.maxbatch.MaxBatchResult`` (anything with ``safe_batch_size``,
     ``max_batch_size`` and ``headroom_fraction``) or its JSON dict. Throughputs are only ever
-    measured values.
+    measured values. ``noise_scale`` (B_noise, from ``bench noise``) adds the goodput-optimal batch.
     """
     check_lr_reference(base_batch, base_lr)
     if isinstance(max_result, dict):
@@ -145,7 +147,45 @@ def recommend(
         notes.append(
             "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
         )
-    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+    rec = Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+    return _with_goodput(rec, ok, noise_scale, noise_source, choice) if noise_scale is not None else rec
+
+
+def _with_goodput(
+    rec: Recommendation, ok: list[Point], noise_scale: float, source: str | None, choice: Any
+) -> Recommendation:
+    """The goodput-optimal pick, per-batch relative times, and what a bigger batch's speed buys."""
+    from dataclasses import replace
+
+    from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
+
+    rows = goodput_rows(ok, noise_scale)
+    top = goodput_best(rows)
+    if top is None:
+        return replace(rec, noise_scale=noise_scale, noise_scale_source=source)
+    pick = choice(
+        top.batch_size,
+        top.samples_per_sec,
+        f"shortest time to the same loss, (B + B_noise)/samples/s with B_noise {noise_scale:,.0f}",
+    )
+    notes = list(rec.notes)
+    fastest = max(rows, key=lambda r: r.samples_per_sec)
+    if fastest.batch_size != top.batch_size:
+        notes.append(lost_to_efficiency(fastest, top))
+    else:
+        notes.append(f"the throughput-optimal batch is also goodput-optimal at B_noise {noise_scale:,.0f}")
+    notes.append(
+        "goodput assumes B_noise measured at one stage of training: it grows as the loss falls (measure again "
+        "later), and the learning rate must be retuned for the new batch"
+    )
+    return replace(
+        rec,
+        noise_scale=noise_scale,
+        noise_scale_source=source,
+        goodput=pick,
+        goodput_rows=rows,
+        notes=tuple(notes),
+    )
 
 
 def _max_words(max_result: Any) -> str:
@@ -173,7 +213,13 @@ def render(rec: Recommendation) -> Any:
         table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
         table.add_column("LR start, sqrt", justify="right")
     table.add_column("why")
-    for name, c in (("throughput-optimal", rec.best), ("knee", rec.knee), ("safe max", rec.safe_max)):
+    picks = (
+        ("throughput-optimal", rec.best),
+        ("goodput-optimal", rec.goodput),
+        ("knee", rec.knee),
+        ("safe max", rec.safe_max),
+    )
+    for name, c in picks:
         if c is None:
             continue
         row = [

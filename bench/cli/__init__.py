@@ -18,7 +18,7 @@ import threading
 import typer
 from rich.markup import escape
 
-from bench.cli import info, maxbatch, profiles, report, sweep, trace
+from bench.cli import info, maxbatch, noise, profiles, report, sweep, trace
 from bench.cli.common import err_console
 from bench.results.errors import BenchError, first_line
 
@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # in this order in `bench --help`
-for _commands in (sweep, info, maxbatch, trace, report, profiles):
+for _commands in (sweep, info, maxbatch, noise, trace, report, profiles):
     _commands.register(app)
 
 

@@ -282,7 +282,7 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
-    wl = data.get("workload") or {}
+    wl = data.get("workload") or {"model": data.get("model"), "device": data.get("device")}  # noise: flat
     env = data.get("environment") or {}
     gpus = env.get("gpus") or []
     label = gpus[0].get("name") if gpus else env.get("cpu_model")
@@ -390,8 +390,12 @@ def import_file(db_path: Path | str, path: str) -> int:
         from bench.results.maxbatch import load_max_batch
 
         load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
+    elif data["kind"] == "noise":
+        from bench.results.noise import load_noise
+
+        load_noise(path)
     else:
-        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep or max_batch)")
+        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep, max_batch or noise)")
     return save_run(db_path, data)
 
 
