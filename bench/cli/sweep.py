@@ -116,6 +116,14 @@ def sweep(
         int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
     ] = None,
     base_lr: Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")] = None,
+    noise_scale: Annotated[
+        str | None,
+        typer.Option(
+            "--noise-scale",
+            help="B_noise (a number of samples, or a `bench noise` result file): adds the goodput-optimal "
+            "batch, ranked by time to the same loss (B + B_noise)/samples/s",
+        ),
+    ] = None,
     advise: Annotated[
         bool,
         typer.Option(
@@ -145,6 +153,7 @@ def sweep(
     from bench.results.schema import dumps
 
     check_lr_reference(base_batch, base_lr)
+    noise = _noise_scale(noise_scale)
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
     from bench.measure.data import parse_workers
 
@@ -231,12 +240,12 @@ def sweep(
             search = matching_max_batch(history if stored else None, result)
         except BenchError as exc:
             err_console.print(f"[yellow]warning:[/] history not read: {escape(str(exc))}", highlight=False)
-    if search is not None or base_batch is not None:  # the file and history say what is printed
+    if search is not None or base_batch is not None or noise is not None:  # the file says what is printed
         from dataclasses import replace
 
         from bench.analysis.recommend import recommend
 
-        rec = recommend(result, search, base_batch=base_batch, base_lr=base_lr)
+        rec = recommend(result, search, base_batch=base_batch, base_lr=base_lr, **noise or {})
         result = replace(result, recommendation=rec)
         _rewrite(result, saved[0], "recommendation")
         if stored:
@@ -250,6 +259,10 @@ def sweep(
         best = result.best_point()
         if best is not None:
             console.print(render(result.recommendation or recommend(result)))
+            if result.recommendation is not None and result.recommendation.goodput_rows:
+                from bench.present.goodput import goodput_table
+
+                console.print(goodput_table(result.recommendation))
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
                 f"results: {_saved_in(saved[0])}"
@@ -264,6 +277,16 @@ def sweep(
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {_saved_in(saved[0])}")
         raise typer.Exit(1)
+
+
+def _noise_scale(text: str | None) -> dict[str, Any] | None:
+    """``--noise-scale``: recommend()'s keyword arguments, parsed before anything is measured."""
+    if text is None:
+        return None
+    from bench.results.noise import parse_noise_scale
+
+    value, source = parse_noise_scale(text)
+    return {"noise_scale": value, "noise_source": source}
 
 
 def _saved_in(path: Path | None) -> str:

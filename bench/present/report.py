@@ -32,6 +32,8 @@ from typing import Any
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import KNEE_FRACTION, Recommendation, knee_point, recommend
 from bench.analysis.stats import interval_label
+from bench.present.goodput import CAPTION as GOODPUT_CAPTION
+from bench.present.goodput import plot_goodput
 from bench.results import units
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Point, SweepResult, result_from_dict
@@ -232,7 +234,9 @@ def _summarise(run: ReportRun) -> RunSummary:
     r = run.result
     env = r.environment
     wl = r.workload
-    rec = recommend(r, run.max_batch)
+    stored = r.recommendation  # `--noise-scale` is kept in the run: its goodput pick is redrawn
+    noise = {"noise_scale": stored.noise_scale, "noise_source": stored.noise_scale_source} if stored else {}
+    rec = recommend(r, run.max_batch, **(noise if noise.get("noise_scale") else {}))
     gpu = bool(env.gpus)
     parts = [
         env.device_label if gpu else f"{env.cpu_model} ({env.cpu_logical_cores} threads)",
@@ -612,6 +616,7 @@ PLOTS: tuple[tuple[str, Any, str, str], ...] = (
      "Samples per second over each point's timed window (warm-up excluded). Star: best; diamond: the knee, "
      "the smallest batch within 95% of the best; dotted line: the first batch that ran out of memory.",
      "no batch size completed"),
+    ("goodput", plot_goodput, GOODPUT_CAPTION, ""),  # only runs swept with --noise-scale
     ("step_time", plot_step_time,
      "Median time of one step (device-synchronised); bars span the 10th to 90th percentile of the timed steps.",
      "no batch size completed"),
