@@ -118,3 +118,24 @@ def test_sweep_command_takes_a_noise_scale_number_or_file(tmp_path, capsys):
     rec = load_result(str(out)).recommendation
     assert rec.noise_scale == 3.0 and rec.goodput is not None and len(rec.goodput_rows) == 2
     assert "goodput at B_noise 3" in capsys.readouterr().out
+
+
+def test_a_profile_takes_a_noise_scale_number_or_result_file(tmp_path):
+    from bench.jobs.profiles import load_profile
+    from bench.results.errors import BenchError
+
+    path = tmp_path / "p.toml"
+    path.write_text("models = ['resnet18']\nnoise_scale = 120\n")
+    (entry,) = load_profile(str(path)).entries
+    assert entry.noise_scale == 120.0 and entry.noise_source == "given"
+    noise = json.loads((DATA / "noise_tiny.json").read_text())
+    (tmp_path / "noise.json").write_text(json.dumps(noise))
+    path.write_text("models = ['resnet18']\nnoise_scale = 'noise.json'\n")  # beside the profile
+    (entry,) = load_profile(str(path)).entries
+    assert (
+        entry.noise_scale == pytest.approx(noise["estimate"]["noise_scale"])
+        and "noise.json" in entry.noise_source
+    )
+    path.write_text("models = ['resnet18']\nnoise_scale = 0\n")
+    with pytest.raises(BenchError, match="noise_scale"):
+        load_profile(str(path))

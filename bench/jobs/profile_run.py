@@ -245,6 +245,8 @@ def run_profile(
             result = run_sweep(
                 entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event
             )
+            if entry.noise_scale is not None and result.best_point() is not None:
+                result = _with_goodput(result, max_result, entry, sweep_path)
         except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
             result = getattr(exc, "partial_result", None)  # every finished point, file finalised
             problems.append(f"sweep failed: {failure_text(exc)}")
@@ -279,6 +281,18 @@ def run_profile(
         suite.cells.append(_stored(cell, db_path, suite))
         notify(index, total, entry, "failed" if problems else "done")
     return suite
+
+
+def _with_goodput(result: SweepResult, max_result: Any, entry: ProfileEntry, path: Path) -> SweepResult:
+    """The profile's ``noise_scale``: the recommendation with goodput, written into the cell's file."""
+    from bench.analysis.recommend import recommend
+    from bench.jobs.sweep import write_json_atomic
+    from bench.results.schema import dumps
+
+    rec = recommend(result, max_result, noise_scale=entry.noise_scale, noise_source=entry.noise_source)
+    result = replace(result, recommendation=rec)
+    write_json_atomic(path, dumps(result))
+    return result
 
 
 def _twin_safe_batch(suite: SuiteResult, entry: ProfileEntry, profile: Profile) -> int | None:
