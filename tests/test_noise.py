@@ -220,3 +220,52 @@ def test_noise_scale_from_a_number_or_a_file(tmp_path):
         parse_noise_scale("-3")
     with pytest.raises(BenchError, match="no such file"):
         parse_noise_scale(str(tmp_path / "missing.json"))
+
+
+# --------------------------------------------------------------------------- torchrun, 2 gloo processes
+
+
+@pytest.mark.slow
+def test_two_ranks_small_is_one_rank_big_is_the_all_reduced_gradient(tmp_path):
+    """Under torchrun: the first draw's norms equal the ones computed here from the same weights and
+    examples (rank r takes slice r of a permutation seeded alike on every rank)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.noise_data import teacher_images
+    from tests.tiny_models import TinyCNN
+
+    root = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    model = TinyCNN()
+    ckpt = tmp_path / "w.pt"
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / "n.json"
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench",
+         "noise", TINY, "--dataset", "tests.noise_data:teacher_images", "--small-batch", "8", "--max-time", "2",
+         "--device", "cpu", "--checkpoint", str(ckpt), "-o", str(out), "--no-history"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = load_noise(out)
+    assert (res.world_size, res.small_batch, res.big_batch) == (2, 8, 16) and res.draws
+    data = teacher_images()
+    chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:16].tolist()
+    grads = []
+    for part in (chosen[:8], chosen[8:]):
+        model.zero_grad()
+        x = torch.stack([data[i][0] for i in part])
+        y = torch.stack([data[i][1] for i in part])
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+    small = float(sum(g.dot(g) for g in grads) / 2)
+    mean = (grads[0] + grads[1]) / 2
+    first = res.draws[0]
+    assert first.small_sq_norm == pytest.approx(small, rel=1e-4)
+    assert first.big_sq_norm == pytest.approx(float(mean.dot(mean)), rel=1e-4)

@@ -75,7 +75,11 @@ def noise(
         int, typer.Option("--small-batch", help="examples per micro-batch (torchrun: per rank)")
     ] = DEFAULTS.small_batch,
     big_batch: Annotated[
-        int, typer.Option("--big-batch", help="examples per draw, a multiple of --small-batch")
+        int | None,
+        typer.Option(
+            "--big-batch",
+            help="examples per draw, a multiple of --small-batch (default 1024, or the data set if smaller)",
+        ),
     ] = DEFAULTS.big_batch,
     target_ci: Annotated[
         float, typer.Option("--target-ci", help="stop when the 95% CI half-width is within this fraction")

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,11 @@ from bench.results.noise import NoiseDraw, NoiseEstimate, NoiseResult
 class NoiseSettings:
     """How long and with what batches to measure (batches in examples, times in seconds)."""
 
-    small_batch: int = 16  # the micro-batch (under torchrun: each rank's batch)
-    big_batch: int = 128  # examples per draw: a multiple of small_batch (torchrun: small × ranks)
+    small_batch: int = 32  # the micro-batch (under torchrun: each rank's batch)
+    # examples per draw, a multiple of small_batch; None: 1024, or the data set rounded down to a
+    # multiple if smaller (torchrun: small × ranks). A bigger draw pins |G|² down faster: on a
+    # 4,096-example set, 32/1024 reached a given interval in about half the time 16/128 needed.
+    big_batch: int | None = None
     target_rel_ci: float = 0.10  # stop when the 95% CI half-width is within this fraction
     max_time_seconds: float = 60.0  # of measuring, at most
     min_draws: int = 8
@@ -40,9 +43,10 @@ class NoiseSettings:
     def check(self, world_size: int = 1) -> None:
         if self.small_batch < 1:
             raise BenchError(f"--small-batch must be >= 1, got {self.small_batch}")
-        if world_size == 1 and (self.big_batch <= self.small_batch or self.big_batch % self.small_batch):
+        big = self.big_batch
+        if world_size == 1 and big is not None and (big <= self.small_batch or big % self.small_batch):
             raise BenchError(
-                f"--big-batch {self.big_batch} must be a multiple of --small-batch {self.small_batch}, and larger"
+                f"--big-batch {big} must be a multiple of --small-batch {self.small_batch}, and larger"
             )
         if not (0 < self.target_rel_ci < 1):
             raise BenchError(f"--target-ci must be a fraction in (0, 1), got {self.target_rel_ci}")
@@ -127,7 +131,7 @@ def measure_noise(
         return measure_on_ranks(model, data, described, device, checkpoint, settings, rank_env,
                                 out_path, on_progress, clock, started, t_wall)  # fmt: skip
     source, name = _source(model, data, device, checkpoint)
-    n = _checked(source, settings.big_batch, settings.small_batch)
+    n, settings = _checked(source, settings)
     draws, seconds, converged = _measure(source, settings, n, on_progress, clock)
     population = n if settings.finite_population else None
     return _finish(
@@ -136,14 +140,25 @@ def measure_noise(
     )  # fmt: skip
 
 
-def _checked(source: Any, big: int, small: int) -> int:
+DEFAULT_BIG_BATCH = 1024
+
+
+def _checked(source: Any, settings: NoiseSettings) -> tuple[int, NoiseSettings]:
+    """(data set size, the settings with the big batch decided) once the data set fits the model."""
     from bench.measure.noise import check_fits
 
+    small, big = settings.small_batch, settings.big_batch
     check_fits(source, small)
     n = len(source.dataset)
+    if big is None:
+        big = min(DEFAULT_BIG_BATCH, n // small * small)
+        if big < 2 * small:
+            raise BenchError(
+                f"the data set ({n} examples) holds fewer than two --small-batch {small}: give a smaller one"
+            )
     if big > n:
         raise BenchError(f"--big-batch {big} is larger than the data set ({n} examples)")
-    return n
+    return n, replace(settings, big_batch=big)
 
 
 def _measure(
