@@ -33,7 +33,6 @@ from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import KNEE_FRACTION, Recommendation, knee_point, recommend
 from bench.analysis.stats import interval_label
 from bench.present.goodput import CAPTION as GOODPUT_CAPTION
-from bench.present.goodput import plot_goodput
 from bench.results import units
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Point, SweepResult, result_from_dict
@@ -385,6 +384,28 @@ def plot_throughput(runs: Sequence[ReportRun]) -> Any | None:
     ax.plot([], [], "*", color="grey", markersize=12, markeredgecolor="black", label="best")
     ax.plot([], [], "D", color="white", markeredgecolor="grey", markeredgewidth=2,
             label=f"knee (≥{KNEE_FRACTION:.0%} of best)")  # fmt: skip
+    _legend(ax)
+    return fig
+
+
+def plot_goodput(runs: Sequence[Any]) -> Any | None:
+    """samples/s and goodput (samples/s ÷ (1 + B/B_noise)) against batch size, for runs that have B_noise."""
+    rows = [(run, run.result.recommendation) for run in runs]
+    rows = [(run, rec) for run, rec in rows if rec is not None and rec.goodput_rows]
+    if not rows:
+        return None
+    fig, (ax,) = _figure("Goodput: samples/sec and useful samples/sec vs batch size")
+    for (run, rec), color in zip(rows, _colors(len(rows)), strict=True):
+        xs = [r.batch_size for r in rec.goodput_rows]
+        good = [r.samples_per_sec / r.samples_factor for r in rec.goodput_rows]
+        ax.plot(xs, [r.samples_per_sec for r in rec.goodput_rows], "o-", color=color, alpha=0.45,
+                label=f"{run.label}: samples/s")  # fmt: skip
+        ax.plot(xs, good, "s-", color=color, label=f"{run.label}: goodput (B_noise {rec.noise_scale:,.0f})")
+        top = max(zip(good, xs, strict=True))
+        ax.plot([top[1]], [top[0]], "*", color=color, markersize=14, markeredgecolor="black")
+    _batch_axis(ax, [run for run, _ in rows])
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("samples/sec")
     _legend(ax)
     return fig
 
