@@ -9,7 +9,6 @@ import typer
 
 from bench.cli.common import (
     DEFAULT_DB,
-    DataDirOpt,
     DbOpt,
     DeviceOpt,
     ImageSizeOpt,
@@ -60,7 +59,12 @@ def noise(
             "--dataset", help="package.module:factory returning a map-style data set of (input, target)"
         ),
     ] = None,
-    data_dir: DataDirOpt = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir", help="an ImageFolder tree, read with --data loader's decoding and augmentation"
+        ),
+    ] = None,
     image_size: ImageSizeOpt = 224,
     checkpoint: Annotated[
         str | None,
