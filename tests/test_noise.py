@@ -269,3 +269,51 @@ def test_two_ranks_small_is_one_rank_big_is_the_all_reduced_gradient(tmp_path):
     first = res.draws[0]
     assert first.small_sq_norm == pytest.approx(small, rel=1e-4)
     assert first.big_sq_norm == pytest.approx(float(mean.dot(mean)), rel=1e-4)
+
+
+def test_ctrl_c_keeps_the_draws_so_far(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after some draws: the file and the history get them, marked interrupted; exit 130."""
+    import bench.cli.noise as cli_noise
+
+    def interrupt_at_third(banner, every_seconds=1.0):
+        def show(p):
+            if p.draws == 3:
+                raise KeyboardInterrupt
+
+        return show
+
+    monkeypatch.setattr(cli_noise, "_progress", interrupt_at_third)
+    out = tmp_path / "n.json"
+    args = [
+        "noise",
+        TINY,
+        "--dataset",
+        "tests.noise_data:teacher_images",
+        *FAST,
+        "--max-time",
+        "60",
+        "-o",
+        str(out),
+    ]
+    assert main(args) == 130
+    res = load_noise(out)
+    assert res.status == "interrupted" and len(res.draws) == 3 and res.estimate.draws == 3
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_an_image_folder_is_read_as_the_loader_reads_it(tmp_path):
+    from torchvision.io import write_jpeg
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(8):
+            write_jpeg(
+                torch.randint(0, 255, (3, 12, 12), dtype=torch.uint8),
+                str(tmp_path / "imgs" / cls / f"{i}.jpg"),
+            )
+    out = tmp_path / "n.json"
+    args = ["noise", TINY, "--data-dir", str(tmp_path / "imgs"), "--image-size", "8", "--small-batch", "4",
+            "--max-time", "1", "--device", "cpu", "-o", str(out), "--no-history"]  # fmt: skip
+    assert main(args) == 0
+    res = load_noise(out)
+    assert res.dataset_size == 16 and res.big_batch == 16  # the whole set, rounded to micro-batches

@@ -142,6 +142,11 @@ def noise(
     console.print(
         f"results: {out_path}  (use it with `bench sweep ... --noise-scale {out_path}`)", highlight=False
     )
+    if result.status == "interrupted":
+        err_console.print(
+            f"[yellow]interrupted[/]: the {len(result.draws)} draws so far are saved in {out_path}"
+        )
+        raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:

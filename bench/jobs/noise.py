@@ -135,11 +135,12 @@ def measure_noise(
                                 out_path, on_progress, clock, started, t_wall)  # fmt: skip
     source, name = _source(model, data, device, checkpoint)
     n, settings = _checked(source, settings)
-    draws, seconds, converged = _measure(source, settings, n, on_progress, clock)
+    draws, seconds, converged, interrupted = _measure(source, settings, n, on_progress, clock)
     population = n if settings.finite_population else None
     return _finish(
         name, device, described, n, settings, checkpoint, draws, population, seconds, converged,
         started, clock() - t_wall, out_path, settings.small_batch, settings.big_batch,
+        interrupted=interrupted,
     )  # fmt: skip
 
 
@@ -166,8 +167,9 @@ def _checked(source: Any, settings: NoiseSettings) -> tuple[int, NoiseSettings]:
 
 def _measure(
     source: Any, settings: NoiseSettings, n: int, on_progress: Any, clock: Callable[[], float]
-) -> tuple[list[NoiseDraw], float, bool]:
-    """Train (if asked), then draw until the interval is narrow enough or the time is up."""
+) -> tuple[list[NoiseDraw], float, bool, bool]:
+    """Train (if asked), then draw until the interval is narrow enough or the time is up:
+    (draws, seconds, converged, interrupted). Ctrl-C after a draw keeps the draws so far."""
     import torch
 
     from bench.measure.noise import draw_indices, frozen_buffers, train_steps
@@ -178,27 +180,34 @@ def _measure(
     population = n if settings.finite_population else None
     t0 = clock()
     with frozen_buffers(source.model):
-        while True:
-            draws.append(source.draw(draw_indices(n, settings.small_batch, settings.big_batch, gen)))
-            est = estimate(draws, settings.small_batch, settings.big_batch, population)
-            seconds = clock() - t0
-            if on_progress is not None:
-                on_progress(NoiseProgress(len(draws), seconds, est))
-            done = len(draws) >= settings.min_draws and est.relative_half_width <= settings.target_rel_ci
-            if done or seconds >= settings.max_time_seconds:
-                return draws, seconds, done
+        try:
+            while True:
+                draws.append(source.draw(draw_indices(n, settings.small_batch, settings.big_batch, gen)))
+                est = estimate(draws, settings.small_batch, settings.big_batch, population)
+                seconds = clock() - t0
+                if on_progress is not None:
+                    on_progress(NoiseProgress(len(draws), seconds, est))
+                done = len(draws) >= settings.min_draws and est.relative_half_width <= settings.target_rel_ci
+                if done or seconds >= settings.max_time_seconds:
+                    return draws, seconds, done, False
+        except KeyboardInterrupt:
+            if not draws:
+                raise
+            return draws, clock() - t0, False, True
 
 
 def _finish(
     name: str, device: str, described: str, n: int | None, settings: NoiseSettings, checkpoint: str | None,
     draws: list[NoiseDraw], population: int | None, seconds: float, converged: bool, started: str,
-    wall: float, out_path: Any, small: int, big: int, world_size: int = 1,
+    wall: float, out_path: Any, small: int, big: int, world_size: int = 1, interrupted: bool = False,
 ) -> NoiseResult:  # fmt: skip
     from bench.hw.env import collect
 
     est = estimate(draws, small, big, population)
     notices = []
-    if not converged:
+    if interrupted:
+        notices.append(f"interrupted after {len(draws)} draws: the estimate is theirs")
+    elif not converged:
         notices.append(
             f"the 95% interval did not reach ±{settings.target_rel_ci:.0%} in {settings.max_time_seconds:g} s "
             f"({len(draws)} draws): treat the value as rough, or give more --max-time"
@@ -214,6 +223,7 @@ def _finish(
         estimate=est, draws=tuple(draws), converged=converged, target_rel_ci=settings.target_rel_ci,
         max_time_seconds=settings.max_time_seconds, seconds=seconds, wall_seconds=wall,
         environment=collect(), world_size=world_size, notices=tuple(notices),
+        status="interrupted" if interrupted else "complete",
     )  # fmt: skip
     if out_path is not None:
         write_noise(result, Path(out_path))
