@@ -60,6 +60,15 @@ def compare_runs(runs, **kwargs):
     return _compare(runs, **kwargs)
 
 
+def measure_noise(model, dataset=None, **kwargs):
+    """The gradient noise scale B_noise of ``model`` at fixed weights on ``dataset`` (a map-style
+    data set of (input, target), or ``package.module:factory``); see ``bench.jobs.noise.measure_noise``.
+    The model's weights and buffers are left as they were."""
+    from bench.jobs.noise import measure_noise as _measure
+
+    return _measure(model, dataset, **kwargs)
+
+
 __all__ = [
     "BenchError",
     "MeasureSettings",
@@ -70,6 +79,7 @@ __all__ = [
     "compare_runs",
     "find_max_batch",
     "load_result",
+    "measure_noise",
     "parse_batch_sizes",
     "run_sweep",
 ]

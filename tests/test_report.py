@@ -26,8 +26,9 @@ FP32 = str(DATA / "gpu_resnet50_fp32.json")
 BF16 = str(DATA / "gpu_resnet50_bf16.json")
 SLOW = str(DATA / "gpu_resnet50_fp32_slow10.json")
 CPU = str(DATA / "cpu_resnet18.json")
-# the reference runs predate the breakdown, and are one-process runs (no scaling plot)
-ALL_PLOTS = [name for name, *_ in PLOTS if name not in ("breakdown", "scaling")]
+# the reference runs predate the breakdown, are one-process runs (no scaling plot) and have no
+# noise scale (no goodput plot)
+ALL_PLOTS = [name for name, *_ in PLOTS if name not in ("breakdown", "scaling", "goodput")]
 
 
 class Page(HTMLParser):

@@ -14,7 +14,7 @@ for Adam-type optimizers). They are starting points for tuning, not answers.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.analysis.stats import throughput_interval
 from bench.results.errors import BenchError
@@ -84,11 +84,14 @@ def recommend(
     max_result: MaxBatchResult | None = None,
     base_batch: int | None = None,
     base_lr: float | None = None,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
 ) -> Recommendation:
     """The batch sizes worth picking from a sweep (and a max-batch result, when one was run).
 
     ``max_result``: the ``MaxBatchResult`` of a search of the same workload (its safe batch is the
     third pick). Throughputs are only ever measured values.
+    ``noise_scale`` (B_noise, from ``bench noise``) adds the goodput-optimal batch.
     """
     check_lr_reference(base_batch, base_lr)
 
@@ -140,7 +143,45 @@ def recommend(
         notes.append(
             "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
         )
-    return Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+    rec = Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+    return _with_goodput(rec, ok, noise_scale, noise_source, choice) if noise_scale is not None else rec
+
+
+def _with_goodput(
+    rec: Recommendation, ok: list[Point], noise_scale: float, source: str | None, choice: Any
+) -> Recommendation:
+    """The goodput-optimal pick, per-batch relative times, and what a bigger batch's speed buys."""
+    from dataclasses import replace
+
+    from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
+
+    rows = goodput_rows(ok, noise_scale)
+    top = goodput_best(rows)
+    if top is None:
+        return replace(rec, noise_scale=noise_scale, noise_scale_source=source)
+    pick = choice(
+        top.batch_size,
+        top.samples_per_sec,
+        f"shortest time to the same loss, (B + B_noise)/samples/s with B_noise {noise_scale:,.0f}",
+    )
+    notes = list(rec.notes)
+    fastest = max(rows, key=lambda r: r.samples_per_sec)
+    if fastest.batch_size != top.batch_size:
+        notes.append(lost_to_efficiency(fastest, top))
+    else:
+        notes.append(f"the throughput-optimal batch is also goodput-optimal at B_noise {noise_scale:,.0f}")
+    notes.append(
+        "goodput assumes B_noise measured at one stage of training: it grows as the loss falls (measure again "
+        "later), and the learning rate must be retuned for the new batch"
+    )
+    return replace(
+        rec,
+        noise_scale=noise_scale,
+        noise_scale_source=source,
+        goodput=pick,
+        goodput_rows=rows,
+        notes=tuple(notes),
+    )
 
 
 def _max_words(max_result: MaxBatchResult) -> str:

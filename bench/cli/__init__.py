@@ -23,7 +23,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from bench.cli import ab, compare, history, info, maxbatch, profiles, report, sweep, trace
+from bench.cli import ab, compare, history, info, maxbatch, noise, profiles, report, sweep, trace
 from bench.cli.common import err_console
 from bench.results.errors import BenchError, first_line
 
@@ -86,7 +86,7 @@ app = typer.Typer(
 )
 
 # in this order in `bench --help`
-for _commands in (sweep, info, maxbatch, trace, compare, report, history, ab, profiles):
+for _commands in (sweep, info, maxbatch, noise, trace, compare, report, history, ab, profiles):
     _commands.register(app)
 
 

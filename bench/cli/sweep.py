@@ -101,6 +101,14 @@ NprocOpt = Annotated[
         "with scaling efficiency",
     ),
 ]
+NoiseScaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--noise-scale",
+        help="B_noise (a number of samples, or a `bench noise` result file): adds the goodput-optimal "
+        "batch, ranked by time to the same loss (B + B_noise)/samples/s",
+    ),
+]
 DistTimeoutOpt = Annotated[
     float | None,
     typer.Option("--dist-timeout", help="seconds any collective may wait under torchrun (default 300)"),
@@ -140,6 +148,7 @@ def sweep(
     no_nvtx: NoNvtxOpt = False,
     base_batch: BaseBatchOpt = None,
     base_lr: BaseLrOpt = None,
+    noise_scale: NoiseScaleOpt = None,
     advise: AdviseOpt = False,
     nproc: NprocOpt = None,
     dist_timeout: DistTimeoutOpt = None,
@@ -151,6 +160,7 @@ def sweep(
     from bench.measure.data import parse_workers
 
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
+    noise = _noise_scale(noise_scale)
     worker_counts = parse_workers(workers)
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
@@ -181,7 +191,7 @@ def sweep(
     result, saved = _measure(
         workload, sizes, settings, out_path, is_main=rank_env is None or rank_env.is_main,
         timeout=dist_timeout, kept_in_history=history is not None, annotate_steps=not no_nvtx,
-        store=history, advise=advise, base_batch=base_batch, base_lr=base_lr,
+        store=history, advise=advise, base_batch=base_batch, base_lr=base_lr, **noise,
     )  # fmt: skip
     if rank_env is not None and not rank_env.is_main:  # the other ranks print nothing but errors
         raise typer.Exit(1 if result.status == "failed" else 0)
@@ -235,6 +245,7 @@ def _measure(
 def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     """The table, the recommendation, the advice and the time summary (or the JSON)."""
     from bench.present.display import sweep_table
+    from bench.present.goodput import goodput_table
     from bench.present.tables import advice_lines, recommendation_table
     from bench.results.schema import dumps
 
@@ -245,6 +256,8 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
         best = result.best_point()
         if best is not None and result.recommendation is not None:
             console.print(recommendation_table(result.recommendation))
+            if result.recommendation.goodput_rows:
+                console.print(goodput_table(result.recommendation))
         if best is not None:
             console.print(
                 f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
@@ -258,6 +271,16 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     if result.status == "failed":
         err_console.print(f"[red]sweep failed[/]: no batch size completed; see {_saved_in(saved)}")
         raise typer.Exit(1)
+
+
+def _noise_scale(text: str | None) -> dict[str, Any]:
+    """``--noise-scale``: the job's keyword arguments, parsed before anything is measured."""
+    if text is None:
+        return {}
+    from bench.results.noise import parse_noise_scale
+
+    value, source = parse_noise_scale(text)
+    return {"noise_scale": value, "noise_source": source}
 
 
 def _saved_in(path: Path | None) -> str:

@@ -192,7 +192,7 @@ def run_profile(
             else:
                 result = run_sweep(  # stored below with its search, once the cell is done
                     entry.workload, sizes, entry.settings, out_path=sweep_path, on_event=on_sweep_event,
-                    search=max_result,
+                    search=max_result, noise_scale=entry.noise_scale, noise_source=entry.noise_source,
                 )  # fmt: skip
                 if result.best_point() is None:  # failed at every size without raising
                     problems.append("sweep failed: no batch size measured (every size failed)")

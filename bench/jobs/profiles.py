@@ -72,7 +72,7 @@ PROFILES_DIR = shipped_profiles_dir()
 _TOP_KEYS = {
     "description", "models", "modes", "precisions", "channels_last", "compile", "device",
     "image_size", "seq_len", "dataset_size", "h2d", "optimizer", "batch_sizes", "max_batch",
-    "granularity", "memory_limit", "trace", "report", "measure", "data",
+    "granularity", "memory_limit", "trace", "report", "measure", "data", "noise_scale",
 }  # fmt: skip
 _DATA_KEYS = {"source", "workers", "dir"}
 _MEASURE_KEYS = {
@@ -105,6 +105,8 @@ class ProfileEntry:
     granularity: int | None  # None: the device's default (bench.jobs.maxbatch.default_granularity)
     memory_limit: str | None
     trace: bool
+    noise_scale: float | None = None  # B_noise: adds goodput to the recommendation
+    noise_source: str | None = None
 
     @property
     def label(self) -> str:
@@ -270,6 +272,7 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
     trace = c.get("trace", bool, False)
     report = c.get("report", str, f"reports/{name}")
     description = c.get("description", str, "")
+    noise = _noise_scale(c, where)
 
     raw_sizes = c.get("batch_sizes", (list, str), None)
     up_to_max = raw_sizes == "max"
@@ -347,9 +350,27 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
                 granularity=granularity,
                 memory_limit=memory_limit,
                 trace=trace,
+                noise_scale=noise[0] if noise else None,
+                noise_source=noise[1] if noise else None,
             )
         )
     return Profile(name=name, path=where, description=description, entries=tuple(entries), report_dir=report)
+
+
+def _noise_scale(c: Any, where: str) -> tuple[float, str] | None:
+    """``noise_scale = 230`` or ``noise_scale = "noise.json"`` (a `bench noise` result, relative
+    to the profile's folder) -> (B_noise, its source)."""
+    from bench.results.noise import parse_noise_scale
+
+    value = c.get("noise_scale", (float, str), None)
+    if value is None:
+        return None
+    if isinstance(value, str) and not Path(value).is_absolute() and (Path(where).parent / value).is_file():
+        value = str(Path(where).parent / value)
+    try:
+        return parse_noise_scale(value)
+    except BenchError as exc:
+        raise c.fail("noise_scale", str(exc)) from None
 
 
 def _data_section(where: str, data: dict[str, Any]) -> tuple[str, list[int], str | None]:

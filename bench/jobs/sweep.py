@@ -103,6 +103,8 @@ def run_sweep(
     search: MaxBatchResult | None = None,
     base_batch: int | None = None,
     base_lr: float | None = None,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
 ) -> SweepResult:
     """Measure ``workload`` at each batch size, recommend, advise (when asked), write the result
     file and store it in the history (when asked). Returns the final result.
@@ -114,6 +116,8 @@ def run_sweep(
     ``search``: the max-batch search whose safe batch the recommendation names; by default the
     newest matching one in the history (when ``store`` names one).
     ``base_batch``/``base_lr``: your current batch and learning rate, for scaled starting points.
+    ``noise_scale``: B_noise (``bench noise``; ``noise_source`` says where it came from): the
+    recommendation adds the goodput-optimal batch, ranked by time to the same loss.
 
     ``annotate_steps``, ``ranks`` and the exceptions: see ``bench.jobs.sweep_loop.measure_sweep``;
     an interrupted or failed sweep is stored with its finished points before the exception leaves.
@@ -132,7 +136,7 @@ def run_sweep(
     def finish(result: SweepResult) -> SweepResult:
         return finish_sweep(
             result, db=db if main else None, search=search, base_batch=base_batch, base_lr=base_lr,
-            advise=advise and main, on_event=emit,
+            advise=advise and main, on_event=emit, noise_scale=noise_scale, noise_source=noise_source,
         )  # fmt: skip
 
     try:
@@ -176,6 +180,8 @@ def finish_sweep(
     base_lr: float | None = None,
     advise: bool = False,
     on_event: EventFn | None = None,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
 ) -> SweepResult:
     """The finished result with its measured advice (``advise``, complete runs only) and its
     recommendation: the one place a sweep's picks are made."""
@@ -184,7 +190,8 @@ def finish_sweep(
         search = _history_search(db, result, emit)
     if advise and result.status == "complete":
         result = _with_measured_advice(result, emit)
-    return replace(result, recommendation=recommend(result, search, base_batch, base_lr))
+    rec = recommend(result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source)
+    return replace(result, recommendation=rec)
 
 
 def _history_search(db: Path, result: SweepResult, emit: EventFn) -> MaxBatchResult | None:

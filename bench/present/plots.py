@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.recommend import KNEE_FRACTION, knee_point
+from bench.present.goodput import CAPTION as GOODPUT_CAPTION
 from bench.results.maxbatch import MaxBatchResult
 from bench.results.schema import OOM, SweepResult
 
@@ -127,6 +128,28 @@ def plot_throughput(runs: Sequence[ReportRun]) -> Any | None:
     ax.plot([], [], "*", color="grey", markersize=12, markeredgecolor="black", label="best")
     ax.plot([], [], "D", color="white", markeredgecolor="grey", markeredgewidth=2,
             label=f"knee (≥{KNEE_FRACTION:.0%} of best)")  # fmt: skip
+    _legend(ax)
+    return fig
+
+
+def plot_goodput(runs: Sequence[Any]) -> Any | None:
+    """samples/s and goodput (samples/s ÷ (1 + B/B_noise)) against batch size, for runs that have B_noise."""
+    rows = [(run, run.result.recommendation) for run in runs]
+    rows = [(run, rec) for run, rec in rows if rec is not None and rec.goodput_rows]
+    if not rows:
+        return None
+    fig, (ax,) = _figure("Goodput: samples/sec and useful samples/sec vs batch size")
+    for (run, rec), color in zip(rows, _colors(len(rows)), strict=True):
+        xs = [r.batch_size for r in rec.goodput_rows]
+        good = [r.samples_per_sec / r.samples_factor for r in rec.goodput_rows]
+        ax.plot(xs, [r.samples_per_sec for r in rec.goodput_rows], "o-", color=color, alpha=0.45,
+                label=f"{run.label}: samples/s")  # fmt: skip
+        ax.plot(xs, good, "s-", color=color, label=f"{run.label}: goodput (B_noise {rec.noise_scale:,.0f})")
+        top = max(zip(good, xs, strict=True))
+        ax.plot([top[1]], [top[0]], "*", color=color, markersize=14, markeredgecolor="black")
+    _batch_axis(ax, [run for run, _ in rows])
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("samples/sec")
     _legend(ax)
     return fig
 
@@ -358,6 +381,7 @@ PLOTS: tuple[tuple[str, Any, str, str], ...] = (
      "Samples per second over each point's timed window (warm-up excluded). Star: best; diamond: the knee, "
      "the smallest batch within 95% of the best; dotted line: the first batch that ran out of memory.",
      "no batch size completed"),
+    ("goodput", plot_goodput, GOODPUT_CAPTION, ""),  # only runs swept with --noise-scale
     ("step_time", plot_step_time,
      "Median time of one step (device-synchronised); bars span the 10th to 90th percentile of the timed steps.",
      "no batch size completed"),

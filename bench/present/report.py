@@ -210,7 +210,9 @@ def _summarise(run: ReportRun) -> RunSummary:
     r = run.result
     env = r.environment
     wl = r.workload
-    rec = recommend(r, run.max_batch)
+    stored = r.recommendation  # `--noise-scale` is kept in the run: its goodput pick is redrawn
+    noise = {"noise_scale": stored.noise_scale, "noise_source": stored.noise_scale_source} if stored else {}
+    rec = recommend(r, run.max_batch, **(noise if noise.get("noise_scale") else {}))
     gpu = bool(env.gpus)
     parts = [
         env.device_label if gpu else f"{env.cpu_model} ({env.cpu_logical_cores} threads)",

@@ -95,7 +95,13 @@ def recommendation_table(rec: Recommendation) -> Table:
         table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
         table.add_column("LR start, sqrt", justify="right")
     table.add_column("why")
-    for name, c in (("throughput-optimal", rec.best), ("knee", rec.knee), ("safe max", rec.safe_max)):
+    picks = (
+        ("throughput-optimal", rec.best),
+        ("goodput-optimal", rec.goodput),
+        ("knee", rec.knee),
+        ("safe max", rec.safe_max),
+    )
+    for name, c in picks:
         if c is None:
             continue
         row = [

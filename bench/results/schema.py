@@ -462,6 +462,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class GoodputRow:
+    """One measured batch ranked by time to the same loss (``bench.analysis.goodput``), given B_noise."""
+
+    batch_size: int
+    samples_per_sec: float
+    samples_factor: float  # examples needed relative to the minimum: 1 + B / B_noise
+    relative_time: float  # (B + B_noise) / samples_per_sec, over the best batch's (1.0 = best)
+
+
+@dataclass(frozen=True)
 class Recommendation:
     """Which batch sizes to pick from a sweep, and how far the measurements support it
     (computed by ``bench.analysis.recommend.recommend``; written into the result when the sweep finishes)."""
@@ -475,6 +485,10 @@ class Recommendation:
     # batches whose 95% throughput interval overlaps the best's: the data cannot rank them
     indistinguishable: tuple[int, ...] = ()
     unconverged: tuple[int, ...] = ()  # measured points that ran out of time before the CI target
+    noise_scale: float | None = None  # B_noise, examples: set when goodput was asked for
+    noise_scale_source: str | None = None  # "given", or the `bench noise` file it came from
+    goodput: Choice | None = None  # the batch with the shortest time to the same loss
+    goodput_rows: tuple[GoodputRow, ...] = ()  # per measured batch, ascending
 
 
 @dataclass(frozen=True)
@@ -667,8 +681,12 @@ def recommendation_from_dict(d: dict[str, Any]) -> Recommendation:
     if not isinstance(d, dict):
         raise BenchError(f"recommendation: expected an object, got {type(d).__name__}")
     d = dict(d)
-    for pick in ("best", "knee", "safe_max"):
+    for pick in ("best", "knee", "safe_max", "goodput"):
         d[pick] = _build(Choice, d[pick], pick) if d.get(pick) is not None else None
+    rows = d.get("goodput_rows") or []
+    if not isinstance(rows, list):
+        raise BenchError("recommendation: goodput_rows should be a list")
+    d["goodput_rows"] = tuple(_build(GoodputRow, r, "goodput row") for r in rows)
     d["notes"] = tuple(str(n) for n in d.get("notes") or ())
     for key in ("indistinguishable", "unconverged"):
         sizes = d.get(key) or []

@@ -300,7 +300,7 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
-    wl = data.get("workload") or {}
+    wl = data.get("workload") or {"model": data.get("model"), "device": data.get("device")}  # noise: flat
     env = data.get("environment") or {}
     gpus = env.get("gpus") or []
     label = gpus[0].get("name") if gpus else env.get("cpu_model")
@@ -412,8 +412,12 @@ def import_file(db_path: Path | str, path: str) -> int:
         from bench.results.ab import load_ab
 
         load_ab(path)
+    elif data["kind"] == "noise":
+        from bench.results.noise import load_noise
+
+        load_noise(path)
     else:
-        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep, max_batch or ab)")
+        raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep, max_batch, ab or noise)")
     return save_run(db_path, data)
 
 
