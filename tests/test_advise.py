@@ -223,4 +223,4 @@ def test_workers_list_runs_one_sweep_per_count(tmp_path):
     )
     assert "by loader workers" in res.stdout and "0 workers" in res.stdout and "1 workers" in res.stdout
     bad = CliRunner().invoke(app, ["sweep", TINY, "--workers", "0,2", "--no-history"])
-    assert bad.exit_code != 0 and "needs --data loader" in str(bad.exception or bad.output)
+    assert bad.exit_code == 2 and "needs --data loader" in bad.output

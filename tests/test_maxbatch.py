@@ -247,3 +247,18 @@ def test_memory_model_is_not_set_by_a_noisy_batch_one():
     probes.append(ProbeRecord(3, FIT, 1006 * MiB, 1.0, repeat=True))
     model = _model_info(probes)
     assert 50 * MiB < model.per_sample_bytes < 110 * MiB
+
+
+def test_a_probe_child_reports_its_own_peak_not_its_parents(tmp_path):
+    """ru_maxrss survives exec: a child forked from a large process would report the parent's RSS as
+    its own peak, and every small probe would look the same size (CI: 1.40 GB at batch 2 and at 3)."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(400 * 2**20)  # this process: 400 MiB more, touched
+    ballast[:: 4096] = b"x" * len(ballast[::4096])
+    code = "from bench.measure.runner import own_peak_rss_bytes as f; import resource; print(f())"
+    mine = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < mine - 300 * 2**20
+    del ballast

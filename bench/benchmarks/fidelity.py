@@ -26,7 +26,7 @@ import torch
 from bench.hw.device import open_device
 from bench.measure.models import resolve
 from bench.measure.runner import run_point
-from bench.results.schema import MeasureSettings, Workload
+from bench.results.schema import MAX_TIME_SECONDS, MeasureSettings, Workload
 
 
 def hand_loop(args: argparse.Namespace, device: str) -> float:
@@ -78,7 +78,7 @@ def bench_point(args: argparse.Namespace, device_name: str) -> float:
         warmup_steps=args.warmup,
         min_steps=args.steps,
         max_steps=args.steps,
-        max_time_seconds=1e9,
+        max_time_seconds=MAX_TIME_SECONDS,
         min_time_seconds=0.0,
         isolate=False,
     )

@@ -210,7 +210,7 @@ def run_isolated(
                         break
                 else:
                     if deadline is not None and time.monotonic() > deadline:
-                        _stop(proc, timeout=0)
+                        _stop(proc, work, timeout=0)
                         return ChildOutcome(
                             "died", message=f"child process still running after {timeout_seconds:g} s: killed"
                         )

@@ -12,7 +12,7 @@ steady by the third), records peak memory and releases everything.
 - CPU: there is no OOM exception, and the kernel's OOM killer must never be reached. The budget is
   ``memory_limit`` (default: half the RAM available now). Every probe runs in its own child process;
   the parent kills a child whose RSS passes the budget (a failed probe), and otherwise the child's
-  own lifetime peak RSS (ru_maxrss) must be within the budget for the probe to fit.
+  own lifetime peak RSS (VmHWM) must be within the budget for the probe to fit.
 
 The chosen max then runs ``SOAK_STEPS`` steps (memory can creep over a longer run); if it fails,
 the search steps down until a size passes the soak. The safe batch leaves headroom derived from

@@ -603,7 +603,7 @@ def export_trace_gz(prof: Any, path: Path) -> Path:
 
 def fixed_step_settings(warmup_steps: int, measured_steps: int) -> Any:
     """MeasureSettings for exactly ``measured_steps`` timed steps (a trace, not a convergence run)."""
-    from bench.results.schema import MeasureSettings
+    from bench.results.schema import MAX_TIME_SECONDS, MeasureSettings
 
     if measured_steps < 2:
         raise BenchError(f"--steps must be at least 2, got {measured_steps}")
@@ -613,7 +613,7 @@ def fixed_step_settings(warmup_steps: int, measured_steps: int) -> Any:
         warmup_steps=warmup_steps,
         min_steps=measured_steps,
         max_steps=measured_steps,
-        max_time_seconds=1e9,  # the step count decides, never the clock
+        max_time_seconds=MAX_TIME_SECONDS,  # the step count decides, never the clock
         min_time_seconds=0.0,
         target_rel_ci=0.5,
     )
