@@ -270,6 +270,25 @@ def rank_stats(rank: int, point: Point, allreduce_spans: list[float] | None) -> 
     )
 
 
+# What a rank reports when a collective gave up on a peer that failed (gloo, NCCL, the store): a
+# consequence of another rank's failure, never its cause.
+_PEER_WAIT_MARKERS = (
+    "timed out waiting",
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "watchdog caught collective operation timeout",
+    "nccl communicator was aborted",
+    "socket timeout",
+)
+
+
+def waited_on_a_peer(error: str | None) -> bool:
+    """True when a rank's error says only that a collective waited on a peer in vain."""
+    text = (error or "").lower()
+    return any(marker in text for marker in _PEER_WAIT_MARKERS)
+
+
 def combine(points: list[Point], ranks: list[RankStats], dataset_size: int) -> Point:
     """One point from every rank's (index = rank): global figures, rank 0's raw step times.
 
@@ -287,10 +306,11 @@ def combine(points: list[Point], ranks: list[RankStats], dataset_size: int) -> P
     )
     failed = [(i, p) for i, p in enumerate(points) if p.status != OK]
     if failed:
-        status = OOM if any(p.status == OOM for _, p in failed) else ERROR
-        where = ", ".join(str(i) for i, _ in failed)
-        rank, first = failed[0]
-        error = f"rank {where}: {first.error}" if len(failed) < world else first.error
+        causes = [(i, p) for i, p in failed if not waited_on_a_peer(p.error)] or failed
+        status = OOM if any(p.status == OOM for _, p in causes) else ERROR
+        where = ", ".join(str(i) for i, _ in causes)
+        rank, first = causes[0]
+        error = f"rank {where}: {first.error}" if len(causes) < world else first.error
         return replace(
             base, status=status, error=error, memory=max_memory([p.memory for p in points]),
             samples_per_sec=None, epoch_seconds_estimate=None, distributed=info,
@@ -399,7 +419,15 @@ class Ranks:
         gathered = self.gather(
             (point, rank_stats(self.env.rank, point, spans)), "gathering the ranks' points"
         )
-        return combine([p for p, _ in gathered], [r for _, r in gathered], workload.dataset_size)
+        points = [p for p, _ in gathered]
+        causes = [(i, p) for i, p in enumerate(points) if p.status == ERROR and not waited_on_a_peer(p.error)]
+        if causes and len(causes) < len(points):  # the others failed only waiting for it: the group is broken
+            rank, cause = causes[0]
+            raise BenchError(
+                f"rank {rank}: batch {batch_size} failed ({_plain(cause.error)}); the other ranks stopped "
+                "waiting for it, so the run stops"
+            )
+        return combine(points, [r for _, r in gathered], workload.dataset_size)
 
 
 @contextmanager
