@@ -39,15 +39,22 @@ def fit_memory_model(probes: Sequence[ProbeRecord]) -> MemoryModelInfo | None:
     return MemoryModelInfo(fixed, per, max(errors, default=0.0))
 
 
-def autotune_workspace_bytes(probes: Sequence[ProbeRecord], soak: Sequence[ProbeRecord]) -> int | None:
+def autotune_workspace_bytes(
+    probes: Sequence[ProbeRecord], soak: Sequence[ProbeRecord], model: MemoryModelInfo | None = None
+) -> int | None:
     """How much more steady memory a batch took with cuDNN autotuning (the soak, run the way training
-    runs) than without it (the probes): the fastest algorithms' workspaces. None: nothing to compare."""
+    runs) than without it (the probes at that batch, else the memory model fitted to them): the
+    autotuned algorithms' workspaces. None: nothing to compare."""
     without = {p.batch_size: p.steady_peak_bytes for p in probes if p.fits and p.steady_peak_bytes}
-    extra = [
-        s.steady_peak_bytes - without[s.batch_size]
-        for s in soak
-        if s.fits and s.steady_peak_bytes and s.batch_size in without
-    ]
+    extra = []
+    for s in soak:
+        if not (s.fits and s.steady_peak_bytes):
+            continue
+        base = without.get(s.batch_size)
+        if base is None and model is not None:
+            base = model.fixed_bytes + model.per_sample_bytes * s.batch_size
+        if base is not None:
+            extra.append(int(s.steady_peak_bytes - base))
     return max(0, max(extra)) if extra else None
 
 

@@ -57,7 +57,7 @@ from bench.jobs.maxbatch_probes import (  # probe_in_process and probe_isolated:
     probe_in_process,
     probe_isolated,
 )
-from bench.results.errors import STICKY, BenchError, StickyCudaError, classify_message
+from bench.results.errors import STICKY, BenchError, StickyCudaError, classify_message, sticky_stop
 from bench.results.maxbatch import (  # the results live in the results layer; re-exported here
     ERROR,
     FIT,  # noqa: F401 - re-exported
@@ -319,6 +319,7 @@ def _search(
     records: list[ProbeRecord] = []
     soaked: list[ProbeRecord] = []
     leaks: list[str] = []
+    soaking = [False]  # the probes now are the soak's
     last_allocated: list[int | None] = [None]  # after the previous probe: leaks are judged from there
     fraction, previous_fraction = (None, None) if isolate else _cap_allocator(device, memory_limit, budget)
     if fraction is not None:
@@ -391,16 +392,22 @@ def _search(
             band_low = band_high = repeats = None
         soak = None
         if max_b is not None and soak_steps > 0:
+            soaking[0] = True
             steps = soak_steps_for(soak_steps, search_seconds, records, max_b)
             soak, max_b, failed_b, exact = _soak(
                 probe, soaked, workload, max_b, failed_b, exact, steps, granularity
             )
     except _StickyStop as stop:
-        raise _sticky_error(stop.record, records, soaked, notices, result) from None
+        raise _sticky_error(stop.record, soaking[0], records, soaked, notices, result) from None
     finally:
         if fraction is not None:
             _uncap_allocator(device, previous_fraction)
-    workspace = autotune_workspace_bytes(records, soaked)
+    # what autotuning added: the soak autotuned where the probes did not
+    workspace = (
+        autotune_workspace_bytes(records, soaked, model)
+        if workload.cudnn_benchmark and not autotune
+        else None
+    )
     margin, why = headroom(device.kind, model, records, budget_bytes=budget, workspace_bytes=workspace)
     safe = safe_batch(max_b, granularity, budget, model, margin) if max_b is not None else None
     return result(
@@ -470,21 +477,15 @@ def _soak(
 
 
 def _sticky_error(
-    rec: ProbeRecord, records: list[ProbeRecord], soaked: list[ProbeRecord], notices: list[str],
-    result: Callable[..., MaxBatchResult],
+    rec: ProbeRecord, in_soak: bool, records: list[ProbeRecord], soaked: list[ProbeRecord],
+    notices: list[str], result: Callable[..., MaxBatchResult],
 ) -> StickyCudaError:  # fmt: skip
     """The one line a sticky CUDA error ends the search with, carrying the finished probes (the
     proven bracket, ``exact=False``, no safe batch) as its ``partial_result``."""
-    if rec.steps == PROBE_STEPS and rec not in records:
-        records.append(rec)
-    elif rec not in soaked:
-        soaked.append(rec)
+    (soaked if in_soak else records).append(rec)
     done = len(records) + len(soaked) - 1
-    line = (
-        f"batch {rec.batch_size}: {rec.detail}: the CUDA context cannot run anything after this error, "
-        f"so the search stopped ({done} finished probe(s) kept); run with --isolate to give each probe "
-        "a fresh process"
-    )
+    error = sticky_stop(rec.batch_size, rec.detail or "", "search", f"{done} finished probe(s) kept")
+    line = str(error)
     low, failed = proven_bracket([r for r in records if r is not rec])
     soak = None
     if soaked:
@@ -496,6 +497,5 @@ def _sticky_error(
         failed_batch_size=failed, exact=False, cap_reached=False, headroom_fraction=0.0,
         headroom_reason="no safe batch: the search stopped at a sticky CUDA error", stopped=STOPPED_STICKY,
     )  # fmt: skip
-    error = StickyCudaError(line)
     error.partial_result = partial
     return error

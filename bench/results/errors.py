@@ -87,6 +87,15 @@ def classify(exc: BaseException) -> str:
     return classify_message(str(exc))
 
 
+def sticky_stop(batch_size: int, error: str, what: str, kept: str) -> StickyCudaError:
+    """The one line a sticky CUDA error ends an in-process ``what`` ("sweep", "search") with: the
+    batch, the error, what was kept, and ``--isolate`` (a fresh process per point or probe)."""
+    return StickyCudaError(
+        f"batch {batch_size}: {error}: the CUDA context cannot run anything after this error, so the "
+        f"{what} stopped ({kept}); run with --isolate to give each batch size a fresh process"
+    )
+
+
 def is_oom(exc: BaseException) -> bool:
     """True when ``exc`` means the device ran out of memory, whatever library raised it."""
     return classify(exc) == OOM
