@@ -321,7 +321,7 @@ def _search(
     leaks: list[str] = []
     soaking = [False]  # the probes now are the soak's
     last_allocated: list[int | None] = [None]  # after the previous probe: leaks are judged from there
-    fraction, previous_fraction = (None, None) if isolate else _cap_allocator(device, memory_limit, budget)
+    fraction, previous_fraction = _cap_allocator(device, memory_limit, budget)  # a child takes it too
     if fraction is not None:
         notices.append(f"the caching allocator was capped at {fraction:.1%} of the device for the search")
 
@@ -329,7 +329,7 @@ def _search(
         if isolate:
             rec = probe_isolated(
                 workload, b, budget if device.kind == "cpu" else None, steps, spec=spec, ddp=ddp,
-                cudnn_benchmark=autotune,
+                cudnn_benchmark=autotune, memory_fraction=fraction,
             )  # fmt: skip
         else:
             rec = probe_in_process(

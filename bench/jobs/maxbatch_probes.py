@@ -52,14 +52,18 @@ def _probe_child(
     steps: int,
     ddp: bool = False,
     cudnn_benchmark: bool = False,
+    memory_fraction: float | None = None,
     *,
     emit: Callable[[Any], None],
 ) -> dict[str, Any]:
-    """Child-process body: one probe, then this process's own lifetime peak RSS."""
+    """Child-process body: one probe (under the parent's allocator cap), then this process's own
+    lifetime peak RSS."""
     from bench.hw.device import open_device
     from bench.measure.runner import own_peak_rss_bytes
 
     device = open_device(workload.device)
+    if memory_fraction is not None:
+        device.set_memory_fraction(memory_fraction)
     record = probe_in_process(
         workload, batch_size, device, steps, spec=spec, ddp=ddp, cudnn_benchmark=cudnn_benchmark
     )
@@ -75,16 +79,18 @@ def probe_isolated(
     spec: Any = None,
     ddp: bool = False,
     cudnn_benchmark: bool = False,
+    memory_fraction: float | None = None,
 ) -> ProbeRecord:
     """One probe in a fresh child. On CPU the parent kills the child past ``budget_bytes`` of RSS,
-    and a child that finished fits only if its own peak RSS stayed within the budget."""
+    and a child that finished fits only if its own peak RSS stayed within the budget. On a GPU
+    ``memory_fraction`` caps the child's caching allocator (``--memory-limit``)."""
     from bench.jobs.isolate import run_isolated
 
     start = time.perf_counter()
     cpu = device_kind(workload.device) == "cpu"
     outcome = run_isolated(
         "bench.jobs.maxbatch_probes:_probe_child",
-        (workload, spec, batch_size, steps, ddp, cudnn_benchmark),
+        (workload, spec, batch_size, steps, ddp, cudnn_benchmark, memory_fraction),
         rss_limit_bytes=budget_bytes if cpu else None,
     )
     seconds = time.perf_counter() - start

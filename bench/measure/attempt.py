@@ -48,7 +48,7 @@ class Failure:
         return self.kind == STICKY
 
 
-def _read(fn: Callable[[], int | None]) -> int | None:
+def read_safely(fn: Callable[[], int | None]) -> int | None:
     """A device reading that cannot fail the caller (a dead CUDA context raises on most calls)."""
     try:
         return fn()
@@ -92,7 +92,7 @@ class Attempt:
         self._held: list[Any] = []
 
     def __enter__(self) -> Attempt:
-        self._retries_before = _read(self.device.alloc_retries)
+        self._retries_before = read_safely(self.device.alloc_retries)
         self.device.reset_peak()
         return self
 
@@ -112,8 +112,8 @@ class Attempt:
         workspace lands there: 940 MiB at batch 1 on the H100, against 524 MiB steady at batch 8),
         returns the cached workspace (``empty_cache``) and resets the counters, so the peaks read
         at the end are the steady memory training runs at."""
-        self.first_step_peak_allocated_bytes = _read(self.device.peak_allocated_bytes)
-        self.first_step_peak_reserved_bytes = _read(self.device.peak_reserved_bytes)
+        self.first_step_peak_allocated_bytes = read_safely(self.device.peak_allocated_bytes)
+        self.first_step_peak_reserved_bytes = read_safely(self.device.peak_reserved_bytes)
         if empty_cache:
             self.device.empty_cache()
         self.device.reset_peak()
@@ -127,8 +127,8 @@ class Attempt:
                 release()
         del held
         self.cleanup_error = release_memory(self.device)
-        self.peak_allocated_bytes = _read(self.device.peak_allocated_bytes)
-        self.peak_reserved_bytes = _read(self.device.peak_reserved_bytes)
-        after = _read(self.device.alloc_retries)
+        self.peak_allocated_bytes = read_safely(self.device.peak_allocated_bytes)
+        self.peak_reserved_bytes = read_safely(self.device.peak_reserved_bytes)
+        after = read_safely(self.device.alloc_retries)
         if after is not None and self._retries_before is not None:
             self.alloc_retries = after - self._retries_before

@@ -29,7 +29,7 @@ from typing import Any
 from bench.analysis import stats
 from bench.hw.device import Device
 from bench.hw.nvml import GpuMonitor, NullMonitor
-from bench.measure.attempt import Attempt, Failure
+from bench.measure.attempt import Attempt, Failure, read_safely
 from bench.measure.breakdown import PhaseTimes
 from bench.measure.models import ModelSpec
 from bench.measure.step import ModelCache
@@ -364,7 +364,7 @@ def run_point(
     memory = MemoryStats(
         device_peak_allocated_bytes=attempt.peak_allocated_bytes,
         device_peak_reserved_bytes=attempt.peak_reserved_bytes,
-        device_total_bytes=device.total_bytes(),
+        device_total_bytes=read_safely(device.total_bytes),
         first_step_peak_allocated_bytes=attempt.first_step_peak_allocated_bytes,
         first_step_peak_reserved_bytes=attempt.first_step_peak_reserved_bytes,
     )
