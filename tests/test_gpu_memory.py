@@ -251,3 +251,36 @@ def test_after_a_sticky_error_the_cleanup_does_not_raise():
     dev = FakeCudaDevice.h100(clock, sticky_at=4)
     p = run_point(WL, spec_for(dev), 4, SETTINGS, dev, clock=clock)
     assert p.status == ERROR and "illegal memory access" in p.error and dev.dead
+
+
+def test_max_batch_cli_sticky_error_is_one_line_and_the_probes_are_written(tmp_path, on_fake, capsys):
+    from bench.cli import main
+
+    on_fake(FakeCudaDevice.h100(FakeClock(), sticky_at=16))
+    out = tmp_path / "max.json"
+    code = main(
+        ["max-batch", "gpu_like", "--device", "cuda", "--image-size", "8", "-o", str(out),
+         "--db", str(tmp_path / "h.db")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "batch 16" in errors[0] and "--isolate" in errors[0]
+    assert [p["batch_size"] for p in json.loads(out.read_text())["probes"]] == [1, 16]
+
+
+def test_cudnn_benchmark_limit_option(tmp_path, on_fake, capsys):
+    from bench.cli import main
+
+    on_fake(FakeCudaDevice.h100(FakeClock()))
+    out = tmp_path / "r.json"
+    args = ["sweep", "gpu_like", "--device", "cuda", "-b", "4", "--image-size", "8", "--warmup", "2",
+            "--min-steps", "5", "--max-time", "0.5", "--no-nvtx", "-o", str(out), "--no-history"]  # fmt: skip
+    assert main([*args, "--cudnn-benchmark-limit", "2"]) == 0
+    assert json.loads(out.read_text())["workload"]["cudnn_benchmark_limit"] == 2
+    capsys.readouterr()
+    assert main([*args, "--cudnn-benchmark-limit", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        len([line for line in err.splitlines() if line.startswith("error:")]) == 1 and "Traceback" not in err
+    )
