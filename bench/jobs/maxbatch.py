@@ -313,7 +313,7 @@ def _search(
     if device.kind == "cuda" and workload.cudnn_benchmark and not autotune:
         notices.append(
             "probes ran without cuDNN autotuning (its search costs seconds per new shape and says "
-            "nothing about memory); the soak ran with it, as training will"
+            "nothing about memory); the soak of the chosen max runs with it, as training will"
         )
     gc.collect()
     records: list[ProbeRecord] = []
