@@ -69,11 +69,11 @@ def test_leak_check_reports_what_is_left_allocated():
     helpers_maxbatch.LIVE.clear()
     helpers_maxbatch.KEPT.clear()
     clean = probe_in_process(
-        Workload(model="tests.helpers_maxbatch:tracked", image_size=8), 2, device, baseline_allocated_bytes=0
+        Workload(model="tests.helpers_maxbatch:tracked", image_size=8), 2, device, previous_allocated_bytes=0
     )
     assert clean.fits and clean.leaked_bytes == 0
     leaky = probe_in_process(
-        Workload(model="tests.helpers_maxbatch:leaky", image_size=8), 2, device, baseline_allocated_bytes=0
+        Workload(model="tests.helpers_maxbatch:leaky", image_size=8), 2, device, previous_allocated_bytes=0
     )
     assert leaky.fits and leaky.leaked_bytes == 1000  # one model kept alive by the factory
     helpers_maxbatch.KEPT.clear()
@@ -239,12 +239,12 @@ def test_memory_model_is_not_set_by_a_noisy_batch_one():
     """CPU RSS at batch 1 varies by tens of MiB (more on a busy machine): the reported model, fitted
     with weights on the larger batches, keeps the slope of the steps near the edge (~100 MiB/sample
     here) although batch 1 read 107 MiB high."""
-    from bench.jobs.maxbatch import FIT, ProbeRecord, _model_info
+    from bench.jobs.maxbatch import FIT, ProbeRecord, fit_memory_model
 
     peaks = {1: 950, 2: 909, 3: 1006}
     probes = [ProbeRecord(b, FIT, peaks[b] * MiB, 1.0) for b in (1, 2, 3)]
     probes.append(ProbeRecord(3, FIT, 1006 * MiB, 1.0, repeat=True))
-    model = _model_info(probes)
+    model = fit_memory_model(probes)
     assert 50 * MiB < model.per_sample_bytes < 110 * MiB
 
 

@@ -78,6 +78,15 @@ CudnnBenchmarkOpt = Annotated[
         "step (see the time accounting), never in the measured window",
     ),
 ]
+CudnnBenchmarkLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--cudnn-benchmark-limit",
+        min=0,
+        help="CUDA: the most cuDNN algorithms autotuning tries per new shape "
+        "(torch.backends.cudnn.benchmark_limit; torch's default 10, 0 = all): fewer shorten each first step",
+    ),
+]
 DataOpt = Annotated[
     str,
     typer.Option(

@@ -113,6 +113,13 @@ class Device:
     def alloc_retries(self) -> int | None:
         return None
 
+    def memory_fraction(self) -> float | None:
+        """The share of the device the caching allocator may reserve (None: no cap to read)."""
+        return None
+
+    def set_memory_fraction(self, fraction: float) -> None:
+        """Cap the caching allocator at ``fraction`` of the device (1.0: uncapped). No-op on CPU."""
+
 
 class CpuDevice(Device):
     pass
@@ -166,6 +173,16 @@ class CudaDevice(Device):
         """Times the caching allocator had to free its cache and retry (a sign of pressure)."""
         stats = self._torch.cuda.memory_stats(self.index)
         return int(stats.get("num_alloc_retries", 0))
+
+    def memory_fraction(self) -> float | None:
+        get = getattr(self._torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.9
+        return float(get(self.index)) if get is not None else None
+
+    def set_memory_fraction(self, fraction: float) -> None:
+        """``torch.cuda.set_per_process_memory_fraction``: an allocation past the cap raises
+        torch.cuda.OutOfMemoryError, and cuDNN/cuBLAS size their workspaces to what is left, as on a
+        device of that size (``--memory-limit`` on a GPU)."""
+        self._torch.cuda.set_per_process_memory_fraction(fraction, self.index)
 
 
 def parse_device(spec: str) -> tuple[str, int | None]:

@@ -252,6 +252,8 @@ def max_memory(memories: list[MemoryStats]) -> MemoryStats:
         device_total_bytes=first.device_total_bytes,
         host_peak_rss_bytes=_max_or_none([m.host_peak_rss_bytes for m in memories]),
         host_rss_method=first.host_rss_method,
+        first_step_peak_allocated_bytes=_max_or_none([m.first_step_peak_allocated_bytes for m in memories]),
+        first_step_peak_reserved_bytes=_max_or_none([m.first_step_peak_reserved_bytes for m in memories]),
     )
 
 

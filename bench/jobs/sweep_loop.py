@@ -24,7 +24,7 @@ from bench._version import __version__
 from bench.analysis.diagnose import with_diagnoses
 from bench.measure.flops import count_flops_per_sample
 from bench.measure.flops import figures as flop_figures
-from bench.results.errors import BenchError, failure_text
+from bench.results.errors import STICKY, BenchError, classify_message, failure_text, sticky_stop
 from bench.results.schema import (
     ERROR,
     OK,
@@ -418,15 +418,13 @@ def measure_sweep(
         from bench.measure.trace import sweep_instrumentation
 
         annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-        if ranks is not None:
-            return ranks.run_point(
-                workload, spec, b, settings, device, monitor,
-                on_progress=report, annotate=annotate, hooks=hooks,
-            )  # fmt: skip
-        return run_point(
-            workload, spec, b, settings, device, monitor,
-            on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
+        point = (ranks.run_point if ranks is not None else run_point)(
+            workload, spec, b, settings, device, monitor, on_progress=report, annotate=annotate, hooks=hooks,
+            **({"model_cache": model_cache} if ranks is None else {}),
         )  # fmt: skip
+        if point.status == ERROR and classify_message(point.error or "") == STICKY:  # the context is dead
+            raise sticky_stop(b, point.error or "", "sweep", "the finished points are kept")
+        return point
 
     points: list[Point] = []
     failures_in_row = 0

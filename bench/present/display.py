@@ -164,6 +164,7 @@ def sweep_table(result: SweepResult) -> Table:
     table.add_column("±CI95", justify="right")
     table.add_column("epoch (est.)", justify="right")
     if on_gpu:
+        table.add_column("1st step", justify="right")  # cuDNN autotuning (and compile) of the new shape
         table.add_column("peak alloc", justify="right")
         table.add_column("peak reserved", justify="right")
         table.add_column("kernel-active", justify="right")
@@ -197,6 +198,7 @@ def sweep_table(result: SweepResult) -> Table:
         t = p.telemetry
         if on_gpu:
             row += [
+                fmt_seconds(p.timing.first_step_seconds),
                 fmt_bytes(p.memory.device_peak_allocated_bytes),
                 fmt_bytes(p.memory.device_peak_reserved_bytes),
                 _pct(t.gpu_kernel_active_percent),
@@ -213,7 +215,13 @@ def sweep_table(result: SweepResult) -> Table:
         "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
         "from the spread between repeats where there are some (N runs), else from the step times inside "
         "the run (run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target"
-        + ("; kernel-active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
+        + (
+            "; 1st step = the first step of the shape (cuDNN autotuning, compiling), never in the window; "
+            "peaks are the steady steps' (the first step's are in the JSON); kernel-active = NVML "
+            "utilisation (time any kernel ran, not SM occupancy)"
+            if on_gpu
+            else ""
+        )
         + "; MFU = model FLOP/s / dense peak; verdict: `bench diagnose` for the evidence"
     )
     return table
