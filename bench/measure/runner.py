@@ -152,8 +152,13 @@ def measure(
     on_progress: ProgressFn | None = None,
     hooks: Hooks = NO_HOOKS,
     sync: Sync = NO_SYNC,
+    on_synchronized: Callable[[], None] | None = None,
 ) -> Window:
-    """Warm up, then time steps until the CI target or the time budget is met."""
+    """Warm up, then time steps until the CI target or the time budget is met.
+
+    ``on_synchronized`` runs after the warm-up and after every chunk, right after the device
+    synchronise (the step breakdown reads its CUDA events there and reuses them)."""
+    after_sync = on_synchronized or (lambda: None)
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)
     w0 = clock()
@@ -166,6 +171,7 @@ def measure(
             first_step = clock() - w0
         report(Progress(batch_size, "warmup", i + 1, settings.warmup_steps))
     warmup = clock() - w0 - (first_step or 0.0) if settings.warmup_steps else None
+    after_sync()
 
     timer = device.make_timer()
     times: list[float] = []
@@ -191,6 +197,7 @@ def measure(
         t_end = clock()
         window += t_end - c0
         times.extend(timer.collect())
+        after_sync()
         is_converged = stats.converged(times, settings.target_rel_ci)
         report(
             Progress(
@@ -288,6 +295,7 @@ def run_point(
     wrap: Callable[[Any], Any] | None = None,
     sync: Sync = NO_SYNC,
     model_cache: ModelCache | None = None,
+    phase_timing: bool = True,
 ) -> Point:
     """Measure one batch size end to end. OOM becomes a Point with status "oom", never a raise.
 
@@ -295,6 +303,9 @@ def run_point(
     point's peak (exact); otherwise host peak RSS is the sampler's maximum (sampled).
     ``wrap`` and ``sync``: a data-parallel run's model wrapper (DDP) and rank agreement.
     ``model_cache``: reuse one model across the points of an in-process sweep (``ModelCache``).
+    ``phase_timing``: the step breakdown (forward, backward, optimizer on the device's timer, the
+    data wait on the host clock); False leaves the step without it (its cost:
+    ``python -m bench.benchmarks.annotation_overhead``).
     The point's ``timing`` says where its wall time went (build, first step, warm-up, window,
     teardown).
     """
@@ -310,8 +321,9 @@ def run_point(
     win: Window | None = None
     t_begin = clock()
     build_seconds: float | None = None
-    phases = PhaseTimes(device)  # the step breakdown, timed at the annotation points
-    annotate = phases.wrap(annotate)
+    phases = PhaseTimes(device, clock) if phase_timing else None  # the step breakdown
+    if phases is not None:
+        annotate = phases.wrap(annotate)
     retries_before = device.alloc_retries()
     device.reset_peak()
     sampler.start()
@@ -333,6 +345,7 @@ def run_point(
                 on_progress=report,
                 hooks=hooks,
                 sync=sync,
+                on_synchronized=phases.collect if phases is not None else None,
             )
             sampler.sample_now()
             memory = MemoryStats(
@@ -347,7 +360,7 @@ def run_point(
             retries_after = device.alloc_retries()
             point = replace(
                 point,
-                breakdown=phases.breakdown(win.step_seconds),
+                breakdown=phases.breakdown(win.step_seconds) if phases is not None else None,
                 num_alloc_retries=(
                     retries_after - retries_before
                     if retries_after is not None and retries_before is not None
