@@ -117,21 +117,40 @@ def test_a_sticky_error_poisons_every_later_cuda_call(gpu):
             call()
 
 
-def test_open_device_runs_the_cuda_class_under_the_env_fake(monkeypatch):
+@pytest.fixture
+def env_fake(monkeypatch):
     monkeypatch.setenv("BENCH_FAKE_CUDA", "h100")
-    before = torch.cuda.is_available
-    try:
-        device = open_device("cuda")
-        assert isinstance(device, CudaDevice) and device.torch_device == "cpu"
-        assert isinstance(device.make_timer(), CudaEventTimer)
-        assert device.name() == "NVIDIA H100 80GB HBM3"
-        monitor = open_monitor(device.index, device.uuid())
-        assert isinstance(monitor, NvmlMonitor) and monitor.name() == "NVIDIA H100 80GB HBM3"
-    finally:
-        active = fake_cuda.active()
-        fake_cuda._active.clear()
-        torch.cuda.is_available = before
-        assert active is not None
+    yield
+    fake_cuda.remove_env_fake()
+    assert fake_cuda.active() is None and not torch.cuda.is_available()
+
+
+def test_open_device_runs_the_cuda_class_under_the_env_fake(env_fake):
+    device = open_device("cuda")
+    assert isinstance(device, CudaDevice) and device.torch_device == "cpu"
+    assert isinstance(device.make_timer(), CudaEventTimer)
+    assert device.name() == "NVIDIA H100 80GB HBM3"
+    monitor = open_monitor(device.index, device.uuid())
+    assert isinstance(monitor, NvmlMonitor) and monitor.name() == "NVIDIA H100 80GB HBM3"
+
+
+def test_a_sweep_runs_its_cuda_path_under_the_env_fake(env_fake, tmp_path):
+    """The sweep job in-process on "cuda": CudaDevice, event timing, NVML telemetry and the MFU of
+    an H100, all through the code a GPU runs."""
+    from bench.jobs.sweep_loop import measure_sweep
+    from bench.results.schema import Workload
+
+    workload = Workload(model="tests.tiny_models:tiny_cnn", image_size=16, device="cuda", precision="bf16")
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0.05)
+    result = measure_sweep(workload, [2, 4], settings, out_path=tmp_path / "r.json")
+    assert result.status == "complete" and not result.settings.isolate
+    assert result.environment.gpus[0].name == "NVIDIA H100 80GB HBM3"
+    for p in result.points:
+        assert p.status == "ok"
+        assert p.memory.device_peak_allocated_bytes > H100.fixed_bytes
+        assert p.memory.device_process_used_bytes is not None
+        assert p.telemetry.power_watts_mean == 495.0
+        assert p.mfu is not None and p.breakdown is not None
 
 
 def test_an_unknown_fake_profile_is_one_error(monkeypatch):
@@ -239,3 +258,18 @@ def test_run_point_end_to_end_on_the_fake_h100():
     assert point.memory.device_total_bytes == 85_017_493_504
     assert point.telemetry.gpu_kernel_active_percent == 93.0
     assert point.telemetry.power_watts_mean == 495.0
+
+
+def test_a_sweep_says_why_per_process_memory_is_null(env_fake, tmp_path, monkeypatch):
+    """In a container NVML lists the host's PID: the sweep keeps the reading null and says why."""
+    from bench.jobs.sweep_loop import measure_sweep
+    from bench.results.schema import Workload
+
+    script = FakeCuda.nvml_script
+    monkeypatch.setattr(FakeCuda, "nvml_script", lambda self: {**script(self), "processes": ((4242, GIB),)})
+    workload = Workload(model="tests.tiny_models:tiny_cnn", image_size=16, device="cuda")
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.1, min_time_seconds=0.05)
+    result = measure_sweep(workload, [2, 4], settings, out_path=tmp_path / "r.json")
+    assert [p.memory.device_process_used_bytes for p in result.points] == [None, None]
+    said = [n for n in result.notices if n.startswith("per-process GPU memory is null")]
+    assert len(said) == 1 and "PID namespace" in said[0] and "4242" in said[0]

@@ -494,5 +494,14 @@ def install_from_env(environ: dict[str, str] | None = None) -> FakeCuda | None:
     if name not in PROFILES:
         raise ValueError(f"{ENV_VAR}={name!r}: use one of {', '.join(sorted(PROFILES))}")
     fake = FakeCuda(PROFILES[name])
-    _patch(fake, model_steps=True)  # for the life of the process
+    _env_undo.append(_patch(fake, model_steps=True))  # for the life of the process
     return fake
+
+
+_env_undo: list[Callable[[], None]] = []
+
+
+def remove_env_fake() -> None:
+    """Take off the fake ``install_from_env`` put on (tests; a process otherwise keeps it)."""
+    while _env_undo:
+        _env_undo.pop()()
