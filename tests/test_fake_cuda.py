@@ -273,3 +273,23 @@ def test_a_sweep_says_why_per_process_memory_is_null(env_fake, tmp_path, monkeyp
     assert [p.memory.device_process_used_bytes for p in result.points] == [None, None]
     said = [n for n in result.notices if n.startswith("per-process GPU memory is null")]
     assert len(said) == 1 and "PID namespace" in said[0] and "4242" in said[0]
+
+
+def test_allreduce_timers_are_read_and_reused_chunk_by_chunk(gpu):
+    """Two buckets a step, three chunks of ten steps: the spans of each chunk are read at the chunk's
+    synchronise and their events time the next chunk (40 events, not 2 per span held to the end)."""
+    from bench.jobs.distributed import CommTimer
+
+    fake, clock, device = gpu
+    comm = CommTimer(device.make_timer)
+    for _chunk in range(3):
+        for _step in range(10):
+            for _bucket in range(2):
+                timer = comm.begin()
+                fake.launch(0.001)
+                timer.stop()
+        device.synchronize()
+        comm.harvest()
+    spans = comm.collect()
+    assert spans == [pytest.approx(0.001)] * 60
+    assert fake.events_created == 2 * 20
