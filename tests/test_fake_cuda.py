@@ -243,7 +243,8 @@ def test_run_point_end_to_end_on_the_fake_h100():
     clock = FakeClock()
     with install(FakeCuda(H100, clock=clock), model_steps=True) as fake:
         device = CudaDevice(torch, 0, "cpu")
-        monitor = open_monitor(0, device.uuid(), nvml=FakeNvml(**fake.nvml_script()))
+        # NVML as the fake's script says, its GPM rates timed on the same fake clock
+        monitor = NvmlMonitor(FakeNvml(**fake.nvml_script()), "handle0", clock=clock)
         workload = Workload(
             model="tests.tiny_models:tiny_cnn", image_size=16, device="cuda", precision="bf16"
         )
@@ -258,6 +259,8 @@ def test_run_point_end_to_end_on_the_fake_h100():
     assert point.memory.device_total_bytes == 85_017_493_504
     assert point.telemetry.gpu_kernel_active_percent == 93.0
     assert point.telemetry.power_watts_mean == 495.0
+    assert point.telemetry.gpm_sm_active_percent == 88.0  # GPM: two samples at least 0.1 s apart
+    assert point.telemetry.gpm_tensor_active_percent == 35.0
 
 
 def test_a_sweep_says_why_per_process_memory_is_null(env_fake, tmp_path, monkeypatch):
