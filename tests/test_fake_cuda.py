@@ -296,3 +296,22 @@ def test_allreduce_timers_are_read_and_reused_chunk_by_chunk(gpu):
     spans = comm.collect()
     assert spans == [pytest.approx(0.001)] * 60
     assert fake.events_created == 2 * 20
+
+
+def test_a_sweep_meets_a_sticky_error_at_a_scripted_batch(tmp_path):
+    """The fake kills its context at batch 8 (a device-side assert): the point fails with CUDA's
+    message, never as an OOM, and the points before it are kept."""
+    from bench.jobs.sweep_loop import measure_sweep
+    from bench.results.schema import Workload
+
+    fake = FakeCuda(H100, sticky_from_batch=8, sticky_kind="device-side assert")
+    workload = Workload(model="tests.tiny_models:tiny_cnn", image_size=16, device="cuda")
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.1, min_time_seconds=0.05)
+    with install(fake, model_steps=True):
+        try:
+            result = measure_sweep(workload, [4, 8], settings, out_path=tmp_path / "r.json")
+        except RuntimeError as exc:  # the clean-up's CUDA calls raise it again: the sweep ends
+            result = exc.partial_result
+    assert result.points[0].batch_size == 4 and result.points[0].status == "ok"
+    assert all(p.status != "oom" for p in result.points)
+    assert "device-side assert" in (" ".join(p.error or "" for p in result.points) + " ".join(result.notices))

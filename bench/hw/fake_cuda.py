@@ -174,6 +174,8 @@ class FakeCuda:
     current_index: int = 0
     profiler_ranges: int = 0
     pinned: int = 0  # allocated bytes that stay allocated (cuBLAS workspaces): empty_cache keeps them
+    sticky_from_batch: int | None = None  # train_step at this batch or above kills the context
+    sticky_kind: str = "illegal memory access"  # a key of STICKY_MESSAGES
 
     def __post_init__(self) -> None:
         self.default = _Stream(self)
@@ -258,6 +260,8 @@ class FakeCuda:
     def train_step(self, batch_size: int, pixels: int = 224 * 224) -> None:
         """One training step's cost (see ``GpuProfile``): its activations are allocated and freed
         (the cache keeps them reserved), its kernels queued with a cuBLAS call among them."""
+        if self.sticky_from_batch is not None and batch_size >= self.sticky_from_batch:
+            self.fail(self.sticky_kind)
         scale = pixels / (224 * 224)
         activations = self.profile.fixed_bytes + int(self.profile.per_sample_bytes * scale * batch_size)
         self._grow(activations)
