@@ -138,31 +138,46 @@ class CommTimer:
     Each span runs from the moment DDP hands a ready bucket to the hook to the completion of its
     all-reduce (host clock on CPU; CUDA events on GPU, the end recorded on the stream the
     collective's result arrives on). Spans overlap backward and each other, so their sum says how
-    much communication there was, not how much it added to the step.
+    much communication there was, not how much it added to the step. ``harvest`` (after every
+    synchronised chunk: ``RankSync.chunk_steps``) reads the finished timers and reuses them, so
+    their CUDA events do not pile up to the end of the point.
     """
 
     def __init__(self, make_timer: Callable[[], Any], group: Any = None) -> None:
         self._make_timer = make_timer
         self.group = group
         self._lock = threading.Lock()
-        self._timers: list[Any] = []
+        self._running: list[Any] = []  # started, maybe not yet stopped
+        self._free: list[Any] = []  # read, ready to time another bucket
+        self._spans: list[float] = []
 
     def reset(self) -> None:
+        self.harvest()
         with self._lock:
-            self._timers = []
+            self._spans = []
 
     def begin(self) -> Any:
-        timer = self._make_timer()
-        timer.start()
         with self._lock:
-            self._timers.append(timer)
+            timer = self._free.pop() if self._free else self._make_timer()
+            self._running.append(timer)
+        timer.start()
         return timer
+
+    def harvest(self) -> None:
+        """Read every finished span (call after a device synchronise) and free those timers."""
+        with self._lock:
+            running, self._running = self._running, []
+            for timer in running:
+                spans = timer.collect()
+                self._spans.extend(spans)
+                (self._free if spans else self._running).append(timer)  # an unfinished one stays
 
     def collect(self) -> list[float]:
         """Seconds of each finished all-reduce since ``reset`` (call after a device synchronise)."""
+        self.harvest()
         with self._lock:
-            timers, self._timers = self._timers, []
-        return [s for t in timers for s in t.collect()]
+            out, self._spans = self._spans, []
+        return out
 
 
 def timed_allreduce_hook(state, bucket):  # noqa: ANN001 - DDP checks real annotations; strings fail
@@ -208,6 +223,8 @@ class RankSync(Sync):
             self._comm.reset()  # warm-up all-reduces are not the window's
 
     def chunk_steps(self, steps: int) -> int:
+        if self._comm is not None:
+            self._comm.harvest()  # the device is synchronised here: read the last chunk's spans
         return self._from_rank0(steps)
 
     def should_stop(self, stop: bool) -> bool:

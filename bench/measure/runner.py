@@ -153,11 +153,15 @@ def measure(
     hooks: Hooks = NO_HOOKS,
     sync: Sync = NO_SYNC,
     on_first_step: Callable[[], None] | None = None,
+    on_synchronized: Callable[[], None] | None = None,
 ) -> Window:
     """Warm up, then time steps until the CI target or the time budget is met.
 
     ``on_first_step`` runs right after the first warm-up step (synchronised, timed): ``run_point``
-    keeps that step's peak memory apart there (``Attempt.end_first_step``)."""
+    keeps that step's peak memory apart there (``Attempt.end_first_step``).
+    ``on_synchronized`` runs after the warm-up and after every chunk, right after the device
+    synchronise (the step breakdown reads its CUDA events there and reuses them)."""
+    after_sync = on_synchronized or (lambda: None)
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)
     w0 = clock()
@@ -172,6 +176,7 @@ def measure(
                 on_first_step()
         report(Progress(batch_size, "warmup", i + 1, settings.warmup_steps))
     warmup = clock() - w0 - (first_step or 0.0) if settings.warmup_steps else None
+    after_sync()
 
     timer = device.make_timer()
     times: list[float] = []
@@ -197,6 +202,7 @@ def measure(
         t_end = clock()
         window += t_end - c0
         times.extend(timer.collect())
+        after_sync()
         is_converged = stats.converged(times, settings.target_rel_ci)
         report(
             Progress(
@@ -294,6 +300,7 @@ def run_point(
     wrap: Callable[[Any], Any] | None = None,
     sync: Sync = NO_SYNC,
     model_cache: ModelCache | None = None,
+    phase_timing: bool = True,
 ) -> Point:
     """Measure one batch size end to end. OOM becomes a Point with status "oom", never a raise.
 
@@ -301,6 +308,9 @@ def run_point(
     point's peak (exact); otherwise host peak RSS is the sampler's maximum (sampled).
     ``wrap`` and ``sync``: a data-parallel run's model wrapper (DDP) and rank agreement.
     ``model_cache``: reuse one model across the points of an in-process sweep (``ModelCache``).
+    ``phase_timing``: the step breakdown (forward, backward, optimizer on the device's timer, the
+    data wait on the host clock); False leaves the step without it (its cost:
+    ``python -m bench.benchmarks.annotation_overhead``).
     The point's ``timing`` says where its wall time went (build, first step, warm-up, window,
     teardown).
     """
@@ -316,8 +326,9 @@ def run_point(
     process_used: int | None = None
     t_begin = clock()
     build_seconds: float | None = None
-    phases = PhaseTimes(device)  # the step breakdown, timed at the annotation points
-    annotate = phases.wrap(annotate)
+    phases = PhaseTimes(device, clock) if phase_timing else None  # the step breakdown
+    if phases is not None:
+        annotate = phases.wrap(annotate)
     attempt = Attempt(device)
     # the first step's peaks apart from the steady ones; the cache is emptied there only when
     # warm-up steps follow to grow it again outside the window
@@ -341,11 +352,14 @@ def run_point(
             win = measure(
                 prepared.step, batch_size, settings, device=device, clock=clock, monitor=monitor,
                 on_progress=report, hooks=hooks, sync=sync, on_first_step=first_step,
+                on_synchronized=phases.collect if phases is not None else None,
             )  # fmt: skip
             sampler.sample_now()
             process_used = monitor.process_memory_bytes()  # while the model still lives
             point = point_from_window(batch_size, win, workload.dataset_size, MemoryStats(), sampler)
-            point = replace(point, breakdown=phases.breakdown(win.step_seconds))
+            point = replace(
+                point, breakdown=phases.breakdown(win.step_seconds) if phases is not None else None
+            )
     finally:
         sampler.stop()
     # Outside the handler: the exception (and the frames holding tensors) is gone now.

@@ -238,6 +238,9 @@ def prepare(
     train = workload.mode == "train"
     model.train(train)
 
+    loader = workload.data == "loader"
+    if loader and spec.make_batch is not None:
+        raise BenchError(f"--data loader feeds images; model {spec.name} makes its own batches")
     if spec.make_batch is not None:
         kwargs = {}
         if workload.seq_len is not None:
@@ -245,6 +248,10 @@ def prepare(
                 raise BenchError(f"model {spec.name} does not take a sequence length (seq_len)")
             kwargs["seq_len"] = workload.seq_len
         x, y = spec.make_batch(batch_size, tdev, **kwargs)
+    elif loader:  # every step's batch comes from the loader: no synthetic one stays referenced
+        shape = spec.input_shape or (3, workload.image_size, workload.image_size)
+        classes = _num_classes(torch, model, spec, torch.randn((1, *shape), device=tdev))
+        x = y = None
     else:
         shape = spec.input_shape or (3, workload.image_size, workload.image_size)
         x = torch.randn((batch_size, *shape), device=tdev)
@@ -254,7 +261,7 @@ def prepare(
         x = x.contiguous(memory_format=torch.channels_last)
 
     host_x = host_y = None
-    if workload.h2d and device.kind == "cuda":
+    if workload.h2d and device.kind == "cuda" and x is not None:
         host_x = x.detach().cpu().pin_memory()
         host_y = y.detach().cpu().pin_memory() if hasattr(y, "cpu") else None
 
@@ -273,9 +280,7 @@ def prepare(
 
     refs: dict[str, Any] = {"model": model, "net": net, "x": x, "y": y}
     feed = None
-    if workload.data == "loader":
-        if spec.make_batch is not None:
-            raise BenchError(f"--data loader feeds images; model {spec.name} makes its own batches")
+    if loader:
         from bench.measure.data import open_feed
 
         feed = open_feed(
