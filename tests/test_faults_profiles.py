@@ -88,3 +88,34 @@ def test_max_that_finds_no_fit_says_so_and_sweeps_nothing(tmp_path, monkeypatch,
     assert rc == 1, err
     assert swept == []  # never the default sizes instead
     assert "found no batch that fits" in " ".join((out + err).split())
+
+
+def test_a_sticky_cuda_error_ends_the_profile_not_only_its_cell(tmp_path, monkeypatch, capsys):
+    """After a sticky CUDA error this process's context is dead: the next configuration would only
+    fail the same way, so the profile stops there, says so, and keeps the finished points."""
+    from bench.cli import main
+    from bench.jobs import profile_run
+    from bench.results.errors import StickyCudaError
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def sticky_sweep(workload, *args, **kwargs):
+        calls.append(workload.precision)
+        exc = StickyCudaError(
+            "batch 8: CUDA error: an illegal memory access was encountered; run with --isolate"
+        )
+        exc.partial_result = None
+        raise exc
+
+    monkeypatch.setattr(profile_run, "run_sweep", sticky_sweep)
+    (tmp_path / "p.toml").write_text(
+        'models = ["tests.tiny_models:tiny_cnn"]\nprecisions = ["fp32", "bf16"]\ndevice = "cpu"\n'
+        f"image_size = 8\nbatch_sizes = [2]\n{MEASURE}"
+    )
+    rc = main(["run", "p.toml", "--db", str(tmp_path / "h.db"), "--out", str(tmp_path / "rep")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and calls == ["fp32"]  # the bf16 configuration never ran in the dead context
+    text = " ".join((out + err).split())
+    assert "illegal memory access" in text and "ended the profile" in text and "--resume" in text
+    assert "Traceback" not in err and "internal error" not in err

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.jobs.profiles import Profile, ProfileEntry
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
-from bench.results.errors import BenchError, failure_text
+from bench.results.errors import BenchError, StickyCudaError, failure_text
 from bench.results.maxbatch import MaxBatchResult, load_max_batch
 from bench.results.schema import Environment, SweepResult, load_result, to_dict
 
@@ -169,11 +169,13 @@ def run_profile(
         max_path = None
         sizes = entry.batch_sizes
         problems: list[str] = []  # what failed in this cell; the other cells still run
+        sticky = False  # ... unless the CUDA context died: then nothing after it can run here
         if entry.max_batch:
             try:
                 max_result, max_path = _search_max_batch(entry, out_dir / f"{cell_name}.max_batch.json")
             except Exception as exc:  # noqa: BLE001 - one cell's failure, said in one line
                 problems.append(f"max-batch search failed: {failure_text(exc)}")
+                sticky = sticky or isinstance(exc, StickyCudaError)
         if entry.up_to_max:  # "max": powers of two up to the searched safe batch, or nothing
             safe = (
                 (max_result.safe_batch_size if max_result is not None else None)
@@ -199,6 +201,7 @@ def run_profile(
         except Exception as exc:  # noqa: BLE001 - the cell failed: keep what it measured, go on
             result = getattr(exc, "partial_result", None)  # every finished point, file finalised
             problems.append(f"sweep failed: {failure_text(exc)}")
+            sticky = sticky or isinstance(exc, StickyCudaError)
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
             if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
                 from bench.results.store import import_file
@@ -233,6 +236,13 @@ def run_profile(
         )
         suite.cells.append(_stored(cell, db_path, suite))
         notify(index, total, entry, "failed" if problems else "done")
+        if sticky and index + 1 < total:
+            suite.notices.append(
+                f"a sticky CUDA error in {entry.label} ended the profile: the {total - index - 1} "
+                "configuration(s) after it were not run (this process's CUDA context is dead); "
+                "run the profile again with --resume"
+            )
+            break
     return suite
 
 
