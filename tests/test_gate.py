@@ -343,3 +343,36 @@ def test_compare_shows_geometric_means_and_their_change(ref):
     assert c.baseline_samples_per_sec == pytest.approx((100 * 103 * 97) ** (1 / 3))
     assert c.change == pytest.approx(c.current_samples_per_sec / c.baseline_samples_per_sec - 1)
     assert c.verdict != WITHIN
+
+
+def test_the_default_threshold_is_the_readmes_10_percent(ref, tmp_path, capsys):
+    """Issue 23 item 4: every README example gates at 10%; so does the default."""
+    from bench.jobs.compare import compare_runs
+
+    base, cur = tmp_path / "base.json", tmp_path / "cur.json"
+    base.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=1), run_id="base")))
+    cur.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="cur")))
+    assert compare(ref, ref).threshold == 0.10
+    assert compare_runs([str(base), str(cur)], db=tmp_path / "h.db").threshold == 0.10
+    assert main(["compare", str(base), str(cur), "--db", str(tmp_path / "h.db")]) == 0
+    assert "threshold 10%" in capsys.readouterr().out
+
+
+def test_a_run_compared_with_itself_says_so_in_one_line(ref, tmp_path, capsys):
+    """Issue 23 item 4: `baseline set main latest` then `compare --baseline main latest` compared a
+    run with itself ("+0.0%") without a word, and said the noise was UNKNOWN and then "beyond
+    between-run noise"."""
+    db = ["--db", str(tmp_path / "h.db")]
+    run = tmp_path / "run.json"
+    run.write_text(dumps(ref))
+    assert main(["import", str(run), *db]) == 0
+    assert main(["baseline", "set", "main", "latest", *db]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--baseline", "main", "latest", *db]) == 0
+    out, err = capsys.readouterr()
+    same = [line for line in err.splitlines() if "same run" in line]
+    assert len(same) == 1 and "compared with itself" in same[0]
+    assert "beyond between-run noise" not in out
+    assert "between-run noise unknown" in out
+    other = compare(ref, with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="other"))
+    assert not any("same run" in w for w in other.warnings)

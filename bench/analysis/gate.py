@@ -303,7 +303,7 @@ def _log_mean(values: Sequence[float]) -> float:
 def compare(
     baseline: SweepResult,
     current: SweepResult,
-    threshold: float = 0.05,
+    threshold: float = 0.10,
     history_noise: dict[int, NoiseFloor] | None = None,
 ) -> Comparison:
     """Per batch size: change, interval and verdict (see the module docstring). ``history_noise``
@@ -312,6 +312,10 @@ def compare(
     notes: list[str] = []
     found = mismatches(baseline, current)
     warnings.extend(found)
+    if baseline.run_id == current.run_id:  # `baseline set main latest` then `compare --baseline main latest`
+        warnings.append(
+            f"baseline and current are the same run ({current.run_id}): a run compared with itself shows no change"
+        )
     warnings.extend(clock_event_warnings(baseline, "baseline"))
     warnings.extend(clock_event_warnings(current, "current"))
     history_noise = history_noise or {}

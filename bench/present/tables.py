@@ -47,7 +47,9 @@ def _verdict(c: PointChange) -> str:
 def summary(cmp: Comparison) -> str:
     """One line: what the gate decided."""
     n, m = len(cmp.regressions), len(cmp.inconclusive)
-    tail = f"threshold {cmp.threshold:.0%}, beyond between-run noise"
+    unknown = any(c.evidence == "steps" for c in cmp.changes)
+    noise = "between-run noise unknown: --repeat 3" if unknown else "beyond between-run noise"
+    tail = f"threshold {cmp.threshold:.0%}, {noise}"
     if n:
         return f"**{n} regression(s)** ({tail})"
     if m:
