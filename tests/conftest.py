@@ -17,6 +17,14 @@ def _hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv(DB_ENV, str(tmp_path / ".bench" / "results.db"))
 
 
+def pytest_configure(config):
+    """`python -m pytest -q` stays quiet: pytest-benchmark's results table (over 200 columns) is
+    printed only when asked for (without -q, or with --benchmark-verbose). Its own pytest_configure
+    runs last, so it reads the option set here."""
+    if config.get_verbosity() < 0:
+        config.option.benchmark_quiet = True
+
+
 def pytest_collection_modifyitems(items):
     """The README's plugin example stays as a user writes it (no marker), but it times real
     ResNet-18 steps: slow."""
