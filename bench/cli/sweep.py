@@ -309,13 +309,21 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     else:
         console.print(sweep_table(result))
         best = result.best_point()
-        if best is not None and result.recommendation is not None:
-            console.print(recommendation_table(result.recommendation))
-            if result.recommendation.goodput_rows:
-                console.print(goodput_table(result.recommendation))
-        if best is not None:
+        rec = result.recommendation
+        if best is not None and rec is not None:
+            console.print(recommendation_table(rec))
+            if rec.goodput_rows:
+                console.print(goodput_table(rec))
+        if best is not None and rec is not None and rec.best is None:  # contended or too noisy
+            console.print(f"[yellow]no batch size to recommend[/] (see above); results: {_saved_in(saved)}")
+        elif best is not None:
+            pick = (
+                best
+                if rec is None or rec.best is None
+                else next(p for p in result.points if p.batch_size == rec.best.batch_size)
+            )
             console.print(
-                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
+                f"best: batch {pick.batch_size} at {pick.samples_per_sec:,.1f} samples/s; "
                 f"results: {_saved_in(saved)}"
             )
         if result.advice:

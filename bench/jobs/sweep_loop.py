@@ -277,6 +277,32 @@ def _repeat_rounds(
     return result
 
 
+def _contention_watch(
+    settings: MeasureSettings, kind: str, environment: Any, workload: Workload
+) -> Callable[[Callable[[], Point]], Point]:
+    """Runs one measurement and marks its point with other processes' share of the CPU over it
+    (``settings.check_contention``; off: the point as measured)."""
+    from bench.analysis.contention import assess, cores_needed
+    from bench.hw import cpu_load
+
+    if not settings.check_contention:
+        return lambda run: run()
+    meter = cpu_load.default_meter()
+    workers = workload.workers if workload.data == "loader" else 0
+
+    def watched(run: Callable[[], Point]) -> Point:
+        start = meter.read()
+        point = run()
+        end = meter.read()
+        others = cpu_load.others_cores(start, end)
+        if point.status != OK or others is None:
+            return point
+        needed = cores_needed(kind, end.cpus, environment.torch_num_threads, workers)
+        return replace(point, contention=assess(others, end.cpus, needed))
+
+    return watched
+
+
 def with_analysis(result: SweepResult, flops_per_sample: float | None) -> SweepResult:
     """Each measured point's FLOP figures (achieved TFLOP/s, MFU against the GPU's dense peak) and
     every point's bottleneck verdict (which needs the neighbouring batch sizes: redone per save)."""
@@ -411,7 +437,13 @@ def measure_sweep(
     # it again per batch size cost seconds a point on the H100 and measured nothing.
     model_cache = ModelCache() if not isolate and ranks is None else None
 
+    watch = _contention_watch(settings, kind, result.environment, workload)
+
     def measure(b: int, report: Callable[[Any], None]) -> Point:
+        """One measurement of batch ``b``, with other processes' share of the CPU over it."""
+        return watch(lambda: _measure_once(b, report))
+
+    def _measure_once(b: int, report: Callable[[Any], None]) -> Point:
         """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
         if isolate:
             return _measure_point_isolated(workload, b, settings, report, annotate_steps)
