@@ -158,3 +158,25 @@ def test_a_step_stats_without_a_finite_interval_is_a_dash():
     p = _noisy(4, 10.0, 0.1, True)
     bad = replace(p, step_stats=replace(p.step_stats, rel_ci_half_width=float("nan")))
     assert interval_label(bad) == "-" and isinstance(p.step_stats, StepStats)
+
+
+def test_the_switch_is_a_flag_and_a_profile_key(tmp_path):
+    from bench.cli.common import build_settings
+    from bench.jobs.profiles import load_profile
+
+    assert build_settings(check_contention=False).check_contention is False
+    path = tmp_path / "p.toml"
+    path.write_text("models = ['resnet18']\ndevice = 'cpu'\n[measure]\ncheck_contention = false\n")
+    (entry,) = load_profile(str(path)).entries
+    assert entry.settings.check_contention is False
+
+
+def test_bench_sweep_takes_no_contention_check(monkeypatch, tmp_path, capsys):
+    from bench.cli import main
+
+    monkeypatch.setattr(cpu_load, "default_meter", lambda: FakeCpuLoad(others=1.0, cpus=2))
+    out = tmp_path / "r.json"
+    args = ["sweep", TINY, "-b", "2", "--image-size", "8", "--warmup", "1", "--min-steps", "3",
+            "--max-time", "0.2", "--min-time", "0", "--no-isolate", "--device", "cpu", "-o", str(out)]  # fmt: skip
+    assert main([*args, "--no-contention-check"]) == 0
+    assert json.loads(out.read_text())["points"][0]["contention"] is None

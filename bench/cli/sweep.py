@@ -100,6 +100,16 @@ RepeatOpt = Annotated[
         rich_help_panel=MEASURE_PANEL,
     ),
 ]
+ContentionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--contention-check/--no-contention-check",
+        help="watch other processes' CPU use over every point; a point they took 10% or more of its "
+        "cores from is marked 'contended N%' and not ranked by the recommendation (default: on)",
+        show_default=False,
+        rich_help_panel=MEASURE_PANEL,
+    ),
+]
 KeepGoingOpt = Annotated[
     bool,
     typer.Option("--keep-going", help="keep growing the batch after an OOM", rich_help_panel=MEASURE_PANEL),
@@ -195,6 +205,7 @@ def sweep(
     sample_interval: SampleIntervalOpt = None,
     isolate: IsolateOpt = None,
     repeat: RepeatOpt = SETTINGS.repeat,
+    contention_check: ContentionOpt = SETTINGS.check_contention,
     keep_going: KeepGoingOpt = False,
     out: OutOpt = None,
     json_only: JsonOpt = False,
@@ -229,7 +240,7 @@ def sweep(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
         min_time_seconds=min_time, target_rel_ci=target_ci,
         sample_interval_seconds=sample_interval, isolate=isolate, stop_on_oom=not keep_going,
-        repeat=repeat,
+        repeat=repeat, check_contention=contention_check,
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
