@@ -299,6 +299,9 @@ _VERDICT_STYLE = {
     "throttled": "red",
     "memory-bound": "cyan",
     "device-bound": "green",
+    "cpu-bound": "green",
+    "threads-idle": "cyan",
+    "contended": "red",
     "unclear": "dim",
 }
 
