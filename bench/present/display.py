@@ -108,6 +108,34 @@ class LiveSweep:
             self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
 
 
+class PlainProgress:
+    """Sweep events as plain lines on a stream (stderr): what a Python user calling ``run_sweep``
+    without an ``on_event`` sees, from a script or a notebook, where a live display has no place."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+
+    def _say(self, text: str) -> None:
+        import sys
+
+        print(f"bench: {text}", file=self.stream or sys.stderr, flush=True)
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "start" and event.result is not None:
+            wl = event.result.workload
+            self._say(f"measuring {wl.model} ({wl.mode}, {wl.precision}) on {wl.device}")
+        elif event.kind == "point_start":
+            self._say(f"batch {event.batch_size}: measuring")
+        elif event.kind == "point_done" and event.point is not None:
+            p = event.point
+            what = f"{p.samples_per_sec:,.1f} samples/s" if p.status == OK and p.samples_per_sec else p.status
+            self._say(f"batch {event.batch_size}: {what}")
+        elif event.kind in ("notice", "warning", "advice") and event.message:
+            self._say(f"{event.kind}: {event.message}")
+        elif event.kind == "moved":
+            self._say(f"results now in {event.results_path or 'memory only'}")
+
+
 class ProfileProgress:
     """`bench run`'s live display: one overall bar over the configurations above the sweep's rows.
     ``on_cell`` takes ``run_profile``'s cell states; ``sweep`` its sweep events."""
