@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from rich import box
@@ -401,33 +402,32 @@ def workers_table(results: list[SweepResult]) -> Table:
 
 
 def profile_table(name: str, cells: Sequence[Any]) -> Table:
-    """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): best and
-    knee batch, the searched max and safe max, the results file."""
+    """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): the
+    recommendation's best and knee batch (never a contended or too-noisy point), the searched max
+    and safe max. Narrow enough for 80 columns: the results files follow as lines."""
     table = Table(title=escape(f"{name}: recommendations"), title_justify="left")
-    for col in (
-        "configuration",
-        "best batch",
-        "best samples/s",
-        "knee batch",
-        "max batch",
-        "safe max",
-        "results",
-    ):
-        table.add_column(col)
+    for col in ("configuration", "best batch", "samples/s", "knee batch", "max batch", "safe max"):
+        table.add_column(col, justify="left" if col == "configuration" else "right", overflow="fold")
     for cell in cells:
-        best = knee = None
-        if cell.sweep is not None:
-            best = cell.sweep.best_point()
-            knee = knee_point(list(cell.sweep.points))
+        rec = cell.sweep.recommendation if cell.sweep is not None else None
+        best = rec.best if rec is not None else None
+        knee = rec.knee if rec is not None else None
+        if cell.sweep is not None and rec is None:  # a result from before recommendations
+            top, k = cell.sweep.best_point(), knee_point(list(cell.sweep.points))
+            best = (
+                SimpleNamespace(batch_size=top.batch_size, samples_per_sec=top.samples_per_sec)
+                if top
+                else None
+            )
+            knee = SimpleNamespace(batch_size=k.batch_size) if k else None
         search = cell.search
         table.add_row(
             escape(cell.label) + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
-            f"{best.samples_per_sec:,.1f}" if best else "-",
+            f"{best.samples_per_sec:,.1f}" if best and best.samples_per_sec else "-",
             str(knee.batch_size) if knee else "-",
             str(search.max_batch_size or "-") if search is not None else "-",
             str(search.safe_batch_size or "-") if search is not None else "-",
-            escape(cell.sweep_path or "-"),
         )
     return table
 
@@ -435,7 +435,7 @@ def profile_table(name: str, cells: Sequence[Any]) -> Table:
 def profile_lines(cells: Sequence[Any], files: Any) -> list[str]:
     """What follows a profile's table: each configuration's caveats (as `bench sweep` says them),
     where the report and traces are, and what failed."""
-    lines = []
+    lines = [f"results of {escape(c.label)}: {escape(c.sweep_path)}" for c in cells if c.sweep_path]
     for cell in cells:
         rec = cell.sweep.recommendation if cell.sweep is not None else None
         for note in rec.notes if rec is not None else ():
