@@ -377,3 +377,17 @@ def test_a_run_compared_with_itself_says_so_in_one_line(ref, tmp_path, capsys):
     assert "between-run noise unknown" in out
     other = compare(ref, with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="other"))
     assert not any("same run" in w for w in other.warnings)
+
+
+def test_a_contended_side_is_never_a_regression(ref):
+    """Issue 23 item 2: a stored-baseline A/A comparison said REGRESSION (-97.7%) while a
+    neighbour shared the cores."""
+    from bench.analysis.contention import assess
+
+    base = with_repeats(ref, noisy(1.0, 0.01, seed=1), run_id="base")
+    slow = with_repeats(ref, noisy(0.3, 0.01, seed=2), run_id="slow")
+    assert all(c.verdict == REGRESSION for c in compare(base, slow, 0.10).changes)
+    busy = replace(slow, points=tuple(replace(p, contention=assess(1.0, 2, 2)) for p in slow.points))
+    cmp = compare(base, busy, 0.10)
+    assert not cmp.regressions and all(c.verdict == "INCONCLUSIVE" for c in cmp.changes)
+    assert any("current 50%" in w and "not a verdict" in w for w in cmp.warnings)
