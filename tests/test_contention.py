@@ -129,7 +129,7 @@ def test_one_contended_batch_faster_than_the_clean_ones_stops_the_recommendation
     slow_contended = replace(slow, contention=assess(1.0, 2, 2))
     rec = recommend(sweep_of([slow_contended, fast]))
     assert rec.best.batch_size == 2 and rec.not_ranked == (1,)
-    assert "batch 1: contended 50%" in " ".join(rec.notes)
+    assert "not ranked: batch 1 (contended 50%)" in " ".join(rec.notes)
 
 
 def test_no_interval_is_printed_as_inf_and_the_live_display_matches_the_table():
@@ -180,3 +180,17 @@ def test_bench_sweep_takes_no_contention_check(monkeypatch, tmp_path, capsys):
             "--max-time", "0.2", "--min-time", "0", "--no-isolate", "--device", "cpu", "-o", str(out)]  # fmt: skip
     assert main([*args, "--no-contention-check"]) == 0
     assert json.loads(out.read_text())["points"][0]["contention"] is None
+
+
+def test_bench_sweep_says_plainly_it_cannot_recommend(monkeypatch, tmp_path, capsys):
+    from bench.cli import main
+    from bench.hw import env
+
+    monkeypatch.setattr(env, "collect", _two_threads)
+    monkeypatch.setattr(cpu_load, "default_meter", lambda: FakeCpuLoad(others=1.0, cpus=2))
+    args = ["sweep", TINY, "-b", "2,4", "--image-size", "8", "--warmup", "1", "--min-steps", "3",
+            "--max-time", "0.2", "--min-time", "0", "--no-isolate", "--device", "cpu", "-o", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cannot recommend a batch size" in out and "no batch size to recommend" in out
+    assert "best: batch" not in out and out.count("contended 50%") >= 2

@@ -471,7 +471,7 @@ def test_recommendation_says_when_the_spread_swamps_the_differences():
     console = Console(width=300, record=True)
     console.print(render(rec))
     text = " ".join(console.export_text().split())
-    assert "cannot recommend a batch size" in text and "batch 2: 95% interval ±524.0%" in text
+    assert "cannot recommend a batch size" in text and "batch 2 (95% interval ±524.0%)" in text
     # near-overlapping intervals of rankable width: the picks name the batches they cannot tell apart
     close = recommend(
         sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 110.0, 0.3, False), _noisy(4, 120.0, 0.3, False)])

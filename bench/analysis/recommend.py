@@ -37,7 +37,7 @@ def unrankable(p: Point) -> str | None:
     """Why a measured point cannot be ranked as if clean (None: it can): contended, or too noisy."""
     label = contended_label(p.contention)
     if label is not None:
-        return f"{label} (other processes took that share of the cores it needs)"
+        return label
     found = relative_interval(p)
     if found is not None and found[0] >= NOISY_REL_INTERVAL:
         return f"95% interval {rel_interval_text(found[0])}"
@@ -50,8 +50,10 @@ def _rankable(measured: list[Point]) -> tuple[list[Point], tuple[int, ...], list
     clean = [p for p in measured if p.batch_size not in why]
     notes = []
     if why:
-        listed = "; ".join(f"batch {b}: {reason}" for b, reason in why.items())
-        notes.append(f"not ranked ({listed}): measure them again on a quiet machine, or with --repeat 3")
+        listed = ", ".join(f"batch {b} ({reason})" for b, reason in why.items())
+        contended = any(r.startswith("contended") for r in why.values())
+        meaning = " ('contended N%': other processes took N% of the cores it needed)" if contended else ""
+        notes.append(f"not ranked: {listed}{meaning}; measure again on a quiet machine, or with --repeat 3")
     top = max((p.samples_per_sec or 0.0 for p in clean), default=None)
     if measured and (
         top is None or any((p.samples_per_sec or 0.0) > top for p in measured if p not in clean)
@@ -60,10 +62,7 @@ def _rankable(measured: list[Point]) -> tuple[list[Point], tuple[int, ...], list
         what = (
             "every measured batch was" if top is None else "a batch that read faster than the clean ones was"
         )
-        notes.append(
-            f"cannot recommend a batch size: {what} contended or too noisy to rank; "
-            "measure again when nothing else runs (see `uptime`)"
-        )
+        notes.append(f"cannot recommend a batch size: {what} contended or too noisy to rank")
         clean = []
     return clean, tuple(why), notes
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import (
     DEFAULT_DB,
@@ -321,12 +322,14 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
         console.print(sweep_table(result))
         best = result.best_point()
         rec = result.recommendation
-        if best is not None and rec is not None:
+        if best is not None and rec is not None and rec.best is None:  # contended or too noisy
+            for note in rec.notes:
+                console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+            console.print(f"[yellow]no batch size to recommend[/]; results: {_saved_in(saved)}")
+        elif best is not None and rec is not None:
             console.print(recommendation_table(rec))
             if rec.goodput_rows:
                 console.print(goodput_table(rec))
-        if best is not None and rec is not None and rec.best is None:  # contended or too noisy
-            console.print(f"[yellow]no batch size to recommend[/] (see above); results: {_saved_in(saved)}")
         elif best is not None:
             pick = (
                 best

@@ -252,9 +252,12 @@ def _sweep_table(
             names.append(col)
     for name in names:
         left = name in ("verdict", "status")
+        # a verdict is one word, or "contended 48%": never split
         # the longest word of a header or a cell is the least a column gets: rich wraps at spaces
         # and never has to cut a word ("bat…") as long as the whole table fits
-        table.add_column(name, justify="left" if left else "right", overflow="fold")
+        table.add_column(
+            name, justify="left" if left else "right", overflow="fold", no_wrap=name == "verdict"
+        )
     best = result.best_point()
     for p, verdict in zip(result.points, diagnose_run(result), strict=True):
         cells = _cells(p, verdict, on_gpu, best)
@@ -262,12 +265,14 @@ def _sweep_table(
     for column in table.columns:
         words = [w for text in (str(column.header), *map(_plain, column.cells)) for w in text.split()]
         column.min_width = max((len(w) for w in words), default=1)
+        if column.no_wrap:
+            column.min_width = max([column.min_width, *(len(_plain(c)) for c in column.cells)])
     if "±CI95" in names:
         table.caption = (
             "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
             "from the spread between repeats where there are some (N runs), else the step times' CI "
             "(run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target; "
-            "'contended N%' = other processes took N% of the cores the point needed"
+            "verdict 'contended N%' = other processes took N% of the cores the point needed"
             + ("; kernel active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
             + ("; MFU = model FLOP/s / dense peak" if on_gpu else "")
             + "; verdict: `bench diagnose` for the evidence"
@@ -293,7 +298,7 @@ def _cells(p: Point, verdict: Diagnosis | None, on_gpu: bool, best: Point | None
     st = p.step_stats
     sps = f"{p.samples_per_sec:,.1f}"
     t = p.telemetry
-    status = point_status(p)
+    contended = contended_label(p.contention)
     cells = {
         "batch": str(p.batch_size),
         "samples/s": f"[bold green]{sps}[/]" if best is not None and p is best else sps,
@@ -302,8 +307,9 @@ def _cells(p: Point, verdict: Diagnosis | None, on_gpu: bool, best: Point | None
         "±CI95": interval_label(p).lstrip("±"),  # between repeats when there are some, else steps
         "epoch (est.)": fmt_seconds(p.epoch_seconds_estimate),
         "MFU": _mfu(p.mfu),
-        "verdict": _verdict(verdict),
-        "status": f"[yellow]{status}[/]" if p.contention is not None and p.contention.contended else status,
+        # a contended point's verdict cell carries the share: "contended 48%"
+        "verdict": f"[red]{contended}[/]" if contended else _verdict(verdict),
+        "status": "ok" if p.converged else "ok (budget)",
     }
     if on_gpu:
         cells |= {
