@@ -391,3 +391,17 @@ def test_a_contended_side_is_never_a_regression(ref):
     cmp = compare(base, busy, 0.10)
     assert not cmp.regressions and all(c.verdict == "INCONCLUSIVE" for c in cmp.changes)
     assert any("current 50%" in w and "not a verdict" in w for w in cmp.warnings)
+
+
+def test_an_unbounded_change_interval_is_never_printed_as_inf(ref):
+    """Issue 23 item 2: no interval is ever printed as `inf` (two single runs without raw steps)."""
+    from rich.console import Console
+
+    from bench.present.tables import to_table
+
+    bare = replace(ref, points=tuple(replace(p, step_seconds=()) for p in ref.points), run_id="bare")
+    cmp = compare(bare, replace(bare, run_id="bare2"), 0.10)
+    console = Console(width=200, record=True)
+    console.print(to_table(cmp))
+    text = console.export_text() + to_markdown(cmp)
+    assert "inf" not in text and "unknown (no spread recorded)" in text

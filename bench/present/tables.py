@@ -4,6 +4,7 @@ sizes and the measured advice. Pure formatting over frozen results; no torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.table import Table
@@ -21,7 +22,7 @@ def to_markdown(cmp: Comparison) -> str:
         mem = "-" if c.memory_change is None else f"{c.memory_change:+.1%}"
         lines.append(
             f"| {c.batch_size} | {c.baseline_samples_per_sec:,.1f} | {c.current_samples_per_sec:,.1f} | "
-            f"{c.change:+.1%} | {c.ci_low:+.1%} … {c.ci_high:+.1%} | {_repeats(c)} | {mem} | {_verdict(c)} |"
+            f"{c.change:+.1%} | {_ci(c)} | {_repeats(c)} | {mem} | {_verdict(c)} |"
         )
     for w in cmp.warnings:
         lines.append(f"\n> warning: {w}")
@@ -29,6 +30,14 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append(f"\n> {n}")
     lines.append("\n" + summary(cmp))
     return "\n".join(lines)
+
+
+def _ci(c: PointChange) -> str:
+    """The change's 95% interval; "unknown" when it has no bound (no samples to estimate it from),
+    never "inf"."""
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high)):
+        return "unknown (no spread recorded)"
+    return f"{c.ci_low:+.1%} … {c.ci_high:+.1%}"
 
 
 def _repeats(c: PointChange) -> str:
@@ -78,7 +87,7 @@ def to_table(cmp: Comparison) -> Table:
             f"{c.baseline_samples_per_sec:,.1f}",
             f"{c.current_samples_per_sec:,.1f}",
             f"[{colour}]{c.change:+.1%}[/]",
-            f"{c.ci_low:+.1%} … {c.ci_high:+.1%}",
+            _ci(c),
             _repeats(c),
             mem,
             f"[{colour}]{_verdict(c)}[/]",
