@@ -183,7 +183,7 @@ def _pct(v: float | None) -> str:
 
 
 def point_status(p: Point) -> str:
-    """The status cell: "ok", "ok (budget)" (time ran out before the CI target), "contended 48%"
+    """The report's status cell: "ok", "ok (budget)" (time ran out before the CI target), "contended 48%, ok"
     (other processes took that share of the cores the point needed), or the failure."""
     if p.status != OK:
         return p.status
