@@ -278,14 +278,15 @@ def _repeat_rounds(
 
 
 def _contention_watch(
-    settings: MeasureSettings, kind: str, environment: Any, workload: Workload
+    settings: MeasureSettings, kind: str, environment: Any, workload: Workload, single: bool = True
 ) -> Callable[[Callable[[], Point]], Point]:
     """Runs one measurement and marks its point with other processes' share of the CPU over it
-    (``settings.check_contention``; off: the point as measured)."""
+    (``settings.check_contention``; off, or one rank of several (``single`` False): the point as
+    measured)."""
     from bench.analysis.contention import assess, cores_needed
     from bench.hw import cpu_load
 
-    if not settings.check_contention:
+    if not settings.check_contention or not single:
         return lambda run: run()
     meter = cpu_load.default_meter()
     workers = workload.workers if workload.data == "loader" else 0
@@ -437,7 +438,8 @@ def measure_sweep(
     # it again per batch size cost seconds a point on the H100 and measured nothing.
     model_cache = ModelCache() if not isolate and ranks is None else None
 
-    watch = _contention_watch(settings, kind, result.environment, workload)
+    # under torchrun the other ranks share the cores by design: they would read as a neighbour
+    watch = _contention_watch(settings, kind, result.environment, workload, ranks is None)
 
     def measure(b: int, report: Callable[[Any], None]) -> Point:
         """One measurement of batch ``b``, with other processes' share of the CPU over it."""
