@@ -207,7 +207,7 @@ def _with_goodput(
     pick = choice(
         top.batch_size,
         top.samples_per_sec,
-        f"shortest time to the same loss, (B + B_noise)/samples/s with B_noise {noise_scale:,.0f}",
+        f"shortest time to the same loss, (B + B_noise) / samples/s with B_noise {noise_scale:,.0f}",
     )
     notes = list(rec.notes)
     fastest = max(rows, key=lambda r: r.samples_per_sec)

@@ -26,6 +26,7 @@ from bench.analysis.contention import contended_label
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import knee_point
 from bench.analysis.stats import interval_label, rel_interval_text
+from bench.present.tables import words_whole
 from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
 from bench.results.units import fmt_bytes, fmt_seconds
 
@@ -252,9 +253,7 @@ def _sweep_table(
             names.append(col)
     for name in names:
         left = name in ("verdict", "status")
-        # a verdict is one word, or "contended 48%": never split
-        # the longest word of a header or a cell is the least a column gets: rich wraps at spaces
-        # and never has to cut a word ("bat…") as long as the whole table fits
+        # words_whole below: the longest word of a header or a cell is the least a column gets
         table.add_column(
             name, justify="left" if left else "right", overflow="fold", no_wrap=name == "verdict"
         )
@@ -262,11 +261,11 @@ def _sweep_table(
     for p, verdict in zip(result.points, diagnose_run(result), strict=True):
         cells = _cells(p, verdict, on_gpu, best)
         table.add_row(*(cells.get(n, "-") for n in names))
+    words_whole(table)
     for column in table.columns:
-        words = [w for text in (str(column.header), *map(_plain, column.cells)) for w in text.split()]
-        column.min_width = max((len(w) for w in words), default=1)
-        if column.no_wrap:
-            column.min_width = max([column.min_width, *(len(_plain(c)) for c in column.cells)])
+        if column.header == "verdict":  # one word, or "contended 48%": never split
+            column.no_wrap = True
+            column.min_width = max([column.min_width or 0, *(len(_plain(c)) for c in column.cells)])
     if "±CI95" in names:
         table.caption = (
             "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "

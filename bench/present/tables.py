@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION, Comparison, PointChange
 from bench.results.schema import Advice, Recommendation
@@ -97,14 +98,17 @@ def to_table(cmp: Comparison) -> Table:
 
 def recommendation_table(rec: Recommendation) -> Table:
     """A rich table of the recommendation, notes as its caption."""
-    table = Table(title="recommended batch sizes", title_justify="left")
+    lr = rec.base_batch is not None and rec.base_lr is not None
+    title = "recommended batch sizes"
+    if lr:
+        title += f" (learning-rate starting points scaled from {rec.base_lr:g} at batch {rec.base_batch})"
+    table = Table(title=title, title_justify="left")
     table.add_column("pick")
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")
-    lr = rec.base_batch is not None and rec.base_lr is not None
     if lr:
-        table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
-        table.add_column("LR start, sqrt", justify="right")
+        table.add_column("LR linear", justify="right")
+        table.add_column("LR sqrt", justify="right")
     table.add_column("why")
     picks = (
         ("throughput-optimal", rec.best),
@@ -126,6 +130,20 @@ def recommendation_table(rec: Recommendation) -> Table:
         table.add_row(*row)
     if rec.notes:
         table.caption = "; ".join(rec.notes)
+    return words_whole(table)
+
+
+def words_whole(table: Table) -> Table:
+    """Every column at least as wide as its longest word (header or cell): rich then wraps text at
+    spaces and never cuts a word ("bat…") as long as the table fits the terminal (80 columns)."""
+    for column in table.columns:
+        cells = [Text.from_markup(str(c)).plain for c in column.cells]
+        header = Text.from_markup(str(column.header)).plain
+        words = [w for text in (header, *cells) for w in text.split()]
+        column.min_width = max([column.min_width or 0, *(len(w) for w in words)])
+        if all(len(c.split()) <= 1 for c in cells):  # one word a cell: wrapping cannot help, keep it
+            column.no_wrap = True  # out of rich's shrinking, which would cut it to fit the others
+            column.min_width = max([column.min_width, *(len(c) for c in cells)])
     return table
 
 
