@@ -381,7 +381,7 @@ def diagnosis_table(result: SweepResult) -> Table:
     note = mfu_note(result)
     if note:
         table.caption = note
-    return table
+    return words_whole(table)
 
 
 def workers_table(results: list[SweepResult]) -> Table:
