@@ -194,3 +194,17 @@ def test_bench_sweep_says_plainly_it_cannot_recommend(monkeypatch, tmp_path, cap
     out = " ".join(capsys.readouterr().out.split())
     assert "cannot recommend a batch size" in out and "no batch size to recommend" in out
     assert "best: batch" not in out and out.count("contended 50%") >= 2
+
+
+def test_a_finished_child_process_counts_as_own_time():
+    """An isolated point's child has exited (and been waited for) by the second reading: its CPU
+    time is the measurement's own, not a neighbour's (else an idle machine would read contended)."""
+    import subprocess
+    import sys
+
+    meter = PsutilCpuLoad()
+    start = meter.read()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass\n"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=120)
+    end = meter.read()
+    assert end.own_busy_seconds - start.own_busy_seconds >= 0.45
