@@ -84,3 +84,62 @@ def test_slow_loader_point_reads_input_bound():
 
     d = diagnose_point(dataclasses.replace(point, breakdown=bd), on_gpu=False)
     assert d.verdict == "input-bound" and "59%" in d.evidence[0]
+
+
+def test_gpu_data_wait_is_the_host_stall_not_the_compute_queue():
+    """On a GPU the loop waits 30 ms for each batch while the device still runs the previous step's
+    50 ms of kernels. CUDA events on the compute stream read that wait as 0 (both ends stamp when
+    the queue reaches them); the host clock reads the 30 ms the loop stood still."""
+    import torch
+
+    from bench.hw.device import CudaDevice
+    from bench.hw.fake_cuda import H100, FakeCuda, install
+
+    clock = FakeClock()
+    with install(FakeCuda(H100, clock=clock)) as fake:
+        device = CudaDevice(torch, 0, "cpu")
+        phases = PhaseTimes(device, clock)
+        annotate = phases.wrap()
+
+        def step():
+            with annotate("data"):
+                clock.advance(0.030)
+            with annotate("forward"):
+                fake.launch(0.050)
+
+        win = measure(step, 64, SETTINGS, device=device, clock=clock, on_synchronized=phases.collect)
+        bd = phases.breakdown(win.step_seconds)
+    assert bd.data_seconds == pytest.approx(0.030)
+    assert bd.forward_seconds == pytest.approx(0.050)
+    # 10 steps: the first after the synchronise 30 + 50 ms, the others 50 ms (the wait overlaps)
+    assert bd.data_wait_fraction == pytest.approx(10 * 0.030 / (0.080 + 9 * 0.050))
+    # the events were read after every chunk and reused: 2 per forward of the longest chunk (10 steps)
+    assert fake.events_created <= 2 * 10 + 2 * 10
+
+
+def test_loader_mode_keeps_no_synthetic_batch():
+    from bench.hw.device import CpuDevice
+    from bench.measure.models import resolve
+    from bench.measure.step import prepare
+    from bench.results.schema import Workload
+
+    workload = Workload(model="tests.tiny_models:tiny_cnn", image_size=16, data="loader", workers=0)
+    prepared = prepare(workload, resolve(workload.model), 64, CpuDevice())
+    try:
+        assert prepared.refs["x"] is None and prepared.refs["y"] is None
+        prepared.step()  # trains on the loader's batch
+    finally:
+        prepared.refs["feed"].close()
+        prepared.release()
+
+
+def test_annotation_overhead_benchmark_runs_on_cpu(capsys):
+    from bench.benchmarks import annotation_overhead
+
+    annotation_overhead.main(
+        ["--model", "tests.tiny_models:tiny_cnn", "--image-size", "16", "--batch-size", "4", "--rounds", "1",
+         "--seconds", "0.2", "--warmup", "1", "--range-repeats", "200"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "ratio annotated/plain: median" in out
+    assert "instrumentation cost measured directly" in out

@@ -16,6 +16,7 @@ from bench.jobs import distributed as dd
 from bench.jobs.launch import click_args, launch_sweeps, out_path_for, parse_nproc, scaling_path
 from bench.results.errors import BenchError
 from bench.results.schema import (
+    ERROR,
     OK,
     OOM,
     Distributed,
@@ -115,6 +116,32 @@ def test_combine_names_the_ranks_that_failed():
     p = dd.combine(points, [RankStats(rank=0), RankStats(rank=1, status=OOM)], dataset_size=10)
     assert p.status == OOM and p.samples_per_sec is None
     assert p.error == "rank 1: CUDA out of memory"
+
+
+GLOO_TIMEOUT = (
+    "RuntimeError: Got the following error when running the callback: RuntimeError: [/__w/pytorch/pytorch/"
+    "third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 3000ms for recv operation"
+)
+
+
+def test_a_peer_that_gave_up_waiting_is_not_named_as_the_cause():
+    """Rank 1 broke; rank 0's all-reduce then timed out. Both failed, but the cause is rank 1's
+    (under load rank 0's timeout can arrive first: the error must not depend on that race)."""
+    points = [
+        _point(0, 0, status=ERROR, error=GLOO_TIMEOUT),
+        _point(0, 0, status=ERROR, error="ValueError: rank 1 broke on purpose"),
+    ]
+    p = dd.combine(points, [RankStats(rank=0), RankStats(rank=1)], dataset_size=10)
+    assert p.status == ERROR and p.error == "rank 1: ValueError: rank 1 broke on purpose"
+    assert dd.waited_on_a_peer(GLOO_TIMEOUT) and dd.waited_on_a_peer(
+        "NCCL watchdog caught collective operation timeout"
+    )
+    assert not dd.waited_on_a_peer("ValueError: rank 1 broke on purpose") and not dd.waited_on_a_peer(None)
+    both = [
+        _point(0, 0, status=ERROR, error="ValueError: x"),
+        _point(0, 0, status=ERROR, error="ValueError: x"),
+    ]
+    assert dd.combine(both, [RankStats(rank=0), RankStats(rank=1)], dataset_size=10).error == "ValueError: x"
 
 
 # --------------------------------------------------------------------------- schema, scaling, launcher

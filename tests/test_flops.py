@@ -69,6 +69,11 @@ def test_uncountable_model_is_none():
         ("NVIDIA H100 PCIe", "H100 PCIe"),
         ("NVIDIA H100 NVL", "H100 NVL"),
         ("NVIDIA H200", "H200"),
+        ("NVIDIA H200 NVL", "H200 NVL"),
+        ("NVIDIA GH200 480GB", "GH200"),
+        ("NVIDIA B200", "B200"),
+        ("NVIDIA GB200", "GB200"),
+        ("NVIDIA H100 80GB HBM3 MIG 3g.40gb", "H100 SXM"),
         ("NVIDIA A100-SXM4-80GB", "A100"),
         ("NVIDIA A100-PCIE-40GB", "A100"),
         ("NVIDIA A10", "A10"),
@@ -144,3 +149,60 @@ def test_a_real_cpu_sweep_counts_flops_but_claims_no_mfu(tmp_path):
     (p,) = res.points
     assert p.flops_per_sample and p.flops_per_sample > 0 and p.achieved_tflops > 0
     assert p.mfu is None  # no dense peak for a CPU in the table: never a made-up figure
+
+
+def test_peaks_of_h200_nvl_gb200_and_mig_slices():
+    assert flops.peak_tflops("NVIDIA H200 NVL", "bf16") == pytest.approx(835.5)  # not the SXM's 989
+    assert flops.peak_tflops("NVIDIA GB200", "bf16") == pytest.approx(2500.0)  # not B200's 2,250
+    assert flops.peak_tflops("NVIDIA GB200", "fp32") is None  # no datasheet figure: no guess
+    assert flops.peak_tflops("NVIDIA H100 80GB HBM3 MIG 3g.40gb", "bf16") == pytest.approx(989.4 * 3 / 7)
+    assert flops.peak_tflops("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "tf32") == pytest.approx(156.0 / 7)
+    assert "3/7 of the whole GPU" in flops.peak_notice("NVIDIA H100 80GB HBM3 MIG 3g.40gb", "bf16")
+    assert flops.peak_notice("NVIDIA H100 80GB HBM3", "bf16") is None
+
+
+def _fixture_run():
+    from bench.results.schema import load_result
+
+    return load_result(str(Path(__file__).parent / "data" / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"))
+
+
+def test_mfu_is_per_gpu_under_ddp():
+    """H100 fixture, batch 64: 1,312 samples/s is MFU 0.0030 on one GPU. Eight equal ranks give
+    8 x 1,312 global samples/s: still 0.0030 per GPU, not 0.0243."""
+    from dataclasses import replace as dc_replace
+
+    from bench.jobs.sweep import with_analysis
+    from bench.results.schema import Distributed, PointDistributed
+
+    run = _fixture_run()
+    one = {p.batch_size: p.mfu for p in with_analysis(run, 2.29e9).points}
+    assert one[64] == pytest.approx(0.0030, abs=5e-5)
+    eight = dc_replace(
+        run,
+        distributed=Distributed(world_size=8, backend="nccl"),
+        points=tuple(
+            dc_replace(p, samples_per_sec=8 * p.samples_per_sec,
+                       distributed=PointDistributed(world_size=8, global_samples_per_sec=8 * p.samples_per_sec))
+            for p in run.points
+        ),
+    )  # fmt: skip
+    done = {p.batch_size: p for p in with_analysis(eight, 2.29e9).points}
+    assert done[64].mfu == pytest.approx(one[64], rel=1e-9)
+    assert done[64].achieved_tflops == pytest.approx(8 * 2.29e9 * 1312.036 / 1e12, rel=1e-5)  # global
+
+
+def test_mfu_uses_the_gpu_in_use_not_the_first():
+    from dataclasses import replace as dc_replace
+
+    from bench.jobs.sweep import with_analysis
+    from bench.results.schema import GpuInfo
+
+    run = _fixture_run()
+    gpus = (GpuInfo(index=0, name="NVIDIA A100-SXM4-80GB"), GpuInfo(index=1, name="NVIDIA H100 80GB HBM3"))
+    on_1 = dc_replace(
+        run, environment=dc_replace(run.environment, gpus=gpus, gpu_count=2),
+        workload=dc_replace(run.workload, device="cuda:1"),
+    )  # fmt: skip
+    p = {q.batch_size: q for q in with_analysis(on_1, 2.29e9).points}[64]
+    assert p.mfu == pytest.approx(p.achieved_tflops / 989.4)  # the H100's peak, not the A100's 312

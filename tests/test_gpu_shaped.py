@@ -129,7 +129,8 @@ def fake_gpu(monkeypatch):
     return dev
 
 
-def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
+@pytest.mark.parametrize("autotune_probes", [False, True])
+def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu, autotune_probes):
     dev = fake_gpu
     truth = max(
         b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total
@@ -141,15 +142,21 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu):
     original = bench.measure.models.resolve
     bench.measure.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
     try:
-        res = find_max_batch(wl, soak_steps=5)
+        res = find_max_batch(wl, soak_steps=5, autotune_probes=autotune_probes)
     finally:
         bench.measure.models.resolve = original
     assert res.granularity == 1 and res.exact
     assert res.max_batch_size == truth and res.failed_batch_size == truth + 1
     assert res.probe_count <= 9, [p.batch_size for p in res.probes]
     assert all(p.batch_size <= 1.25 * truth for p in res.probes)
-    small = res.probes[0]  # batch 1: the first step carries the autotune workspace, the steady steps not
-    assert small.first_step_peak_bytes > small.steady_peak_bytes
+    small = res.probes[
+        0
+    ]  # batch 1: with autotuning the first step carries its workspace, the steady steps not
+    if autotune_probes:
+        assert small.first_step_peak_bytes > small.steady_peak_bytes
+    else:  # by default the probes do not autotune: only the soak did, at the max
+        assert small.first_step_peak_bytes == small.steady_peak_bytes
+        assert dev.tuned == {res.max_batch_size}
     assert small.steady_peak_bytes == pytest.approx(
         (dev.fixed + dev.per_sample) * (1 + dev.overhead), rel=0.01
     )

@@ -51,8 +51,8 @@ NO_TORCH_LAYERS = {
     "pure logic",
     "results",
 }  # `bench report/compare/history` run without torch
-# results: errors.is_oom checks torch.cuda.OutOfMemoryError by type, only when torch is already loaded
-TORCH_ALLOWED = {"results.errors"}
+# results: errors.classify checks torch.cuda.OutOfMemoryError by type from sys.modules, never importing torch
+TORCH_ALLOWED: set[str] = set()
 
 
 def _module_name(path: Path) -> str:

@@ -124,7 +124,7 @@ def _peak(p: Point) -> int | None:
 
 _WORKLOAD_FIELDS = (
     "mode", "precision", "channels_last", "compile", "image_size", "h2d", "optimizer", "seq_len", "device",
-    "data", "workers", "data_dir", "cudnn_benchmark", "compile_mode",
+    "data", "workers", "data_dir", "cudnn_benchmark", "cudnn_benchmark_limit", "compile_mode",
 )  # fmt: skip
 _SETTINGS_FIELDS = (
     "warmup_steps", "min_steps", "max_steps", "max_time_seconds", "min_time_seconds", "target_rel_ci", "isolate",

@@ -255,6 +255,8 @@ def combine_repeats(measured: Sequence[Point], dataset_size: int | None = None) 
                 "device_peak_reserved_bytes",
                 "device_process_used_bytes",
                 "host_peak_rss_bytes",
+                "first_step_peak_allocated_bytes",
+                "first_step_peak_reserved_bytes",
             )
         },
         device_total_bytes=middle.memory.device_total_bytes,

@@ -117,6 +117,15 @@ CudnnBenchmarkOpt = Annotated[
         rich_help_panel=WORKLOAD_PANEL,
     ),
 ]
+CudnnBenchmarkLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--cudnn-benchmark-limit",
+        min=0,
+        help="CUDA: the most cuDNN algorithms autotuning tries per new shape "
+        "(torch.backends.cudnn.benchmark_limit; torch's default 10, 0 = all): fewer shorten each first step",
+    ),
+]
 DataOpt = Annotated[
     str,
     typer.Option(

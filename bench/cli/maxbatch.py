@@ -14,6 +14,7 @@ from bench.cli.common import (
     WORKLOAD,
     ChannelsLastOpt,
     CompileOpt,
+    CudnnBenchmarkLimitOpt,
     CudnnBenchmarkOpt,
     DbOpt,
     DeviceOpt,
@@ -47,13 +48,25 @@ MaxSecondsOpt = Annotated[
 ]
 MemoryLimitOpt = Annotated[
     str | None,
-    typer.Option("--memory-limit", help="budget, e.g. 8GiB or 3000MB (CPU default: 50% of available RAM)"),
+    typer.Option(
+        "--memory-limit",
+        help="budget, e.g. 8GiB or 3000MB (CPU default: 50% of available RAM); on a GPU it also caps "
+        "the caching allocator",
+    ),
 ]
 IsolateOpt = Annotated[
     bool, typer.Option("--isolate/--no-isolate", help="each GPU probe in a fresh process (CPU: always)")
 ]
 CapOpt = Annotated[int | None, typer.Option("--max-batch", help="never probe above this batch")]
 SoakOpt = Annotated[int, typer.Option("--soak-steps", help="steps the chosen max must survive")]
+AutotuneProbesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--autotune-probes",
+        help="probe with cuDNN autotuning too (default: only the soak of the chosen max autotunes, as "
+        "training will; a search per new shape cost 23-32 s a probe on an H100)",
+    ),
+]
 
 
 def _workload(model: str, mode: str, **flags: Any) -> Workload:
@@ -158,6 +171,8 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         optimizer: OptimizerOpt = WORKLOAD.optimizer,
         cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
+        cudnn_benchmark_limit: CudnnBenchmarkLimitOpt = WORKLOAD.cudnn_benchmark_limit,
+        autotune_probes: AutotuneProbesOpt = False,
         granularity: GranularityOpt = None,
         memory_limit: MemoryLimitOpt = None,
         isolate: IsolateOpt = False,
@@ -179,7 +194,7 @@ def register(app: typer.Typer) -> None:
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
-            cudnn_benchmark=cudnn_benchmark,
+            cudnn_benchmark=cudnn_benchmark, cudnn_benchmark_limit=cudnn_benchmark_limit,
         )  # fmt: skip
         options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
         _start_search(
@@ -188,7 +203,7 @@ def register(app: typer.Typer) -> None:
         try:
             res = find_max_batch(
                 workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,
-                max_seconds=max_seconds, **options,
+                max_seconds=max_seconds, autotune_probes=autotune_probes, **options,
             )  # fmt: skip
         except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
             err_console.print(

@@ -17,6 +17,7 @@ from bench.cli.common import (
     ChannelsLastOpt,
     CompileModeOpt,
     CompileOpt,
+    CudnnBenchmarkLimitOpt,
     CudnnBenchmarkOpt,
     DataDirOpt,
     DataOpt,
@@ -195,6 +196,7 @@ def sweep(
     optimizer: OptimizerOpt = WORKLOAD.optimizer,
     dataset_size: DatasetSizeOpt = WORKLOAD.dataset_size,
     cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
+    cudnn_benchmark_limit: CudnnBenchmarkLimitOpt = WORKLOAD.cudnn_benchmark_limit,
     data: DataOpt = WORKLOAD.data,
     workers: WorkersOpt = str(WORKLOAD.workers),
     data_dir: DataDirOpt = WORKLOAD.data_dir,
@@ -232,7 +234,7 @@ def sweep(
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
         image_size=image_size, device=device, h2d=h2d, optimizer=optimizer,
-        dataset_size=dataset_size, cudnn_benchmark=cudnn_benchmark,
+        dataset_size=dataset_size, cudnn_benchmark=cudnn_benchmark, cudnn_benchmark_limit=cudnn_benchmark_limit,
         data=data, workers=worker_counts[0], data_dir=data_dir, compile_mode=compile_mode,
     )  # fmt: skip
     if len(worker_counts) > 1:

@@ -5,6 +5,8 @@
 - ``bench.hw.device``: the only module that queries ``torch.cuda`` for device state (synchronise,
   peak memory, cache, CUDA-event timers).
 - ``bench.hw.fake``: a scripted fake of the pynvml module for tests (and for users' tests).
+- ``bench.hw.fake_cuda``: a fake ``torch.cuda`` (events, streams, allocator, OOM, sticky errors, MIG)
+  under which the real CUDA code above runs on a CPU; ``BENCH_FAKE_CUDA=h100`` for a whole process.
 """
 
 from bench.hw.device import Device, open_device

@@ -42,30 +42,37 @@ class CudaEventTimer(StepTimer):
     """Per-step CUDA events: recorded on the stream without a host sync, read after the window.
 
     Synchronising every step would insert a bubble and understate throughput; events measure the
-    device's own time between the start and end markers of each step.
+    device's own time between the start and end markers of each step. The events are reused: those
+    read by ``collect`` (called after each synchronised chunk) time the next chunk, so a point
+    creates as many as its longest chunk needs, not two per step held to its end.
     """
 
     def __init__(self, torch: Any) -> None:
         self._torch = torch
-        self._events: list[tuple[Any, Any]] = []
+        self._pool: list[Any] = []  # events free to record again
+        self._pairs: list[tuple[Any, Any]] = []
         self._current: Any = None
 
+    def _event(self) -> Any:
+        return self._pool.pop() if self._pool else self._torch.cuda.Event(enable_timing=True)
+
     def start(self) -> None:
-        ev = self._torch.cuda.Event(enable_timing=True)
+        ev = self._event()
         ev.record()
         self._current = ev
 
     def stop(self) -> None:
-        ev = self._torch.cuda.Event(enable_timing=True)
+        ev = self._event()
         ev.record()
-        self._events.append((self._current, ev))
+        self._pairs.append((self._current, ev))
         self._current = None
 
     def collect(self) -> list[float]:
-        if self._events:
-            self._events[-1][1].synchronize()
-        out = [start.elapsed_time(end) / 1000.0 for start, end in self._events]  # ms -> s
-        self._events = []
+        if self._pairs:
+            self._pairs[-1][1].synchronize()
+        out = [start.elapsed_time(end) / 1000.0 for start, end in self._pairs]  # ms -> s
+        self._pool.extend(ev for pair in self._pairs for ev in pair)
+        self._pairs = []
         return out
 
 
@@ -113,6 +120,13 @@ class Device:
     def alloc_retries(self) -> int | None:
         return None
 
+    def memory_fraction(self) -> float | None:
+        """The share of the device the caching allocator may reserve (None: no cap to read)."""
+        return None
+
+    def set_memory_fraction(self, fraction: float) -> None:
+        """Cap the caching allocator at ``fraction`` of the device (1.0: uncapped). No-op on CPU."""
+
 
 class CpuDevice(Device):
     pass
@@ -121,10 +135,11 @@ class CpuDevice(Device):
 class CudaDevice(Device):
     kind = "cuda"
 
-    def __init__(self, torch: Any, index: int) -> None:
+    def __init__(self, torch: Any, index: int, tensor_device: str | None = None) -> None:
+        """``tensor_device``: where tensors go, when not this GPU (``bench.hw.fake_cuda``: the CPU)."""
         self._torch = torch
         self.index = index
-        self.torch_device = f"cuda:{index}"
+        self.torch_device = tensor_device or f"cuda:{index}"
         torch.cuda.set_device(index)
 
     def synchronize(self) -> None:
@@ -167,6 +182,16 @@ class CudaDevice(Device):
         stats = self._torch.cuda.memory_stats(self.index)
         return int(stats.get("num_alloc_retries", 0))
 
+    def memory_fraction(self) -> float | None:
+        get = getattr(self._torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.9
+        return float(get(self.index)) if get is not None else None
+
+    def set_memory_fraction(self, fraction: float) -> None:
+        """``torch.cuda.set_per_process_memory_fraction``: an allocation past the cap raises
+        torch.cuda.OutOfMemoryError, and cuDNN/cuBLAS size their workspaces to what is left, as on a
+        device of that size (``--memory-limit`` on a GPU)."""
+        self._torch.cuda.set_per_process_memory_fraction(fraction, self.index)
+
 
 def parse_device(spec: str) -> tuple[str, int | None]:
     """'cpu' -> ('cpu', None); 'cuda' -> ('cuda', 0); 'cuda:1' -> ('cuda', 1)."""
@@ -180,11 +205,22 @@ def parse_device(spec: str) -> tuple[str, int | None]:
     raise BenchError(f"unknown device {spec!r}: use cpu, cuda or cuda:N")
 
 
-def cuda_device_count() -> int:
-    """CUDA devices torch can see (0 without a GPU or a CUDA build)."""
+def _torch() -> Any:
+    """torch, with ``bench.hw.fake_cuda``'s fake over torch.cuda when ``BENCH_FAKE_CUDA`` asks for it."""
     import torch
 
-    return int(torch.cuda.device_count())
+    from bench.hw import fake_cuda
+
+    try:
+        fake_cuda.install_from_env()
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    return torch
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch can see (0 without a GPU or a CUDA build)."""
+    return int(_torch().cuda.device_count())
 
 
 def host_available_bytes() -> int:
@@ -195,8 +231,7 @@ def host_available_bytes() -> int:
 
 
 def default_device() -> str:
-    import torch
-
+    torch = _torch()
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -205,22 +240,22 @@ def open_device(spec: str) -> Device:
     kind, index = parse_device(spec)
     if kind == "cpu":
         return CpuDevice()
-    import torch
-
+    torch = _torch()
     if not torch.cuda.is_available():
         raise BenchError(f"--device {spec} asked for a GPU, but torch sees no CUDA device here")
     count = torch.cuda.device_count()
     if index is None or index >= count:
         raise BenchError(f"--device {spec}: only {count} CUDA device(s) visible")
-    return CudaDevice(torch, index)
+    from bench.hw import fake_cuda
+
+    return CudaDevice(torch, index, "cpu" if fake_cuda.active() is not None else None)
 
 
 def check_device(spec: str) -> None:
     """Validate a device string without initialising CUDA state we keep."""
     kind, index = parse_device(spec)
     if kind == "cuda":
-        import torch
-
+        torch = _torch()
         if not torch.cuda.is_available():
             raise BenchError(f"--device {spec} asked for a GPU, but torch sees no CUDA device here")
         if index is not None and index >= torch.cuda.device_count():

@@ -200,19 +200,37 @@ class _FakeGpmMetricsGet:
 # --------------------------------------------------------------------------- a simulated CUDA device
 
 
+STICKY_MESSAGE = (  # what torch raises after an out-of-bounds kernel access (a sticky error)
+    "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously "
+    "reported at some other API call, so the stacktrace below might be incorrect.\nFor debugging "
+    "consider passing CUDA_LAUNCH_BLOCKING=1"
+)
+
+
 class FakeCudaDevice:
     """A CUDA device simulated on the CPU, for tests of what only a GPU shows and for users'
-    tools: memory and time follow a script shaped like the first H100 run of bench.
+    tools: memory and time follow a script shaped like the first H100 run of bench (``h100``).
 
     Tensors live on the CPU (``torch_device`` "cpu"); a model built by ``model()`` reports every
     forward to ``run_step``, which advances ``clock`` and the simulated memory:
 
     - memory of a training step at batch b: ``fixed_bytes + per_sample_bytes * b`` (allocated), the
       caching allocator reserving ``reserve_overhead`` more; when the reserved bytes would pass
-      ``total_bytes`` the step raises ``torch.cuda.OutOfMemoryError`` with CUDA's message.
-    - the first step of a new batch shape autotunes (``cudnn_benchmark``): ``autotune_seconds``
-      more, and, for batches up to ``spike_until``, a workspace spike of ``autotune_spike_bytes``
-      that stays cached until ``empty_cache``. Later steps of the same shape run at the steady peak.
+      the capacity (``total_bytes``, or the cap ``set_memory_fraction`` set) the step raises
+      ``torch.cuda.OutOfMemoryError`` with CUDA's message.
+    - cuDNN autotuning, only while ``torch.backends.cudnn.benchmark`` is on (as ``precision_mode``
+      sets it; ``cudnn_benchmark`` True/False overrides): the first step of a new batch shape (cached
+      per shape, for the life of the device) costs ``autotune_seconds`` more, scaled by the share of
+      ``autotune_algorithms`` that ``torch.backends.cudnn.benchmark_limit`` lets it try (at torch's
+      default of 10: ``autotune_seconds``; 0 tries all), and, for batches up to ``spike_until``,
+      carries a workspace of ``autotune_spike_bytes``, cut to what the device has left (PyTorch skips
+      algorithms whose workspace it cannot allocate), cached until ``empty_cache``. Steady steps of a
+      tuned shape hold ``benchmark_workspace_bytes`` more (the fastest algorithms' workspace).
+    - cuBLAS's workspace (``cublas_workspace_bytes``) is allocated at the first step and stays
+      allocated: ``empty_cache`` never returns it, as on a real device.
+    - ``sticky_at``: a step at that batch raises the illegal-memory-access error torch raises
+      (``torch.AcceleratorError``); from then on every step, ``synchronize`` and ``empty_cache``
+      raise it too (the context is dead), while the memory counters still read.
     - a step takes ``step_overhead_seconds + step_seconds_per_sample * b`` of the fake clock.
 
     It implements ``bench.hw.device.Device`` (kind "cuda") and is a plain class here so this module
@@ -232,11 +250,15 @@ class FakeCudaDevice:
         per_sample_bytes: int = 40 * 2**20,
         reserve_overhead: float = 0.05,
         autotune_seconds: float = 20.0,
+        autotune_algorithms: int = 10,
         autotune_spike_bytes: int = 900 * 2**20,
         spike_until: int = 32,
+        benchmark_workspace_bytes: int = 0,
+        cublas_workspace_bytes: int = 0,
         step_overhead_seconds: float = 0.045,
         step_seconds_per_sample: float = 0.0002,
-        cudnn_benchmark: bool = True,
+        cudnn_benchmark: bool | None = None,
+        sticky_at: int | None = None,
     ) -> None:
         self.clock = clock
         self.total = total_bytes
@@ -244,36 +266,92 @@ class FakeCudaDevice:
         self.per_sample = per_sample_bytes
         self.overhead = reserve_overhead
         self.autotune_seconds = autotune_seconds
+        self.autotune_algorithms = autotune_algorithms
         self.spike = autotune_spike_bytes
         self.spike_until = spike_until
+        self.benchmark_workspace = benchmark_workspace_bytes
+        self.cublas_workspace = cublas_workspace_bytes
         self.step_overhead = step_overhead_seconds
         self.per_sample_seconds = step_seconds_per_sample
         self.cudnn_benchmark = cudnn_benchmark
+        self.sticky_at = sticky_at
+        self.dead: str | None = None  # the sticky error's message, once one happened
         self.tuned: set[int] = set()  # batch shapes autotuned so far (the process-wide cache)
-        self.allocated = 0
+        self.autotune_seconds_spent = 0.0
+        self.fraction = 1.0  # torch.cuda.set_per_process_memory_fraction
+        self.fractions_set: list[float] = []
+        self.allocated = 0  # held between steps (cuBLAS's workspace)
         self.reserved = 0  # cached by the allocator; empty_cache returns it to ``allocated``
         self.peak_alloc = 0
         self.peak_res = 0
         self.steps = 0
         self.syncs = 0
 
+    @classmethod
+    def h100(cls, clock: Any, **overrides: Any) -> FakeCudaDevice:
+        """Shaped like EfficientNet-b0 bf16 channels-last on the first H100 run
+        (``fixtures/h100-80gb-hbm3``): 79.18 GiB; steady 524 MiB at batch 8 and about 43 MiB a sample
+        (2.83 GiB at 64); batch 1's first step with autotuning 940 MiB; 20-40 s of autotuning per new
+        shape; 45 ms steps up to batch 64 (host-bound); a 32 MiB cuBLAS workspace (Hopper). Reserved:
+        524 MiB steady at batch 8, 940 MiB in batch 1's first step, 885 MiB at 16 (906 measured)."""
+        shape: dict[str, Any] = dict(
+            total_bytes=int(79.18 * 2**30), fixed_bytes=123 * 2**20, per_sample_bytes=43 * 2**20,
+            reserve_overhead=0.05, autotune_seconds=25.0, autotune_spike_bytes=697 * 2**20, spike_until=8,
+            cublas_workspace_bytes=32 * 2**20, step_overhead_seconds=0.045, step_seconds_per_sample=0.0002,
+        )  # fmt: skip
+        return cls(clock, **{**shape, **overrides})
+
+    def _benchmark(self) -> bool:
+        if self.cudnn_benchmark is not None:
+            return self.cudnn_benchmark
+        import torch
+
+        return bool(torch.backends.cudnn.benchmark)
+
+    def _autotune_cost(self) -> float:
+        import torch
+
+        limit = int(torch.backends.cudnn.benchmark_limit)
+        tried = self.autotune_algorithms if limit == 0 else min(limit, self.autotune_algorithms)
+        return self.autotune_seconds * tried / min(10, self.autotune_algorithms)
+
+    def _sticky(self) -> None:
+        if self.dead is not None:
+            import torch
+
+            raise torch.AcceleratorError(self.dead)
+
     # --- what a fake model calls
     def run_step(self, batch_size: int) -> None:
-        spike = 0
-        if self.cudnn_benchmark and batch_size not in self.tuned:
-            self.clock.advance(self.autotune_seconds)
-            self.tuned.add(batch_size)
-            spike = self.spike if batch_size <= self.spike_until else 0
+        self._sticky()
+        if self.sticky_at is not None and batch_size == self.sticky_at:
+            self.dead = STICKY_MESSAGE
+            self._sticky()
+        cap = self.total * self.fraction
+        if not self.steps and self.cublas_workspace:  # cublasCreate's workspace, kept for good
+            self.allocated += self.cublas_workspace
         need = self.fixed + self.per_sample * batch_size
-        if int((need + spike) * (1 + self.overhead)) > self.total:
+        spike = 0
+        benchmark = self._benchmark()
+        if benchmark and batch_size not in self.tuned:
+            cost = self._autotune_cost()
+            self.clock.advance(cost)
+            self.autotune_seconds_spent += cost
+            self.tuned.add(batch_size)
+            room = int(cap / (1 + self.overhead)) - self.allocated - need
+            spike = max(0, min(self.spike if batch_size <= self.spike_until else 0, room))
+        elif benchmark:
+            need += self.benchmark_workspace
+        held = self.allocated + need + spike
+        if int(held * (1 + self.overhead)) > cap:
             import torch
 
             raise torch.cuda.OutOfMemoryError(
-                f"CUDA out of memory. Tried to allocate {(need + spike - self.allocated) / 2**30:.2f} GiB. "
+                f"CUDA out of memory. Tried to allocate {(need + spike) / 2**30:.2f} GiB. "
                 f"GPU 0 has a total capacity of {self.total / 2**30:.2f} GiB"
             )
-        self.peak_alloc = max(self.peak_alloc, need + spike)
-        self.reserved = max(self.reserved, int((need + spike) * (1 + self.overhead)))
+        self.peak_alloc = max(self.peak_alloc, held)
+        self.reserved = max(self.reserved, int(held * (1 + self.overhead)))
         self.peak_res = max(self.peak_res, self.reserved)
         self.steps += 1
         self.clock.advance(self.step_overhead + self.per_sample_seconds * batch_size)
@@ -302,6 +380,7 @@ class FakeCudaDevice:
 
     # --- bench.hw.device.Device
     def synchronize(self) -> None:
+        self._sticky()
         self.syncs += 1
 
     def make_timer(self) -> Any:
@@ -325,9 +404,11 @@ class FakeCudaDevice:
         return self.total
 
     def free_bytes(self) -> int | None:
+        self._sticky()
         return self.total - self.reserved
 
     def empty_cache(self) -> None:
+        self._sticky()
         self.reserved = self.allocated
 
     def uuid(self) -> str | None:
@@ -335,3 +416,11 @@ class FakeCudaDevice:
 
     def alloc_retries(self) -> int | None:
         return 0
+
+    def memory_fraction(self) -> float | None:
+        return self.fraction
+
+    def set_memory_fraction(self, fraction: float) -> None:
+        self._sticky()
+        self.fraction = fraction
+        self.fractions_set.append(fraction)

@@ -84,6 +84,8 @@ class GpuMonitor:
     def process_memory_bytes(self, pid: int | None = None) -> int | None:
         return None
 
+    process_memory_reason: str | None = None  # why the last process_memory_bytes() was None
+
     def memory_total_bytes(self) -> int | None:
         return None
 
@@ -248,14 +250,30 @@ class NvmlMonitor(GpuMonitor):
         return None if value is None else int(value)
 
     def process_memory_bytes(self, pid: int | None = None) -> int | None:
-        pid = os.getpid() if pid is None else pid
+        """Device memory the driver charges to this process (or ``pid``), in bytes.
+
+        NVML lists processes by their PID in the host's namespace; inside a container (a PID
+        namespace) ``os.getpid()`` is another number. Then the outermost PID of ``NSpid`` in
+        /proc/self/status is tried (it is the host's when /proc shows the outer namespaces);
+        when neither is listed the reading is None and ``process_memory_reason`` says why.
+        """
+        self.process_memory_reason = None
         procs = self._query("nvmlDeviceGetComputeRunningProcesses", self._handle)
         if procs is None:
+            self.process_memory_reason = "NVML does not list the processes on this device"
             return None
-        for proc in procs:
-            if getattr(proc, "pid", None) == pid:
-                used = getattr(proc, "usedGpuMemory", None)
+        by_pid = {getattr(p, "pid", None): getattr(p, "usedGpuMemory", None) for p in procs}
+        candidates = [pid] if pid is not None else _own_pids()
+        for candidate in candidates:
+            if candidate in by_pid:
+                used = by_pid[candidate]
                 return None if used is None else int(used)
+        listed = ", ".join(str(p) for p in sorted(k for k in by_pid if k is not None)) or "none"
+        self.process_memory_reason = (
+            f"NVML lists PIDs {listed} on this GPU, not this process's {'/'.join(map(str, candidates))}: "
+            "in a PID namespace (a container) NVML reports host PIDs, which the container cannot see "
+            "(run with --pid=host to read it)"
+        )
         return None
 
     def memory_total_bytes(self) -> int | None:
@@ -280,22 +298,64 @@ class NvmlMonitor(GpuMonitor):
         self._query("nvmlShutdown")
 
 
+def _own_pids(status_path: str = "/proc/self/status") -> list[int]:
+    """This process's PIDs, ``os.getpid()`` first, then its PIDs in the outer PID namespaces that
+    /proc shows (``NSpid``: outermost first)."""
+    pids = [os.getpid()]
+    try:
+        with open(status_path, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    pids += [int(v) for v in line.split()[1:] if int(v) not in pids]
+    except (OSError, ValueError):
+        pass
+    return pids
+
+
+def _fake_nvml() -> Any | None:
+    """The fake NVML that goes with ``bench.hw.fake_cuda``'s fake GPU, when one is installed."""
+    from bench.hw import fake_cuda
+
+    fake = fake_cuda.active()
+    if fake is None:
+        return None
+    from bench.hw.fake import FakeNvml
+
+    return FakeNvml(**fake.nvml_script())
+
+
 def _import_pynvml() -> Any:
     import pynvml  # noqa: PLC0415 - the one import of pynvml in the project
 
     return pynvml
 
 
+def _handle_by_uuid(nvml: Any, uuid: str) -> Any | None:
+    """NVML's handle for torch's device UUID: a whole GPU ("GPU-...") or a MIG slice ("MIG-..."),
+    whichever NVML knows; torch gives the bare UUID."""
+    bare = uuid[4:] if uuid[:4] in ("GPU-", "MIG-") else uuid
+    keys = [uuid] if uuid != bare else []
+    keys += [f"GPU-{bare}", f"MIG-{bare}"]
+    for key in dict.fromkeys(keys):
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(key)
+        except Exception:
+            continue
+    return None
+
+
 def open_monitor(cuda_index: int | None, uuid: str | None = None, nvml: Any | None = None) -> GpuMonitor:
     """Monitor for one CUDA device, or a NullMonitor saying why not.
 
     ``uuid`` (from torch's device properties) picks the right NVML device even when
-    CUDA_VISIBLE_DEVICES reorders indices; ``cuda_index`` is the fallback.
+    CUDA_VISIBLE_DEVICES reorders indices, and a MIG slice by its "MIG-" UUID; without a UUID
+    (an old torch) ``cuda_index`` is used. A UUID NVML does not know is a NullMonitor, never
+    the device at the same index (power and utilisation would come from another GPU).
     """
     if cuda_index is None:
         return NullMonitor("no GPU in use")
     try:
-        nvml = nvml or _import_pynvml()
+        nvml = nvml or _fake_nvml() or _import_pynvml()
     except ImportError:
         return NullMonitor("pynvml (nvidia-ml-py) is not installed")
     try:
@@ -304,12 +364,13 @@ def open_monitor(cuda_index: int | None, uuid: str | None = None, nvml: Any | No
         return NullMonitor(f"NVML could not start ({exc})")
     handle = None
     if uuid:
-        key = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-        try:
-            handle = nvml.nvmlDeviceGetHandleByUUID(key)
-        except Exception:
-            handle = None
-    if handle is None:
+        handle = _handle_by_uuid(nvml, uuid)
+        if handle is None:  # never fall back to the index: NVML's device N may be another GPU
+            return NullMonitor(
+                f"NVML has no device with UUID {uuid} (tried GPU- and MIG- forms); "
+                f"not reading NVML device {cuda_index}, which may be another GPU"
+            )
+    else:
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(cuda_index)
         except Exception as exc:
@@ -320,7 +381,7 @@ def open_monitor(cuda_index: int | None, uuid: str | None = None, nvml: Any | No
 def system_gpus(nvml: Any | None = None) -> tuple[str | None, list[dict[str, Any]], str | None]:
     """(driver version, [{index, name, memory_total_bytes, uuid}], reason if NVML is unavailable)."""
     try:
-        nvml = nvml or _import_pynvml()
+        nvml = nvml or _fake_nvml() or _import_pynvml()
         nvml.nvmlInit()
     except Exception as exc:
         return None, [], f"NVML unavailable ({exc})"

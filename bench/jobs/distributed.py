@@ -138,31 +138,46 @@ class CommTimer:
     Each span runs from the moment DDP hands a ready bucket to the hook to the completion of its
     all-reduce (host clock on CPU; CUDA events on GPU, the end recorded on the stream the
     collective's result arrives on). Spans overlap backward and each other, so their sum says how
-    much communication there was, not how much it added to the step.
+    much communication there was, not how much it added to the step. ``harvest`` (after every
+    synchronised chunk: ``RankSync.chunk_steps``) reads the finished timers and reuses them, so
+    their CUDA events do not pile up to the end of the point.
     """
 
     def __init__(self, make_timer: Callable[[], Any], group: Any = None) -> None:
         self._make_timer = make_timer
         self.group = group
         self._lock = threading.Lock()
-        self._timers: list[Any] = []
+        self._running: list[Any] = []  # started, maybe not yet stopped
+        self._free: list[Any] = []  # read, ready to time another bucket
+        self._spans: list[float] = []
 
     def reset(self) -> None:
+        self.harvest()
         with self._lock:
-            self._timers = []
+            self._spans = []
 
     def begin(self) -> Any:
-        timer = self._make_timer()
-        timer.start()
         with self._lock:
-            self._timers.append(timer)
+            timer = self._free.pop() if self._free else self._make_timer()
+            self._running.append(timer)
+        timer.start()
         return timer
+
+    def harvest(self) -> None:
+        """Read every finished span (call after a device synchronise) and free those timers."""
+        with self._lock:
+            running, self._running = self._running, []
+            for timer in running:
+                spans = timer.collect()
+                self._spans.extend(spans)
+                (self._free if spans else self._running).append(timer)  # an unfinished one stays
 
     def collect(self) -> list[float]:
         """Seconds of each finished all-reduce since ``reset`` (call after a device synchronise)."""
+        self.harvest()
         with self._lock:
-            timers, self._timers = self._timers, []
-        return [s for t in timers for s in t.collect()]
+            out, self._spans = self._spans, []
+        return out
 
 
 def timed_allreduce_hook(state, bucket):  # noqa: ANN001 - DDP checks real annotations; strings fail
@@ -208,6 +223,8 @@ class RankSync(Sync):
             self._comm.reset()  # warm-up all-reduces are not the window's
 
     def chunk_steps(self, steps: int) -> int:
+        if self._comm is not None:
+            self._comm.harvest()  # the device is synchronised here: read the last chunk's spans
         return self._from_rank0(steps)
 
     def should_stop(self, stop: bool) -> bool:
@@ -252,6 +269,8 @@ def max_memory(memories: list[MemoryStats]) -> MemoryStats:
         device_total_bytes=first.device_total_bytes,
         host_peak_rss_bytes=_max_or_none([m.host_peak_rss_bytes for m in memories]),
         host_rss_method=first.host_rss_method,
+        first_step_peak_allocated_bytes=_max_or_none([m.first_step_peak_allocated_bytes for m in memories]),
+        first_step_peak_reserved_bytes=_max_or_none([m.first_step_peak_reserved_bytes for m in memories]),
     )
 
 
@@ -268,6 +287,25 @@ def rank_stats(rank: int, point: Point, allreduce_spans: list[float] | None) -> 
         allreduce_seconds=sum(allreduce_spans) if allreduce_spans else None,
         allreduce_calls=len(allreduce_spans or ()),
     )
+
+
+# What a rank reports when a collective gave up on a peer that failed (gloo, NCCL, the store): a
+# consequence of another rank's failure, never its cause.
+_PEER_WAIT_MARKERS = (
+    "timed out waiting",
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "watchdog caught collective operation timeout",
+    "nccl communicator was aborted",
+    "socket timeout",
+)
+
+
+def waited_on_a_peer(error: str | None) -> bool:
+    """True when a rank's error says only that a collective waited on a peer in vain."""
+    text = (error or "").lower()
+    return any(marker in text for marker in _PEER_WAIT_MARKERS)
 
 
 def combine(points: list[Point], ranks: list[RankStats], dataset_size: int) -> Point:
@@ -287,10 +325,11 @@ def combine(points: list[Point], ranks: list[RankStats], dataset_size: int) -> P
     )
     failed = [(i, p) for i, p in enumerate(points) if p.status != OK]
     if failed:
-        status = OOM if any(p.status == OOM for _, p in failed) else ERROR
-        where = ", ".join(str(i) for i, _ in failed)
-        rank, first = failed[0]
-        error = f"rank {where}: {first.error}" if len(failed) < world else first.error
+        causes = [(i, p) for i, p in failed if not waited_on_a_peer(p.error)] or failed
+        status = OOM if any(p.status == OOM for _, p in causes) else ERROR
+        where = ", ".join(str(i) for i, _ in causes)
+        rank, first = causes[0]
+        error = f"rank {where}: {first.error}" if len(causes) < world else first.error
         return replace(
             base, status=status, error=error, memory=max_memory([p.memory for p in points]),
             samples_per_sec=None, epoch_seconds_estimate=None, distributed=info,
@@ -399,7 +438,15 @@ class Ranks:
         gathered = self.gather(
             (point, rank_stats(self.env.rank, point, spans)), "gathering the ranks' points"
         )
-        return combine([p for p, _ in gathered], [r for _, r in gathered], workload.dataset_size)
+        points = [p for p, _ in gathered]
+        causes = [(i, p) for i, p in enumerate(points) if p.status == ERROR and not waited_on_a_peer(p.error)]
+        if causes and len(causes) < len(points):  # the others failed only waiting for it: the group is broken
+            rank, cause = causes[0]
+            raise BenchError(
+                f"rank {rank}: batch {batch_size} failed ({_plain(cause.error)}); the other ranks stopped "
+                "waiting for it, so the run stops"
+            )
+        return combine(points, [r for _, r in gathered], workload.dataset_size)
 
 
 @contextmanager

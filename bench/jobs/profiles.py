@@ -226,8 +226,8 @@ def load_profile(name_or_path: str, device_override: str | None = None) -> Profi
 
 def parse_profile(data: dict[str, Any], where: str, name: str, device_override: str | None = None) -> Profile:
     from bench.hw.device import check_device, default_device
-    from bench.jobs.maxbatch import parse_bytes
     from bench.measure.models import resolve
+    from bench.results.units import parse_bytes
 
     c = _Checker(where, data)
     unknown = sorted(set(data) - _TOP_KEYS)

@@ -22,9 +22,9 @@ from typing import Any
 
 from bench._version import __version__
 from bench.analysis.diagnose import with_diagnoses
-from bench.measure.flops import count_flops_per_sample
+from bench.measure.flops import count_flops_per_sample, peak_notice
 from bench.measure.flops import figures as flop_figures
-from bench.results.errors import BenchError, failure_text
+from bench.results.errors import STICKY, BenchError, classify_message, failure_text, sticky_stop
 from bench.results.schema import (
     ERROR,
     OK,
@@ -304,14 +304,35 @@ def _contention_watch(
     return watched
 
 
+def gpu_in_use(workload: Workload, environment: Any) -> str | None:
+    """The name of the GPU the run measured on: the workload's CUDA index among the environment's
+    GPUs (rank 0's, on ``cuda:LOCAL_RANK`` = 0, under torchrun); None on CPU or when not listed."""
+    if device_kind(workload.device) != "cuda":
+        return None
+    _, _, index = workload.device.partition(":")
+    want = int(index) if index.isdigit() else 0
+    return next((g.name for g in environment.gpus if g.index == want), None)
+
+
+def _process_memory_note(monitor: Any, point: Point) -> str | None:
+    """Why NVML's per-process memory is null on a measured point, when NVML itself works."""
+    if monitor is None or not monitor.available or point.status != OK:
+        return None
+    if point.memory.device_process_used_bytes is not None:
+        return None
+    reason = getattr(monitor, "process_memory_reason", None)
+    return f"per-process GPU memory is null: {reason}" if reason else None
+
+
 def with_analysis(result: SweepResult, flops_per_sample: float | None) -> SweepResult:
-    """Each measured point's FLOP figures (achieved TFLOP/s, MFU against the GPU's dense peak) and
+    """Each measured point's FLOP figures (achieved TFLOP/s, MFU per GPU against its dense peak) and
     every point's bottleneck verdict (which needs the neighbouring batch sizes: redone per save)."""
-    on_gpu = device_kind(result.workload.device) == "cuda" and result.environment.gpus
-    gpu = result.environment.gpus[0].name if on_gpu else None  # a CPU has no peak in the table
-    precision = result.workload.precision
+    gpu = gpu_in_use(result.workload, result.environment)  # a CPU has no peak in the table
+    precision, world = result.workload.precision, result.world_size
     points = tuple(
-        replace(p, **dataclasses.asdict(flop_figures(flops_per_sample, p.samples_per_sec, gpu, precision)))
+        replace(
+            p, **dataclasses.asdict(flop_figures(flops_per_sample, p.samples_per_sec, gpu, precision, world))
+        )
         if p.status == OK
         else p
         for p in result.points
@@ -399,12 +420,15 @@ def measure_sweep(
         monitor = None
 
     started = _now()
+    environment = env.collect()
+    if note := peak_notice(gpu_in_use(workload, environment), workload.precision):
+        notices.append(note)
     result = SweepResult(
         run_id=f"{writer.path.stem}-{uuid.uuid4().hex[:8]}",  # unique: re-runs to one path keep their history
         status="running",
         started_at=started,
         finished_at=None,
-        environment=env.collect(),
+        environment=environment,
         workload=replace(workload, model=spec.name),
         settings=settings,
         notices=tuple(notices),
@@ -452,15 +476,13 @@ def measure_sweep(
         from bench.measure.trace import sweep_instrumentation
 
         annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-        if ranks is not None:
-            return ranks.run_point(
-                workload, spec, b, settings, device, monitor,
-                on_progress=report, annotate=annotate, hooks=hooks,
-            )  # fmt: skip
-        return run_point(
-            workload, spec, b, settings, device, monitor,
-            on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
+        point = (ranks.run_point if ranks is not None else run_point)(
+            workload, spec, b, settings, device, monitor, on_progress=report, annotate=annotate, hooks=hooks,
+            **({"model_cache": model_cache} if ranks is None else {}),
         )  # fmt: skip
+        if point.status == ERROR and classify_message(point.error or "") == STICKY:  # the context is dead
+            raise sticky_stop(b, point.error or "", "sweep", "the finished points are kept")
+        return point
 
     points: list[Point] = []
     failures_in_row = 0
@@ -477,6 +499,9 @@ def measure_sweep(
 
             point = measure(b, report)
             points.append(point)
+            if (note := _process_memory_note(monitor, point)) and note not in result.notices:
+                result = replace(result, notices=(*result.notices, note))
+                emit(SweepEvent("notice", message=note))
             result = save(replace(result, points=tuple(points)))
             emit(SweepEvent("point_done", batch_size=b, point=point))
             if point.status == OOM and settings.stop_on_oom:

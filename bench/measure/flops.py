@@ -8,7 +8,10 @@ optimizer, which is the usual definition behind MFU (PaLM, Lightning's ``Through
 
 The peak table holds NVIDIA's *dense* figures (datasheets quote tensor-core numbers "with sparsity",
 twice the dense rate; those are halved here). A GPU not in the table, and every CPU, has no peak:
-``mfu`` is then ``None`` and not a guess.
+``mfu`` is then ``None`` and not a guess. A MIG slice ("... MIG 3g.40gb") gets its share of the
+whole GPU's peak: g of the 7 compute slices (approximate: a slice's share of the SMs differs by a
+few percent; ``peak_notice`` says so). MFU is per GPU: under DDP the global FLOP/s are divided by
+the world size times one GPU's peak.
 
 Importing this module does not import torch; only ``count_flops_per_sample`` does.
 """
@@ -34,6 +37,13 @@ PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
     # H200 SXM datasheet: same compute as H100 SXM (FP32 67, TF32 989 / BF16 1,979 sparse).
     "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    # H200 NVL (same datasheet): FP32 60, TF32 835 (sparse), BF16/FP16 1,671 (sparse).
+    "H200 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+    # GH200 Grace Hopper datasheet: the H100 SXM's compute (FP32 67, TF32 989 / BF16 1,979 sparse).
+    "GH200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    # GB200 NVL72 datasheet, per Grace Blackwell superchip (two GPUs): TF32 5 PF, BF16/FP16 10 PF
+    # (sparse) -> per GPU 1,250 / 2,500 dense; it gives no non-tensor FP32 rate (None: no guess).
+    "GB200": {"fp32": None, "tf32": 1250.0, "bf16": 2500.0, "fp16": 2500.0},
     # HGX B200 datasheet, per GPU: FP32 75, TF32 2.2 PF (sparse), BF16/FP16 4.5 PF (sparse).
     "B200": {"fp32": 75.0, "tf32": 1100.0, "bf16": 2250.0, "fp16": 2250.0},
     # A100 datasheet (40 GB and 80 GB, SXM and PCIe alike): FP32 19.5, TF32 156, BF16/FP16 312 (dense).
@@ -65,7 +75,10 @@ _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"H100.*PCIE", "H100 PCIe"),
     (r"H100.*NVL", "H100 NVL"),
     (r"H100", "H100 SXM"),
+    (r"GH200", "GH200"),
+    (r"H200.*NVL", "H200 NVL"),
     (r"H200", "H200"),
+    (r"GB200", "GB200"),
     (r"B200", "B200"),
     (r"A100", "A100"),
     (r"\bA10\b", "A10"),
@@ -90,12 +103,38 @@ def gpu_key(device_name: str | None) -> str | None:
     return None
 
 
+MIG_COMPUTE_SLICES = 7  # A100, H100, H200, B200: a MIG slice "Ng.xxgb" has N of 7 compute slices
+_MIG = re.compile(r"\bMIG\s+(\d)g\.(\w+)", re.IGNORECASE)
+
+
+def mig_slices(device_name: str | None) -> int | None:
+    """The compute slices of a MIG device name ("NVIDIA H100 80GB HBM3 MIG 3g.40gb" -> 3), or None."""
+    match = _MIG.search(device_name or "")
+    return int(match.group(1)) if match else None
+
+
 def peak_tflops(device_name: str | None, precision: str) -> float | None:
-    """Dense peak TFLOP/s of a GPU at bench's precision ("fp32" | "tf32" | "bf16" | "fp16"), or None."""
+    """Dense peak TFLOP/s of a GPU (or of a MIG slice: its share) at bench's precision ("fp32" |
+    "tf32" | "bf16" | "fp16"), or None."""
     key = gpu_key(device_name)
     if key is None:
         return None
-    return PEAK_TFLOPS[key].get(precision)
+    peak = PEAK_TFLOPS[key].get(precision)
+    slices = mig_slices(device_name)
+    if peak is None or slices is None:
+        return peak
+    return peak * min(slices, MIG_COMPUTE_SLICES) / MIG_COMPUTE_SLICES
+
+
+def peak_notice(device_name: str | None, precision: str) -> str | None:
+    """What a result should say about the peak its MFU divides by, when that is an approximation."""
+    slices = mig_slices(device_name)
+    if slices is None or peak_tflops(device_name, precision) is None:
+        return None
+    return (
+        f"MFU on a MIG slice ({device_name}): the peak is {slices}/{MIG_COMPUTE_SLICES} of the whole GPU's, "
+        "its share of compute slices (approximate: the slice's share of the SMs differs by a few percent)"
+    )
 
 
 def achieved_tflops(flops_per_sample: float | None, samples_per_sec: float | None) -> float | None:
@@ -122,11 +161,20 @@ class FlopFigures:
 
 
 def figures(
-    flops_per_sample: float | None, samples_per_sec: float | None, device_name: str | None, precision: str
+    flops_per_sample: float | None,
+    samples_per_sec: float | None,
+    device_name: str | None,
+    precision: str,
+    world_size: int = 1,
 ) -> FlopFigures:
-    """The FLOP figures of one point from its count, throughput and device."""
+    """The FLOP figures of one point from its count, throughput and device.
+
+    ``samples_per_sec`` is the point's rate: under DDP the global one of ``world_size`` GPUs like
+    ``device_name``. ``achieved_tflops`` is then global too, and ``mfu`` per GPU: the global FLOP/s
+    over ``world_size`` times one GPU's peak (equal ranks keep the one-GPU MFU)."""
     achieved = achieved_tflops(flops_per_sample, samples_per_sec)
-    return FlopFigures(flops_per_sample, achieved, mfu(achieved, peak_tflops(device_name, precision)))
+    peak = peak_tflops(device_name, precision)
+    return FlopFigures(flops_per_sample, achieved, mfu(achieved, peak * world_size if peak else None))
 
 
 # --------------------------------------------------------------------------- counting (imports torch)

@@ -16,7 +16,6 @@ How a point is measured (the way timm's benchmark script and torch.utils.benchma
 
 from __future__ import annotations
 
-import gc
 import math
 import resource
 import sys
@@ -24,16 +23,17 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from bench.analysis import stats
 from bench.hw.device import Device
 from bench.hw.nvml import GpuMonitor, NullMonitor
+from bench.measure.attempt import Attempt, Failure, read_safely
 from bench.measure.breakdown import PhaseTimes
 from bench.measure.models import ModelSpec
 from bench.measure.step import ModelCache
 from bench.measure.telemetry import Sampler
-from bench.results.errors import BenchError, first_line, is_oom
 from bench.results.schema import (
     ERROR,
     OK,
@@ -152,8 +152,16 @@ def measure(
     on_progress: ProgressFn | None = None,
     hooks: Hooks = NO_HOOKS,
     sync: Sync = NO_SYNC,
+    on_first_step: Callable[[], None] | None = None,
+    on_synchronized: Callable[[], None] | None = None,
 ) -> Window:
-    """Warm up, then time steps until the CI target or the time budget is met."""
+    """Warm up, then time steps until the CI target or the time budget is met.
+
+    ``on_first_step`` runs right after the first warm-up step (synchronised, timed): ``run_point``
+    keeps that step's peak memory apart there (``Attempt.end_first_step``).
+    ``on_synchronized`` runs after the warm-up and after every chunk, right after the device
+    synchronise (the step breakdown reads its CUDA events there and reuses them)."""
+    after_sync = on_synchronized or (lambda: None)
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)
     w0 = clock()
@@ -164,8 +172,11 @@ def measure(
         device.synchronize()
         if i == 0:  # a new shape's first step: cuDNN autotuning and compilation land here
             first_step = clock() - w0
+            if on_first_step is not None:
+                on_first_step()
         report(Progress(batch_size, "warmup", i + 1, settings.warmup_steps))
     warmup = clock() - w0 - (first_step or 0.0) if settings.warmup_steps else None
+    after_sync()
 
     timer = device.make_timer()
     times: list[float] = []
@@ -191,6 +202,7 @@ def measure(
         t_end = clock()
         window += t_end - c0
         times.extend(timer.collect())
+        after_sync()
         is_converged = stats.converged(times, settings.target_rel_ci)
         report(
             Progress(
@@ -288,6 +300,7 @@ def run_point(
     wrap: Callable[[Any], Any] | None = None,
     sync: Sync = NO_SYNC,
     model_cache: ModelCache | None = None,
+    phase_timing: bool = True,
 ) -> Point:
     """Measure one batch size end to end. OOM becomes a Point with status "oom", never a raise.
 
@@ -295,6 +308,9 @@ def run_point(
     point's peak (exact); otherwise host peak RSS is the sampler's maximum (sampled).
     ``wrap`` and ``sync``: a data-parallel run's model wrapper (DDP) and rank agreement.
     ``model_cache``: reuse one model across the points of an in-process sweep (``ModelCache``).
+    ``phase_timing``: the step breakdown (forward, backward, optimizer on the device's timer, the
+    data wait on the host clock); False leaves the step without it (its cost:
+    ``python -m bench.benchmarks.annotation_overhead``).
     The point's ``timing`` says where its wall time went (build, first step, warm-up, window,
     teardown).
     """
@@ -305,68 +321,51 @@ def run_point(
     prepared = None
     interval = settings.sample_interval_seconds or default_sample_interval(workload.device)
     sampler = Sampler(monitor, interval, clock=clock)
-    failure: tuple[str, str] | None = None
     point: Point | None = None
     win: Window | None = None
+    process_used: int | None = None
     t_begin = clock()
     build_seconds: float | None = None
-    phases = PhaseTimes(device)  # the step breakdown, timed at the annotation points
-    annotate = phases.wrap(annotate)
-    retries_before = device.alloc_retries()
-    device.reset_peak()
+    phases = PhaseTimes(device, clock) if phase_timing else None  # the step breakdown
+    if phases is not None:
+        annotate = phases.wrap(annotate)
+    attempt = Attempt(device)
+    # the first step's peaks apart from the steady ones; the cache is emptied there only when
+    # warm-up steps follow to grow it again outside the window
+    first_step = partial(attempt.end_first_step, empty_cache=settings.warmup_steps > 1)
     sampler.start()
     try:
-        with precision_mode(workload.precision, device.kind, workload.cudnn_benchmark):
+        with (
+            attempt,
+            precision_mode(
+                workload.precision, device.kind, workload.cudnn_benchmark, workload.cudnn_benchmark_limit
+            ),
+        ):
             report(Progress(batch_size, "build", 0, None))
             t_build = clock()
-            prepared = prepare(
-                workload, spec, batch_size, device, annotate=annotate, wrap=wrap, model_cache=model_cache
+            prepared = attempt.hold(
+                prepare(
+                    workload, spec, batch_size, device, annotate=annotate, wrap=wrap, model_cache=model_cache
+                )
             )
             build_seconds = clock() - t_build
             win = measure(
-                prepared.step,
-                batch_size,
-                settings,
-                device=device,
-                clock=clock,
-                monitor=monitor,
-                on_progress=report,
-                hooks=hooks,
-                sync=sync,
-            )
+                prepared.step, batch_size, settings, device=device, clock=clock, monitor=monitor,
+                on_progress=report, hooks=hooks, sync=sync, on_first_step=first_step,
+                on_synchronized=phases.collect if phases is not None else None,
+            )  # fmt: skip
             sampler.sample_now()
-            memory = MemoryStats(
-                device_peak_allocated_bytes=device.peak_allocated_bytes(),
-                device_peak_reserved_bytes=device.peak_reserved_bytes(),
-                device_process_used_bytes=monitor.process_memory_bytes(),
-                device_total_bytes=device.total_bytes(),
-                host_peak_rss_bytes=own_peak_rss_bytes() if own_process else sampler.peak_rss_bytes(),
-                host_rss_method="child-maxrss" if own_process else "sampled",
-            )
-            point = point_from_window(batch_size, win, workload.dataset_size, memory, sampler)
-            retries_after = device.alloc_retries()
+            process_used = monitor.process_memory_bytes()  # while the model still lives
+            point = point_from_window(batch_size, win, workload.dataset_size, MemoryStats(), sampler)
             point = replace(
-                point,
-                breakdown=phases.breakdown(win.step_seconds),
-                num_alloc_retries=(
-                    retries_after - retries_before
-                    if retries_after is not None and retries_before is not None
-                    else None
-                ),
+                point, breakdown=phases.breakdown(win.step_seconds) if phases is not None else None
             )
-    except BenchError:
-        raise
-    except Exception as exc:  # classified below; the traceback is dropped with ``exc``
-        failure = (OOM if is_oom(exc) else ERROR, first_line(exc))
     finally:
         sampler.stop()
-    # Outside the except block: the exception (and the frames holding tensors) is gone now.
+    # Outside the handler: the exception (and the frames holding tensors) is gone now.
     t_teardown = clock()
-    if prepared is not None:
-        prepared.release()
     prepared = None
-    gc.collect()
-    device.empty_cache()
+    attempt.release()
     t_end = clock()
     timing = Timing(
         build_seconds=build_seconds,
@@ -376,17 +375,26 @@ def run_point(
         teardown_seconds=t_end - t_teardown,
         total_seconds=t_end - t_begin,
     )
-    if point is not None:
-        return replace(point, timing=timing)
-    status, message = failure or (ERROR, "unknown failure")
+    memory = MemoryStats(
+        device_peak_allocated_bytes=attempt.peak_allocated_bytes,
+        device_peak_reserved_bytes=attempt.peak_reserved_bytes,
+        device_total_bytes=read_safely(device.total_bytes),
+        first_step_peak_allocated_bytes=attempt.first_step_peak_allocated_bytes,
+        first_step_peak_reserved_bytes=attempt.first_step_peak_reserved_bytes,
+    )
+    if point is not None and attempt.failure is None:
+        memory = replace(
+            memory,
+            device_process_used_bytes=process_used,
+            host_peak_rss_bytes=own_peak_rss_bytes() if own_process else sampler.peak_rss_bytes(),
+            host_rss_method="child-maxrss" if own_process else "sampled",
+        )
+        return replace(point, timing=timing, memory=memory, num_alloc_retries=attempt.alloc_retries)
+    failure = attempt.failure or Failure(ERROR, "unknown failure")
     return Point(
         timing=timing,
         batch_size=batch_size,
-        status=status,
-        error=message,
-        memory=MemoryStats(
-            device_peak_allocated_bytes=device.peak_allocated_bytes(),
-            device_peak_reserved_bytes=device.peak_reserved_bytes(),
-            device_total_bytes=device.total_bytes(),
-        ),
+        status=OOM if failure.oom else ERROR,  # a sticky error is an error; the sweep stops on it
+        error=failure.message,
+        memory=memory,
     )

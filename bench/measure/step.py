@@ -12,7 +12,6 @@ optimizer); tracing plugs NVTX / profiler ranges in there. The default costs one
 from __future__ import annotations
 
 import contextlib
-import gc
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.hw.device import Device
+from bench.measure.attempt import release_memory
 from bench.measure.models import ModelSpec, _first_output
 from bench.results.errors import BenchError, first_line, is_oom
 from bench.results.schema import Workload
@@ -36,7 +36,9 @@ _num_classes_cache: dict[tuple[str, tuple[int, ...]], int] = {}
 
 
 @contextlib.contextmanager
-def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = True) -> Iterator[None]:
+def precision_mode(
+    precision: str, device_kind: str, cudnn_benchmark: bool = True, benchmark_limit: int | None = None
+) -> Iterator[None]:
     """Set the float32 math mode the precision asks for, and restore it afterwards.
 
     fp32 means strict IEEE fp32 (TF32 off for matmul and cuDNN, although PyTorch enables TF32 for
@@ -44,7 +46,9 @@ def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = Tru
     PyTorch's defaults. cuDNN autotuning (``cudnn_benchmark``) is on for CUDA by default, as in
     real training: the first step of every new shape pays for it (``Timing.first_step_seconds``),
     the warm-up keeps it out of the measured window, and its cache lives as long as the process,
-    so an in-process sweep never autotunes a shape twice.
+    so an in-process sweep never autotunes a shape twice. ``benchmark_limit``: the most cuDNN
+    algorithms autotuning tries per shape (``torch.backends.cudnn.benchmark_limit``; torch's default
+    10, 0 = all); None leaves torch's setting.
     """
     import torch
 
@@ -52,6 +56,7 @@ def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = Tru
         torch.get_float32_matmul_precision(),
         torch.backends.cudnn.allow_tf32,
         torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.benchmark_limit,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # newer torch nags about the TF32 flag API
@@ -63,6 +68,8 @@ def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = Tru
             torch.backends.cudnn.allow_tf32 = True
         if device_kind == "cuda":
             torch.backends.cudnn.benchmark = cudnn_benchmark
+            if benchmark_limit is not None:
+                torch.backends.cudnn.benchmark_limit = benchmark_limit
     try:
         yield
     finally:
@@ -71,6 +78,7 @@ def precision_mode(precision: str, device_kind: str, cudnn_benchmark: bool = Tru
             torch.set_float32_matmul_precision(saved[0])
             torch.backends.cudnn.allow_tf32 = saved[1]
             torch.backends.cudnn.benchmark = saved[2]
+            torch.backends.cudnn.benchmark_limit = saved[3]
 
 
 def _autocast(torch: Any, precision: str, device_kind: str) -> AbstractContextManager[Any]:
@@ -89,13 +97,12 @@ class PreparedStep:
     batch_size: int
     refs: dict[str, Any] = field(default_factory=dict)
 
-    def release(self, device: Device | None = None) -> None:
-        """Drop model, optimizer, grads and batch; collect; return cached device memory."""
+    def release(self, device: Device | None = None) -> str | None:
+        """Drop model, optimizer, grads and batch; collect; return cached device memory
+        (``attempt.release_memory``: after a sticky CUDA error its failure is returned, not raised)."""
         self.refs.clear()
         self.step = _released
-        gc.collect()
-        if device is not None:
-            device.empty_cache()
+        return release_memory(device)
 
 
 def _released() -> None:
@@ -231,6 +238,9 @@ def prepare(
     train = workload.mode == "train"
     model.train(train)
 
+    loader = workload.data == "loader"
+    if loader and spec.make_batch is not None:
+        raise BenchError(f"--data loader feeds images; model {spec.name} makes its own batches")
     if spec.make_batch is not None:
         kwargs = {}
         if workload.seq_len is not None:
@@ -238,6 +248,10 @@ def prepare(
                 raise BenchError(f"model {spec.name} does not take a sequence length (seq_len)")
             kwargs["seq_len"] = workload.seq_len
         x, y = spec.make_batch(batch_size, tdev, **kwargs)
+    elif loader:  # every step's batch comes from the loader: no synthetic one stays referenced
+        shape = spec.input_shape or (3, workload.image_size, workload.image_size)
+        classes = _num_classes(torch, model, spec, torch.randn((1, *shape), device=tdev))
+        x = y = None
     else:
         shape = spec.input_shape or (3, workload.image_size, workload.image_size)
         x = torch.randn((batch_size, *shape), device=tdev)
@@ -247,7 +261,7 @@ def prepare(
         x = x.contiguous(memory_format=torch.channels_last)
 
     host_x = host_y = None
-    if workload.h2d and device.kind == "cuda":
+    if workload.h2d and device.kind == "cuda" and x is not None:
         host_x = x.detach().cpu().pin_memory()
         host_y = y.detach().cpu().pin_memory() if hasattr(y, "cpu") else None
 
@@ -266,9 +280,7 @@ def prepare(
 
     refs: dict[str, Any] = {"model": model, "net": net, "x": x, "y": y}
     feed = None
-    if workload.data == "loader":
-        if spec.make_batch is not None:
-            raise BenchError(f"--data loader feeds images; model {spec.name} makes its own batches")
+    if loader:
         from bench.measure.data import open_feed
 
         feed = open_feed(

@@ -215,10 +215,10 @@ class SweepTable:
         yield _sweep_table(self.result, _DETAIL, narrow=True, title="step times and utilisation")
 
 
-_WIDE = ("batch", "samples/s", "step median", "p10–p90", "±CI95", "epoch (est.)", "memory", "gpu", "MFU", "verdict", "status")  # fmt: skip
+_WIDE = ("batch", "samples/s", "step median", "p10–p90", "±CI95", "epoch (est.)", "1st step", "memory", "gpu", "MFU", "verdict", "status")  # fmt: skip
 _MAIN = ("batch", "samples/s", "±CI95", "epoch (est.)", "peak", "verdict", "status")
 # at 80 columns the GPU's peak reserved memory is left to the JSON, the report and wider terminals
-_DETAIL = ("batch", "step median", "p10–p90", "gpu", "MFU")
+_DETAIL = ("batch", "step median", "p10–p90", "1st step", "gpu", "MFU")
 
 
 def _sweep_table(
@@ -247,8 +247,8 @@ def _sweep_table(
             names += ["peak reserved"] if on_gpu else []
         elif col == "gpu":
             names += ["kernel active", "power", "J/sample"] if on_gpu else ["CPU (proc)"]
-        elif col == "MFU" and not on_gpu:
-            continue  # no dense peak for a CPU: always "-"
+        elif col in ("MFU", "1st step") and not on_gpu:
+            continue  # no dense peak for a CPU: always "-"; its first step is in the JSON
         else:
             names.append(col)
     for name in names:
@@ -272,7 +272,13 @@ def _sweep_table(
             "from the spread between repeats where there are some (N runs), else the step times' CI "
             "(run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target; "
             "verdict 'contended N%' = other processes took N% of the cores the point needed"
-            + ("; kernel active = NVML utilisation (time any kernel ran, not SM occupancy)" if on_gpu else "")
+            + (
+                "; 1st step = the first step of the shape (cuDNN autotuning, compiling), never in the "
+                "window; peaks are the steady steps' (the first step's are in the JSON); kernel active = "
+                "NVML utilisation (time any kernel ran, not SM occupancy)"
+                if on_gpu
+                else ""
+            )
             + ("; MFU = model FLOP/s / dense peak" if on_gpu else "")
             + "; verdict: `bench diagnose` for the evidence"
         )
@@ -312,6 +318,8 @@ def _cells(p: Point, verdict: Diagnosis | None, on_gpu: bool, best: Point | None
     }
     if on_gpu:
         cells |= {
+            # cuDNN autotuning (and compile) of the new shape
+            "1st step": fmt_seconds(p.timing.first_step_seconds),
             "peak alloc": fmt_bytes(p.memory.device_peak_allocated_bytes),
             "peak reserved": fmt_bytes(p.memory.device_peak_reserved_bytes),
             "kernel active": _pct(t.gpu_kernel_active_percent),

@@ -73,6 +73,9 @@ class Workload:
     # cuDNN autotuning (torch.backends.cudnn.benchmark) on CUDA: what real training uses; its cost
     # lands in each new shape's first step (Timing.first_step_seconds), never in the window
     cudnn_benchmark: bool = True
+    # the most algorithms cuDNN autotuning tries per shape (torch.backends.cudnn.benchmark_limit;
+    # None: torch's default, 10; 0: all): a lower limit shortens each new shape's first step
+    cudnn_benchmark_limit: int | None = None
     # torch.compile mode with ``compile``: None = torch's default; "reduce-overhead" adds CUDA graphs
     # (launch overhead gone on GPU), "max-autotune" searches kernels longer
     compile_mode: str | None = None
@@ -99,6 +102,9 @@ class Workload:
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             choices = ", ".join(COMPILE_MODES)
             raise BenchError(f"unknown compile mode {self.compile_mode!r}: choose one of {choices}")
+        limit = self.cudnn_benchmark_limit
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise BenchError(f"cuDNN benchmark limit must be an integer >= 0 (0: all), got {limit!r}")
         if self.compile_mode is not None and not self.compile:
             raise BenchError("a compile mode needs --compile")
 
@@ -202,14 +208,20 @@ class StepStats:
 
 @dataclass(frozen=True)
 class MemoryStats:
-    """Peak memory of one point. ``None`` where the backend cannot tell."""
+    """Peak memory of one point. ``None`` where the backend cannot tell.
 
-    device_peak_allocated_bytes: int | None = None  # torch.cuda.max_memory_allocated
+    On a GPU the device peaks are the steady ones: the counters are reset after the first warm-up
+    step, whose peaks (cuDNN's autotune workspace, 940 MiB at batch 1 on the H100 against 524 MiB
+    steady at batch 8) are kept apart in ``first_step_peak_*`` (None in files written before)."""
+
+    device_peak_allocated_bytes: int | None = None  # torch.cuda.max_memory_allocated (steady steps)
     device_peak_reserved_bytes: int | None = None  # torch.cuda.max_memory_reserved (caching allocator)
     device_process_used_bytes: int | None = None  # NVML: memory the driver charges to this process
     device_total_bytes: int | None = None  # capacity of the device
     host_peak_rss_bytes: int | None = None  # peak resident set of the process running the point
     host_rss_method: str | None = None  # "child-maxrss" (exact, own process) | "sampled" (sampler max)
+    first_step_peak_allocated_bytes: int | None = None  # the first step of the shape (autotune)
+    first_step_peak_reserved_bytes: int | None = None
 
 
 @dataclass(frozen=True)

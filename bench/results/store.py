@@ -549,9 +549,12 @@ def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[
 
 def _valid_search(data: dict[str, Any]) -> bool:
     """A stored max-batch search that loads (one imported before imports were checked may not):
-    a bad one is skipped, never a crash in the sweep or report that looks it up."""
+    a bad one is skipped, never a crash in the sweep or report that looks it up. One a sticky CUDA
+    error stopped holds its finished probes, not an answer: skipped too."""
     from bench.results.maxbatch import maxbatch_from_dict
 
+    if data.get("stopped") == "sticky CUDA error":
+        return False
     try:
         maxbatch_from_dict(data)
     except (BenchError, TypeError, ValueError, KeyError):

@@ -1,11 +1,16 @@
 """Bytes and seconds as people read them: one set of formatters for the terminal and the report.
 
-Pure functions, no imports from bench: the CLI, the live display and the HTML/Markdown report all
+Pure functions (and ``parse_bytes``, which reads a size the way people write it), importing only
+bench's errors: the CLI, the live display and the HTML/Markdown report all
 format through here. They differ only in the parameters (the report marks a missing value with an
 en dash and shows whole-run durations coarser), so each output stays as it was.
 """
 
 from __future__ import annotations
+
+import re
+
+from bench.results.errors import BenchError
 
 _BYTE_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
@@ -45,3 +50,22 @@ def fmt_seconds(seconds: float | None, *, missing: str = "-", coarse: bool = Fal
     if seconds >= 1:
         return f"{seconds:.2f} s"
     return f"{seconds * 1000:.2f} ms"
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+          "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}  # fmt: skip
+
+
+def parse_bytes(text: str | int) -> int:
+    """'4GiB' -> 4294967296, '3000MB' -> 3000000000, '512m' -> 536870912 (bare letters are binary)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise BenchError(f"memory size must be positive, got {text}")
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise BenchError(f"memory size {text!r} not understood: use e.g. 8GiB, 3000MB, 512MiB")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise BenchError(f"memory size must be positive, got {text!r}")
+    return value
