@@ -224,3 +224,35 @@ def test_workers_list_runs_one_sweep_per_count(tmp_path):
     assert "by loader workers" in res.stdout and "0 workers" in res.stdout and "1 workers" in res.stdout
     bad = CliRunner().invoke(app, ["sweep", TINY, "--workers", "0,2", "--no-history"])
     assert bad.exit_code == 2 and "needs --data loader" in bad.output
+
+
+@pytest.mark.slow
+def test_advise_measures_for_real_with_more_loader_workers(tmp_path):
+    """Issue 23 item 12: the re-measuring path itself, with nothing replaced: a CPU sweep through
+    the input pipeline, its point flagged input-bound, then ``finish_sweep(advise=True)`` measures
+    the point again with more workers, in a fresh child process with live DataLoader workers
+    (as `bench sweep --advise` does), and keeps the gain. The verdict is set rather than measured,
+    so the test does not depend on how fast this machine decodes JPEGs."""
+    from bench import MeasureSettings, run_sweep
+    from bench.jobs.sweep import finish_sweep
+    from bench.results.schema import Diagnosis
+
+    settings = MeasureSettings(
+        warmup_steps=1, min_steps=3, max_time_seconds=0.5, min_time_seconds=0, isolate=True
+    )
+    workload = Workload(model=TINY, image_size=16, device="cpu", data="loader", workers=0)
+    run = run_sweep(workload, [4], settings, out_path=tmp_path / "r.json", on_event=lambda e: None)
+    (point,) = run.points
+    assert point.status == OK and point.breakdown.data_wait_fraction is not None
+    flagged = dataclasses.replace(
+        run, points=(dataclasses.replace(point, diagnosis=Diagnosis("input-bound", ("set by the test",))),)
+    )
+    seen = []
+    done = finish_sweep(flagged, advise=True, on_event=seen.append)
+    (a,) = done.advice
+    assert a.change.startswith("--workers ") and a.status == OK, a
+    assert a.after_samples_per_sec > 0 and a.gain == pytest.approx(
+        a.after_samples_per_sec / point.samples_per_sec
+    )
+    assert any(e.kind == "advice" and "again with --workers" in e.message for e in seen)
+    assert done.recommendation is not None

@@ -33,12 +33,18 @@ def _point(batch: int, step_ms: float, **kw) -> Point:
     return Point(batch_size=batch, status=OK, step_seconds=steps, step_stats=summarize(steps), **kw)
 
 
-def _verdicts(points, device="cuda"):
+def _verdicts(points, device="cuda", threads=None, evidence=False):
     run = load_result(str(H100))
-    run = dataclasses.replace(
-        run, points=tuple(points), workload=dataclasses.replace(run.workload, device=device)
+    env = (
+        run.environment
+        if threads is None
+        else dataclasses.replace(run.environment, torch_num_threads=threads)
     )
-    return [d.verdict if d else None for d in diagnose.diagnose_run(run)]
+    run = dataclasses.replace(
+        run, points=tuple(points), workload=dataclasses.replace(run.workload, device=device), environment=env
+    )
+    found = diagnose.diagnose_run(run)
+    return found if evidence else [d.verdict if d else None for d in found]
 
 
 def test_h100_fixture_reads_host_bound_at_16_to_64():
@@ -65,12 +71,43 @@ def test_device_bound_when_kernels_run_back_to_back():
     )
 
 
-def test_cpu_device_bound_when_time_is_proportional_to_batch():
-    tel = Telemetry(samples=10, process_cpu_percent=190.0)
+def test_a_cpu_is_never_device_bound_its_verdicts_say_how_busy_the_threads_are():
+    """Issue 23 item 3: batch 2 was "device-bound" on a CPU, and every other verdict "unclear" with
+    "process CPU 197% of one core", which tells a CPU user nothing."""
+    busy = Telemetry(samples=10, process_cpu_percent=190.0)
+    found = _verdicts([_point(8, 100, telemetry=busy), _point(16, 200, telemetry=busy)], "cpu", 2, True)
+    assert [d.verdict for d in found] == ["cpu-bound"] * 2
+    words = " ".join(found[0].evidence)
     assert (
-        _verdicts([_point(8, 100, telemetry=tel), _point(16, 200, telemetry=tel)], device="cpu")
-        == ["device-bound"] * 2
+        "1.9 of torch's 2 thread(s) busy (95%)" in words and "more cores" in words and "proportional" in words
     )
+    idle = Telemetry(samples=10, process_cpu_percent=70.0)
+    (d,) = _verdicts([_point(8, 100, telemetry=idle)], "cpu", 2, True)
+    assert d.verdict == "threads-idle" and "0.7 of torch's 2 thread(s) busy (35%)" in d.evidence[0]
+    middle = Telemetry(samples=10, process_cpu_percent=150.0)  # nothing to act on: nothing said
+    assert [
+        (d.verdict, d.evidence) for d in _verdicts([_point(8, 100, telemetry=middle)], "cpu", 2, True)
+    ] == [("unclear", ())]
+    for verdicts in (_verdicts([_point(8, 100, telemetry=busy), _point(16, 100, telemetry=busy)], "cpu", 2),):
+        assert "device-bound" not in verdicts
+
+
+def test_a_step_time_that_falls_with_the_batch_is_not_called_flat():
+    """Issue 23: "4336.8 ms at batch 8 -> 512.0 ms at batch 16 (x0.12 for x2 the samples)" was
+    "nearly flat", and so host-bound."""
+    tel = Telemetry(samples=10, gpu_kernel_active_percent=30.0, process_cpu_percent=100.0)
+    found = _verdicts([_point(8, 4336.8, telemetry=tel), _point(16, 512.0, telemetry=tel)], evidence=True)
+    words = " ".join(e for d in found for e in d.evidence)
+    assert "x0.12 for x2 the samples" in words and "nearly flat" not in words and "suspect" in words
+    assert [d.verdict for d in found] == ["unclear", "unclear"]
+
+
+def test_a_contended_point_says_so_first():
+    from bench.analysis.contention import assess
+
+    tel = Telemetry(samples=10, process_cpu_percent=190.0)
+    (d,) = _verdicts([_point(8, 100, telemetry=tel, contention=assess(1.0, 2, 2))], "cpu", 2, True)
+    assert d.verdict == "contended" and "took 50% of the 2 core(s)" in d.evidence[0]
 
 
 def test_input_bound_from_data_wait():

@@ -200,7 +200,8 @@ def test_a_full_disk_mid_sweep_loses_no_point(tmp_path, monkeypatch, capsys, als
         assert "results: memory only" in closing and f"results: {out}" not in closing
     else:
         assert json.loads(fallback.read_text())["status"] == "complete"
-        assert json.loads(fallback.read_text())["recommendation"]["best"] is not None
+        rec = json.loads(fallback.read_text())["recommendation"]  # picks, or the batches too noisy to rank
+        assert rec["best"] is not None or rec["not_ranked"]
         assert str(fallback) in err.replace("\n", "")
         assert f"results: {fallback}" in closing  # where the results are, not the path asked for
 
@@ -464,10 +465,20 @@ def test_recommendation_says_when_the_spread_swamps_the_differences():
         [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
     )
     rec = recommend(noisy)
-    assert rec.best.batch_size == 4 and rec.indistinguishable == (1, 2, 4) and rec.unconverged == (1, 2, 4)
+    # issue 23: intervals of ±500% are not ranked at all, and one of them read faster than the
+    # clean batch 1, so there is no pick to make
+    assert rec.best is None and rec.knee is None and rec.not_ranked == (2, 4)
     console = Console(width=300, record=True)
     console.print(render(rec))
-    assert "batches 1, 2, 4 are indistinguishable" in " ".join(console.export_text().split())
+    text = " ".join(console.export_text().split())
+    assert "cannot recommend a batch size" in text and "batch 2 (95% interval ±524.0%)" in text
+    # near-overlapping intervals of rankable width: the picks name the batches they cannot tell apart
+    close = recommend(
+        sweep_of([_noisy(1, 100.0, 0.2, False), _noisy(2, 110.0, 0.3, False), _noisy(4, 120.0, 0.3, False)])
+    )
+    assert (
+        close.best.batch_size == 4 and close.indistinguishable == (1, 2, 4) and close.unconverged == (1, 2, 4)
+    )
     # tight intervals that do not overlap: no caveat
     clean = recommend(sweep_of([_noisy(1, 100.0, 0.01, True), _noisy(2, 150.0, 0.01, True)]))
     assert (
@@ -487,7 +498,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     from tests.test_recommend import sweep_of
 
     noisy = sweep_of(
-        [_noisy(1, 100.0, 0.2, False), _noisy(2, 120.0, 5.24, False), _noisy(4, 130.0, 5.52, False)]
+        [_noisy(1, 100.0, 0.2, False), _noisy(2, 110.0, 0.3, False), _noisy(4, 120.0, 0.3, False)]
     )
     from tests.test_recommend import max_result
 
@@ -497,7 +508,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     assert block["best"]["batch_size"] == 4 and block["knee"]["batch_size"] == 4
     assert block["safe_max"]["batch_size"] == 4 and block["best"]["lr_linear"] == pytest.approx(0.2)
     assert block["indistinguishable"] == [1, 2, 4] and block["unconverged"] == [1, 2, 4]
-    assert any("indistinguishable" in n for n in block["notes"])
+    assert any("indistinguishable" in n for n in block["notes"]) and block["not_ranked"] == []
     assert result_from_dict(data).recommendation == rec
     assert load_result(str(DATA / "cpu_resnet18.json")).recommendation is None  # written before it existed
     with pytest.raises(BenchError, match="recommendation: indistinguishable should be a list"):
@@ -519,7 +530,9 @@ def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     )
     running = [e.result for e in seen if e.kind == "start"]
     assert running and running[0].recommendation is None  # not finished: no picks yet
-    assert result.recommendation == recommend(result) and result.recommendation.best is not None
+    # a pick, or (3-step points on a busy machine can be too noisy to rank) the batches left out
+    assert result.recommendation == recommend(result)
+    assert result.recommendation.best is not None or result.recommendation.not_ranked
     assert load_result(str(out)).recommendation == result.recommendation
 
 
@@ -531,8 +544,12 @@ def test_sweep_json_carries_the_recommendation_the_table_shows(tmp_path, capsys)
     args = ["sweep", TINY, "-b", "2,4", *FAST, "--no-isolate", "-o", str(out), "--db", str(db)]
     assert main([*args, "--json", "--base-batch", "2", "--base-lr", "0.1"]) == 0
     printed = json.loads(capsys.readouterr().out)["recommendation"]
-    best = printed["best"]["batch_size"]
-    assert printed["best"]["lr_linear"] == pytest.approx(0.1 * best / 2) and printed["base_lr"] == 0.1
+    assert printed["base_lr"] == 0.1
+    if printed["best"] is not None:  # None: too noisy to rank (tiny points on a busy machine)
+        best = printed["best"]["batch_size"]
+        assert printed["best"]["lr_linear"] == pytest.approx(0.1 * best / 2)
+    else:
+        assert printed["not_ranked"]
     assert json.loads(out.read_text())["recommendation"] == printed
     (stored,) = _history(db)
     assert stored["recommendation"] == printed  # replaced in place, one run

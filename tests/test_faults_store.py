@@ -8,6 +8,7 @@ store's connection opener (``PRAGMA query_only`` / ``max_page_count``), so they 
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -334,20 +335,61 @@ def test_readers_leave_an_old_history_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".bench") == ["h.db"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def _as_unprivileged(check) -> None:
+    """Run ``check()`` as a user the file permissions apply to: in place when not root; as root
+    (how CI runs), in a forked child that drops to ``nobody`` first, its traceback sent back."""
+    if os.geteuid() != 0:
+        check()
+        return
+    import pwd
+    import traceback
+
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read_end)
+        code, message = 0, b""
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            check()
+        except BaseException:  # noqa: BLE001 - every failure goes back to the parent
+            code, message = 1, traceback.format_exc().encode()
+        os.write(write_end, message)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+
+
 def test_a_read_only_history_can_be_read(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
+    """Runs in CI, which runs as root (root ignores file permissions): as ``nobody`` there."""
+    import tempfile
+
+    # a folder the unprivileged user can reach (pytest's tmp_path is root's, mode 0700)
+    folder = Path(tempfile.mkdtemp(prefix="bench-ro-")) if os.geteuid() == 0 else tmp_path / "ro"
+    folder.mkdir(exist_ok=True)
     db = folder / "h.db"
     save_run(db, _sweep_data("first"))
     db.chmod(0o444)
     folder.chmod(0o555)
-    try:
+
+    def check() -> None:
+        assert not os.access(db, os.W_OK)  # the permissions apply to this user
         assert [r.run_id for r in list_runs(db)] == ["first"]
         with pytest.raises(BenchError, match="read-only|readonly"):
             save_run(db, _sweep_data("second"))
+
+    try:
+        _as_unprivileged(check)
     finally:
         folder.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ item 14: ids survive a re-store

@@ -293,7 +293,8 @@ def test_a_repeated_point_shows_the_interval_between_its_repeats(ref):
     one = replace(p, repeats=())
     lo, hi, source = throughput_interval(one)
     assert source == "steps" and lo < p.samples_per_sec < hi
-    assert interval_label(one) == f"±{max(hi / p.samples_per_sec - 1, 1 - lo / p.samples_per_sec):.1%}"
+    # one run: the step times' CI half-width, as the live display showed it while measuring
+    assert interval_label(one) == f"±{p.step_stats.rel_ci_half_width:.1%}"
     values = (90.0, 100.0, 110.0)
     rep = replace(
         p, samples_per_sec=100.0, repeats=tuple(RepeatSample("ok", samples_per_sec=v) for v in values)
@@ -343,3 +344,64 @@ def test_compare_shows_geometric_means_and_their_change(ref):
     assert c.baseline_samples_per_sec == pytest.approx((100 * 103 * 97) ** (1 / 3))
     assert c.change == pytest.approx(c.current_samples_per_sec / c.baseline_samples_per_sec - 1)
     assert c.verdict != WITHIN
+
+
+def test_the_default_threshold_is_the_readmes_10_percent(ref, tmp_path, capsys):
+    """Issue 23 item 4: every README example gates at 10%; so does the default."""
+    from bench.jobs.compare import compare_runs
+
+    base, cur = tmp_path / "base.json", tmp_path / "cur.json"
+    base.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=1), run_id="base")))
+    cur.write_text(dumps(with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="cur")))
+    assert compare(ref, ref).threshold == 0.10
+    assert compare_runs([str(base), str(cur)], db=tmp_path / "h.db").threshold == 0.10
+    assert main(["compare", str(base), str(cur), "--db", str(tmp_path / "h.db")]) == 0
+    assert "threshold 10%" in capsys.readouterr().out
+
+
+def test_a_run_compared_with_itself_says_so_in_one_line(ref, tmp_path, capsys):
+    """Issue 23 item 4: `baseline set main latest` then `compare --baseline main latest` compared a
+    run with itself ("+0.0%") without a word, and said the noise was UNKNOWN and then "beyond
+    between-run noise"."""
+    db = ["--db", str(tmp_path / "h.db")]
+    run = tmp_path / "run.json"
+    run.write_text(dumps(ref))
+    assert main(["import", str(run), *db]) == 0
+    assert main(["baseline", "set", "main", "latest", *db]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--baseline", "main", "latest", *db]) == 0
+    out, err = capsys.readouterr()
+    same = [line for line in err.splitlines() if "same run" in line]
+    assert len(same) == 1 and "compared with itself" in same[0]
+    assert "beyond between-run noise" not in out
+    assert "between-run noise unknown" in out
+    other = compare(ref, with_repeats(ref, noisy(1.0, 0.01, seed=2), run_id="other"))
+    assert not any("same run" in w for w in other.warnings)
+
+
+def test_a_contended_side_is_never_a_regression(ref):
+    """Issue 23 item 2: a stored-baseline A/A comparison said REGRESSION (-97.7%) while a
+    neighbour shared the cores."""
+    from bench.analysis.contention import assess
+
+    base = with_repeats(ref, noisy(1.0, 0.01, seed=1), run_id="base")
+    slow = with_repeats(ref, noisy(0.3, 0.01, seed=2), run_id="slow")
+    assert all(c.verdict == REGRESSION for c in compare(base, slow, 0.10).changes)
+    busy = replace(slow, points=tuple(replace(p, contention=assess(1.0, 2, 2)) for p in slow.points))
+    cmp = compare(base, busy, 0.10)
+    assert not cmp.regressions and all(c.verdict == "INCONCLUSIVE" for c in cmp.changes)
+    assert any("current 50%" in w and "not a verdict" in w for w in cmp.warnings)
+
+
+def test_an_unbounded_change_interval_is_never_printed_as_inf(ref):
+    """Issue 23 item 2: no interval is ever printed as `inf` (two single runs without raw steps)."""
+    from rich.console import Console
+
+    from bench.present.tables import to_table
+
+    bare = replace(ref, points=tuple(replace(p, step_seconds=()) for p in ref.points), run_id="bare")
+    cmp = compare(bare, replace(bare, run_id="bare2"), 0.10)
+    console = Console(width=200, record=True)
+    console.print(to_table(cmp))
+    text = console.export_text() + to_markdown(cmp)
+    assert "inf" not in text and "unknown (no spread recorded)" in text

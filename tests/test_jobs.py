@@ -78,10 +78,14 @@ def test_a_real_library_sweep_stores_and_recommends(tmp_path):
     result = run_sweep(
         Workload(model=TINY, image_size=8), [2, 4], settings, out_path=tmp_path / "r.json", store=db
     )
-    assert result.recommendation is not None and result.recommendation.best is not None
+    rec = result.recommendation  # a pick, or (3-step points on a busy machine) the batches too noisy to rank
+    assert rec is not None and (rec.best is not None or rec.not_ranked)
     rows = list_runs(db)
     assert [r.run_id for r in rows] == [result.run_id]
-    assert json.loads((tmp_path / "r.json").read_text())["recommendation"]["best"]["batch_size"] in (2, 4)
+    stored = json.loads((tmp_path / "r.json").read_text())["recommendation"]
+    assert (stored["best"] or {"batch_size": 2})["batch_size"] in (2, 4) and stored["not_ranked"] == list(
+        rec.not_ranked
+    )
 
 
 def test_a_mistyped_history_folder_is_one_line_before_measuring(tmp_path, reference_loop):

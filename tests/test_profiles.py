@@ -109,6 +109,8 @@ def test_shipped_profiles_parse_and_document_themselves():
     for name, description in available_profiles():
         prof = load_profile(name, device_override="cpu")
         assert prof.entries and description
+        # A description is a report's title: it speaks to the reader of the report, not of the README
+        assert "README" not in description, name
     study = load_profile("efficientnet_b0", device_override="cpu")
     combos = {(e.workload.mode, e.workload.precision, e.workload.channels_last) for e in study.entries}
     assert len(combos) == 12

@@ -7,6 +7,8 @@ sizes, NVML kernel-active, process CPU, clock-event reasons, memory). Readings a
 
 Verdicts, first match wins:
 
+- ``contended``: other processes took a share of the CPU the point needed while it ran
+  (``Point.contention``): its numbers measure the neighbour as much as the model.
 - ``input-bound``: the step waited for data for a large share of its time.
 - ``allocator-pressure``: the caching allocator had to free and retry cudaMalloc near the memory limit.
 - ``host-bound``: the GPU idles between kernels while one CPU core is saturated (Python and kernel
@@ -14,9 +16,13 @@ Verdicts, first match wins:
 - ``throttled``: the GPU lowered its clocks for power or temperature in the window.
 - ``memory-bound``: the kernels run back to back but wait on DRAM (GPM DRAM bandwidth, or NVML's
   memory-controller busy share, high).
-- ``device-bound``: kernels run back to back (high kernel-active), or on a CPU device the step time
-  grows in proportion to the batch.
-- ``unclear``: none of the above can be told from what was recorded.
+- ``device-bound``: kernels run back to back (high kernel-active). GPU only.
+- ``cpu-bound`` (CPU device): torch's threads are all busy (process CPU near 100% per thread):
+  the cores do the arithmetic, and only more cores or less arithmetic go faster.
+- ``threads-idle`` (CPU device): torch's threads are busy well under their number: they wait on
+  memory, on single-threaded operators or on the Python loop.
+- ``unclear``: none of the above can be told from what was recorded (on a CPU, with no evidence:
+  nothing there to act on).
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
 __all__ = ["Diagnosis", "VERDICTS", "diagnose_point", "diagnose_run", "with_diagnoses", "mfu_note"]
 
 VERDICTS = (
+    "contended",
     "input-bound",
     "allocator-pressure",
     "host-bound",
     "throttled",
     "memory-bound",
     "device-bound",
+    "cpu-bound",
+    "threads-idle",
     "unclear",
 )
 
@@ -43,6 +52,8 @@ INPUT_WAIT_FRACTION = 0.3  # data wait above this share of the step: input-bound
 KERNEL_ACTIVE_LOW_PERCENT = 60.0  # below: the GPU idles a good part of the window
 KERNEL_ACTIVE_HIGH_PERCENT = 85.0  # at or above: kernels nearly back to back
 CPU_SATURATED_PERCENT = 90.0  # process CPU; 100 = one core fully busy
+CPU_THREADS_BUSY = 0.9  # CPU device: process CPU / (100 x torch threads) at or above: all threads busy
+CPU_THREADS_IDLE = 0.6  # below: the threads wait a good part of the window
 # Step time ~ batch^e between neighbouring points: e near 0 is flat (fixed per-step cost), near 1
 # proportional (the device does the work per sample).
 FLAT_EXPONENT = 0.35
@@ -82,9 +93,12 @@ def _scaling(point: Point, neighbours: Sequence[Point]) -> tuple[float | None, s
     lo, hi = sorted((point, other), key=lambda p: p.batch_size)
     assert lo.step_stats is not None and hi.step_stats is not None
     ratio = hi.step_stats.median_seconds / lo.step_stats.median_seconds
-    shape = (
-        "nearly flat" if e < FLAT_EXPONENT else "proportional" if e >= PROPORTIONAL_EXPONENT else "sub-linear"
-    )
+    if e <= -FLAT_EXPONENT:  # x0.12 for x2 the samples is not "flat": one of the two is suspect
+        shape = "falls as the batch grows: one of the two measurements is suspect (contention?)"
+    elif e < FLAT_EXPONENT:
+        shape = "nearly flat"
+    else:
+        shape = "proportional" if e >= PROPORTIONAL_EXPONENT else "sub-linear"
     words = (
         f"step time {_ms(lo.step_stats.median_seconds)} at batch {lo.batch_size} -> "
         f"{_ms(hi.step_stats.median_seconds)} at batch {hi.batch_size} "
@@ -105,14 +119,26 @@ def _data_wait(point: Point) -> float | None:
 
 
 def diagnose_point(
-    point: Point, neighbours: Sequence[Point] = (), *, on_gpu: bool = True
+    point: Point, neighbours: Sequence[Point] = (), *, on_gpu: bool = True, threads: int | None = None
 ) -> Diagnosis | None:
     """The verdict for one measured point; ``neighbours`` are the measured points at the next
-    smaller and larger batch sizes (for the step-time scaling). None for a point that did not run."""
+    smaller and larger batch sizes (for the step-time scaling); ``threads``: torch's intra-op
+    threads on a CPU device (``Environment.torch_num_threads``). None for a point that did not run."""
     if point.status != OK or point.step_stats is None:
         return None
     t = point.telemetry
     step = point.step_stats.median_seconds
+
+    c = point.contention
+    if c is not None and c.contended:
+        return Diagnosis(
+            "contended",
+            (
+                f"other processes took {c.felt_percent:.0f}% of the {c.cores_needed} core(s) it needs "
+                f"(they used {c.others_cpu_percent:.0f}% of the machine)",
+                "measure again when nothing else runs (see `uptime`)",
+            ),
+        )
 
     wait = _data_wait(point)
     if wait is not None and wait > INPUT_WAIT_FRACTION:
@@ -142,7 +168,7 @@ def diagnose_point(
     if on_gpu:
         idle = active is not None and active < KERNEL_ACTIVE_LOW_PERCENT
         saturated = cpu is not None and cpu >= CPU_SATURATED_PERCENT
-        flat = exponent is not None and exponent < FLAT_EXPONENT
+        flat = exponent is not None and -FLAT_EXPONENT < exponent < FLAT_EXPONENT
         if idle and saturated and (flat or exponent is None):
             evidence = [
                 f"GPU kernel-active {active:.0f}% (< {KERNEL_ACTIVE_LOW_PERCENT:.0f}%): idle between kernels",
@@ -193,11 +219,8 @@ def diagnose_point(
             return Diagnosis("device-bound", tuple(evidence))
         if active is None and exponent is not None and exponent >= PROPORTIONAL_EXPONENT:
             return Diagnosis("device-bound", ("no kernel-active reading", scaling_words or ""))
-    elif exponent is not None and exponent >= PROPORTIONAL_EXPONENT:
-        evidence = [scaling_words or "", "on a CPU device the cores do the arithmetic"]
-        if cpu is not None:
-            evidence.append(f"process CPU {cpu:.0f}% (100 = one core)")
-        return Diagnosis("device-bound", tuple(evidence))
+    else:
+        return _cpu_verdict(cpu, threads, exponent, scaling_words)
 
     evidence = []
     if active is not None:
@@ -211,6 +234,35 @@ def diagnose_point(
     if not evidence:
         evidence.append("no telemetry and no neighbouring batch size to compare with")
     return Diagnosis("unclear", tuple(evidence))
+
+
+def _cpu_verdict(
+    cpu: float | None, threads: int | None, exponent: float | None, scaling_words: str | None
+) -> Diagnosis:
+    """A CPU device: are torch's threads busy? Said with the numbers, or nothing said."""
+    if cpu is None or not threads:
+        return Diagnosis("unclear", ())
+    busy = cpu / (100.0 * threads)
+    reading = f"process CPU {cpu:.0f}%: {cpu / 100:.1f} of torch's {threads} thread(s) busy ({busy:.0%})"
+    if busy >= CPU_THREADS_BUSY:
+        evidence = [
+            f"{reading}: the cores do the arithmetic",
+            "faster takes more cores (torch.set_num_threads up to the physical cores), less arithmetic "
+            "(a smaller model or image), or bf16 where the CPU has AMX or AVX-512 BF16",
+        ]
+        if scaling_words and exponent is not None and exponent >= PROPORTIONAL_EXPONENT:
+            evidence.append(scaling_words)
+        return Diagnosis("cpu-bound", tuple(evidence))
+    if busy < CPU_THREADS_IDLE:
+        return Diagnosis(
+            "threads-idle",
+            (
+                f"{reading}: the threads wait",
+                "on memory bandwidth, on single-threaded operators or on the Python loop between "
+                "them; a larger batch gives each operator more work per call",
+            ),
+        )
+    return Diagnosis("unclear", ())
 
 
 def diagnose_run(result: SweepResult) -> list[Diagnosis | None]:
@@ -227,7 +279,7 @@ def diagnose_run(result: SweepResult) -> list[Diagnosis | None]:
             out.append(None)
             continue
         neighbours = [ok[k] for k in (i - 1, i + 1) if 0 <= k < len(ok)]
-        out.append(diagnose_point(p, neighbours, on_gpu=on_gpu))
+        out.append(diagnose_point(p, neighbours, on_gpu=on_gpu, threads=result.environment.torch_num_threads))
     return out
 
 

@@ -303,7 +303,7 @@ def _log_mean(values: Sequence[float]) -> float:
 def compare(
     baseline: SweepResult,
     current: SweepResult,
-    threshold: float = 0.05,
+    threshold: float = 0.10,
     history_noise: dict[int, NoiseFloor] | None = None,
 ) -> Comparison:
     """Per batch size: change, interval and verdict (see the module docstring). ``history_noise``
@@ -312,6 +312,10 @@ def compare(
     notes: list[str] = []
     found = mismatches(baseline, current)
     warnings.extend(found)
+    if baseline.run_id == current.run_id:  # `baseline set main latest` then `compare --baseline main latest`
+        warnings.append(
+            f"baseline and current are the same run ({current.run_id}): a run compared with itself shows no change"
+        )
     warnings.extend(clock_event_warnings(baseline, "baseline"))
     warnings.extend(clock_event_warnings(current, "current"))
     history_noise = history_noise or {}
@@ -352,6 +356,16 @@ def compare(
             # Between-run noise is unknown: two single runs of an unchanged build differed by 14%
             # on a shared CPU, beyond a step-level interval. No verdict without repeats or history.
             verdict = INCONCLUSIVE
+        busy = [f"{side} {c.felt_percent:.0f}%" for side, c in (("baseline", bp.contention), ("current", cp.contention))
+                if c is not None and c.contended]  # fmt: skip
+        if busy and verdict in (REGRESSION, IMPROVEMENT):
+            # a neighbour's share of the cores, not the build, can make such a change (an A/A pair
+            # on the shared VM read -97.7%): no verdict from a contended measurement
+            verdict = INCONCLUSIVE
+            warnings.append(
+                f"batch {b}: measured while other processes took a share of its cores ({', '.join(busy)}): "
+                "INCONCLUSIVE, not a verdict; measure again on a quiet machine"
+            )
         if verdict == INCONCLUSIVE and noise_sd is not None:
             needed = repeats_to_settle(noise_sd, threshold)
         bpk, cpk = _peak(bp), _peak(cp)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from bench.analysis.stats import throughput_interval
+from bench.analysis.contention import contended_label
+from bench.analysis.stats import rel_interval_text, relative_interval, throughput_interval
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
 
@@ -24,6 +25,46 @@ if TYPE_CHECKING:
     from bench.results.maxbatch import MaxBatchResult
 
 KNEE_FRACTION = 0.95
+# A point whose 95% interval reaches ±100% of its value cannot be ranked (for a single run: the
+# step times' CI half-width reaches their median, so its throughput has no upper bound). On the
+# shared 2-core VM a neighbour made one run's batches read ±95% (steps; ±1850% as the throughput
+# interval's far side), and the run still named a best batch; the contention check catches that
+# cause, this catches the rest.
+NOISY_REL_INTERVAL = 1.0
+
+
+def unrankable(p: Point) -> str | None:
+    """Why a measured point cannot be ranked as if clean (None: it can): contended, or too noisy."""
+    label = contended_label(p.contention)
+    if label is not None:
+        return label
+    found = relative_interval(p)
+    if found is not None and found[0] >= NOISY_REL_INTERVAL:
+        return f"95% interval {rel_interval_text(found[0])}"
+    return None
+
+
+def _rankable(measured: list[Point]) -> tuple[list[Point], tuple[int, ...], list[str]]:
+    """(the points the picks are made from, the batches left out, notes saying why)."""
+    why = {p.batch_size: reason for p in measured if (reason := unrankable(p)) is not None}
+    clean = [p for p in measured if p.batch_size not in why]
+    notes = []
+    if why:
+        listed = ", ".join(f"batch {b} ({reason})" for b, reason in why.items())
+        contended = any(r.startswith("contended") for r in why.values())
+        meaning = " ('contended N%': other processes took N% of the cores it needed)" if contended else ""
+        notes.append(f"not ranked: {listed}{meaning}; measure again on a quiet machine, or with --repeat 3")
+    top = max((p.samples_per_sec or 0.0 for p in clean), default=None)
+    if measured and (
+        top is None or any((p.samples_per_sec or 0.0) > top for p in measured if p not in clean)
+    ):
+        # an unranked batch read faster than every clean one: it may be the best, or the knee
+        what = (
+            "every measured batch was" if top is None else "a batch that read faster than the clean ones was"
+        )
+        notes.append(f"cannot recommend a batch size: {what} contended or too noisy to rank")
+        clean = []
+    return clean, tuple(why), notes
 
 
 def confidence(ok: list[Point], top: Point) -> tuple[tuple[int, ...], tuple[int, ...], list[str]]:
@@ -105,7 +146,9 @@ def recommend(
     notes: list[str] = []
     same: tuple[int, ...] = ()
     unconverged: tuple[int, ...] = ()
-    ok = _ok(list(sweep_result.points)) if sweep_result is not None else []
+    measured = _ok(list(sweep_result.points)) if sweep_result is not None else []
+    ok, not_ranked, skipped_notes = _rankable(measured)
+    notes.extend(skipped_notes)
     if ok:
         top = max(ok, key=lambda p: p.samples_per_sec or 0.0)
         best = choice(top.batch_size, top.samples_per_sec, "highest measured samples/sec")
@@ -130,20 +173,22 @@ def recommend(
                 notes.append("the largest measured batch was the fastest: larger ones may be faster still")
         same, unconverged, caveats = confidence(ok, top)
         notes.extend(caveats)
-    elif sweep_result is not None:
+    elif sweep_result is not None and not measured:
         notes.append("no batch size completed in the sweep")
     if max_result is not None and max_result.safe_batch_size:
-        measured = {p.batch_size: p.samples_per_sec for p in ok}
+        rates = {p.batch_size: p.samples_per_sec for p in ok}
         safe = choice(
             max_result.safe_batch_size,
-            measured.get(max_result.safe_batch_size),
+            rates.get(max_result.safe_batch_size),
             f"{max_result.headroom_fraction:.0%} headroom below {_max_words(max_result)}",
         )
     if base_batch is not None:
         notes.append(
             "learning rates are starting points for tuning (linear: SGD; sqrt: Adam-type), not answers"
         )
-    rec = Recommendation(best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged)
+    rec = Recommendation(
+        best, knee, safe, base_batch, base_lr, tuple(notes), same, unconverged, not_ranked=not_ranked
+    )
     return _with_goodput(rec, ok, noise_scale, noise_source, choice) if noise_scale is not None else rec
 
 
@@ -162,7 +207,7 @@ def _with_goodput(
     pick = choice(
         top.batch_size,
         top.samples_per_sec,
-        f"shortest time to the same loss, (B + B_noise)/samples/s with B_noise {noise_scale:,.0f}",
+        f"shortest time to the same loss, (B + B_noise) / samples/s with B_noise {noise_scale:,.0f}",
     )
     notes = list(rec.notes)
     fastest = max(rows, key=lambda r: r.samples_per_sec)

@@ -274,6 +274,12 @@ def combine_repeats(measured: Sequence[Point], dataset_size: int | None = None) 
         telemetry=replace(middle.telemetry, clock_event_reasons=reasons),
         repeats=samples,
         timing=Timing.total([p.timing for p in measured]),  # where the point's wall time went: every repeat
+        # the most contended repeat speaks for the point: its spread, and so its interval, has it in
+        contention=max(
+            (p.contention for p in ok if p.contention is not None),
+            key=lambda c: c.felt_percent,
+            default=None,
+        ),
     )
 
 
@@ -306,13 +312,40 @@ def throughput_interval(p: Point) -> tuple[float, float, str] | None:
     return p.samples_per_sec / (1 + h), (p.samples_per_sec / (1 - h) if h < 1 else math.inf), "steps"
 
 
+def relative_interval(p: Point) -> tuple[float, str] | None:
+    """The point's 95% interval as one relative number and what it rests on: with repeats, the
+    larger side of their interval relative to the headline; else the step times' CI half-width
+    relative to their median, the number the stopping rule and the live display use (its
+    throughput interval [sps/(1+h), sps/(1-h)] is lopsided and unbounded as h nears 1). None
+    when the point has neither."""
+    if not p.samples_per_sec:
+        return None
+    values = p.repeat_samples_per_sec()
+    if len(values) >= 2 and (interval := repeat_interval(values)) is not None:
+        lo, hi = interval
+        return max(hi / p.samples_per_sec - 1, 1 - lo / p.samples_per_sec), "repeats"
+    if p.step_stats is None:
+        return None
+    h = p.step_stats.rel_ci_half_width
+    return (h, "steps") if math.isfinite(h) and h >= 0 else None
+
+
+MAX_SHOWN_INTERVAL = 10.0  # ±1000%: past it the number means nothing more than "unbounded"
+
+
+def rel_interval_text(rel: float) -> str:
+    """ "±3.1%"; never "±inf": past ±999% (or not finite) it is "±>999%"."""
+    if not math.isfinite(rel) or rel >= MAX_SHOWN_INTERVAL:
+        return "±>999%"
+    return f"±{rel:.1%}"
+
+
 def interval_label(p: Point) -> str:
-    """The ±CI95 column of tables and reports: the interval's larger side relative to the headline,
-    with the number of repeats when it comes from them (e.g. "±3.1% (3 runs)")."""
-    interval = throughput_interval(p)
-    if interval is None or not p.samples_per_sec:
+    """The ±CI95 column of tables and reports (``relative_interval``), with the number of repeats
+    when it comes from them (e.g. "±3.1% (3 runs)")."""
+    found = relative_interval(p)
+    if found is None:
         return "-"
-    lo, hi, source = interval
-    rel = max(hi / p.samples_per_sec - 1, 1 - lo / p.samples_per_sec)
-    text = f"±{rel:.1%}" if math.isfinite(rel) else "±inf"
+    rel, source = found
+    text = rel_interval_text(rel)
     return f"{text} ({len(p.repeat_samples_per_sec())} runs)" if source == "repeats" else text

@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from bench.cli import ab, compare, history, info, maxbatch, noise, profiles, report, sweep, trace
 from bench.cli.common import err_console
+from bench.cli.help import use_panels
 from bench.results.errors import BenchError, first_line
 
 
@@ -88,6 +89,7 @@ app = typer.Typer(
 # in this order in `bench --help`
 for _commands in (sweep, info, maxbatch, noise, trace, compare, report, history, ab, profiles):
     _commands.register(app)
+use_panels(app)
 
 
 def main(argv: list[str] | None = None) -> int:

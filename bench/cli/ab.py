@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         a_python: Annotated[str | None, typer.Option("--a-python", help="side A's interpreter")] = None,
         b_python: Annotated[str | None, typer.Option("--b-python", help="side B's interpreter")] = None,
-        threshold: Annotated[str, typer.Option("--threshold", help="e.g. 5% or 0.05")] = "5%",
+        threshold: Annotated[str, typer.Option("--threshold", help="e.g. 10% or 0.1")] = "10%",
         min_rounds: Annotated[
             int, typer.Option("--min-rounds", help="rounds before any verdict")
         ] = MIN_ROUNDS,

@@ -16,13 +16,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bench.cli.help import DATA_PANEL, OUTPUT_PANEL, WORKLOAD_PANEL
 from bench.results.errors import BenchError
 from bench.results.schema import MeasureSettings, Workload, default_min_time
-from bench.results.store import DEFAULT_DB
+from bench.results.store import DEFAULT_DB  # noqa: F401 - the commands take the default from here
 from bench.results.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands format through these
 
 DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
-DB_HELP = f"results history, SQLite (default {DEFAULT_DB}, or ${DB_ENV})"
+DB_HELP = "the results history (SQLite); a relative path is relative to the current directory"
 
 
 def _defaults(cls: type) -> SimpleNamespace:
@@ -47,35 +48,73 @@ ModelArg = Annotated[
         help="torchvision name (efficientnet_b0, resnet50, ...), timm:NAME, or package.module:factory"
     ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help="train (fwd+loss+bwd+optimizer) or infer")]
+ModeOpt = Annotated[
+    str,
+    typer.Option("--mode", help="train (fwd+loss+bwd+optimizer) or infer", rich_help_panel=WORKLOAD_PANEL),
+]
 PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="fp32 (strict, TF32 off) | tf32 | bf16 | fp16 (autocast)")
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32 (strict, TF32 off) | tf32 | bf16 | fp16 (autocast)",
+        rich_help_panel=WORKLOAD_PANEL,
+    ),
 ]
 ChannelsLastOpt = Annotated[
-    bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format")
+    bool,
+    typer.Option(
+        "--channels-last/--no-channels-last",
+        show_default="off",
+        help="NHWC memory format (default: off)",
+        rich_help_panel=WORKLOAD_PANEL,
+    ),
 ]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model")]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        show_default="off",
+        help="torch.compile the model (default: off)",
+        rich_help_panel=WORKLOAD_PANEL,
+    ),
+]
 CompileModeOpt = Annotated[
     str | None,
     typer.Option(
         "--compile-mode",
         help="with --compile: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs",
+        rich_help_panel=WORKLOAD_PANEL,
     ),
 ]
-ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="input height = width, pixels")]
+ImageSizeOpt = Annotated[
+    int, typer.Option("--image-size", help="input height = width, pixels", rich_help_panel=WORKLOAD_PANEL)
+]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    str | None,
+    typer.Option(
+        "--device", help="cpu, cuda or cuda:N (default: cuda if available)", rich_help_panel=WORKLOAD_PANEL
+    ),
 ]
 H2dOpt = Annotated[
-    bool, typer.Option("--h2d/--no-h2d", help="copy the batch host->device (pinned) every step")
+    bool,
+    typer.Option(
+        "--h2d/--no-h2d",
+        show_default="off",
+        help="copy the batch host->device (pinned) every step (default: off)",
+        rich_help_panel=WORKLOAD_PANEL,
+    ),
 ]
-OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="sgd (momentum 0.9) or adamw")]
+OptimizerOpt = Annotated[
+    str, typer.Option("--optimizer", help="sgd (momentum 0.9) or adamw", rich_help_panel=WORKLOAD_PANEL)
+]
 CudnnBenchmarkOpt = Annotated[
     bool,
     typer.Option(
         "--cudnn-benchmark/--no-cudnn-benchmark",
+        show_default="on",
         help="CUDA: cuDNN autotuning, as real training uses it; its cost lands in each new shape's first "
-        "step (see the time accounting), never in the measured window",
+        "step (see the time accounting), never in the measured window (default: on)",
+        rich_help_panel=WORKLOAD_PANEL,
     ),
 ]
 CudnnBenchmarkLimitOpt = Annotated[
@@ -93,6 +132,7 @@ DataOpt = Annotated[
         "--data",
         help="synthetic (a random batch already on the device) or loader (JPEGs decoded and augmented "
         "by a DataLoader every step)",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 WorkersOpt = Annotated[
@@ -101,15 +141,25 @@ WorkersOpt = Annotated[
         "--workers",
         help="--data loader: DataLoader worker processes; a list 0,2,4 runs the sweep once per count "
         "(one result file each) to show where the input pipeline sets the pace",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 DataDirOpt = Annotated[
     str | None,
-    typer.Option("--data-dir", help="--data loader: an ImageFolder tree (default: in-memory JPEGs)"),
+    typer.Option(
+        "--data-dir",
+        help="--data loader: an ImageFolder tree (default: in-memory JPEGs)",
+        rich_help_panel=DATA_PANEL,
+    ),
 ]
-DbOpt = Annotated[Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP)]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", envvar=DB_ENV, help=DB_HELP, rich_help_panel=OUTPUT_PANEL)
+]
 DatasetSizeOpt = Annotated[
-    int, typer.Option("--dataset-size", help="samples per epoch for the epoch-time estimate")
+    int,
+    typer.Option(
+        "--dataset-size", help="samples per epoch for the epoch-time estimate", rich_help_panel=WORKLOAD_PANEL
+    ),
 ]
 
 

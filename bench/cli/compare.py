@@ -19,7 +19,7 @@ def compare(
             help="BASELINE CURRENT (or only CURRENT with --baseline): file, history id, or 'latest'"
         ),
     ],
-    threshold: Annotated[str, typer.Option("--threshold", help="e.g. 5% or 0.05")] = "5%",
+    threshold: Annotated[str, typer.Option("--threshold", help="e.g. 10% or 0.1")] = "10%",
     baseline_name: Annotated[
         str | None,
         typer.Option("--baseline", help="compare with this named baseline (bench baseline set)"),

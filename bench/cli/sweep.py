@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from bench.cli.common import (
     DEFAULT_DB,
@@ -35,35 +36,62 @@ from bench.cli.common import (
     console,
     err_console,
 )
+from bench.cli.help import ADVICE_PANEL, DIST_PANEL, MEASURE_PANEL, OUTPUT_PANEL
 from bench.results.errors import BenchError
 from bench.results.schema import SweepResult, Workload, device_kind
 
 BatchSizesOpt = Annotated[
     str | None,
     typer.Option(
-        "--batch-sizes", "-b", help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: by device)"
+        "--batch-sizes",
+        "-b",
+        help="e.g. 1,2,4,8 or a power-of-two range 8:256 (default: 1:32 on a CPU, 1:1024 on a GPU)",
+        rich_help_panel=MEASURE_PANEL,
     ),
 ]
-WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed warm-up steps per point")]
-MinStepsOpt = Annotated[int, typer.Option("--min-steps", help="timed steps at least")]
-MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds of timed steps per point at most")]
+WarmupOpt = Annotated[
+    int, typer.Option("--warmup", help="untimed warm-up steps per point", rich_help_panel=MEASURE_PANEL)
+]
+MinStepsOpt = Annotated[
+    int, typer.Option("--min-steps", help="timed steps at least", rich_help_panel=MEASURE_PANEL)
+]
+MaxTimeOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-time", help="seconds of timed steps per point at most", rich_help_panel=MEASURE_PANEL
+    ),
+]
 MinTimeOpt = Annotated[
     float | None,
     typer.Option(
-        "--min-time", help="seconds of timed steps per point at least (default 1, or --max-time if less)"
+        "--min-time",
+        help="seconds of timed steps per point at least (default 1, or --max-time if less)",
+        rich_help_panel=MEASURE_PANEL,
     ),
 ]
 TargetCiOpt = Annotated[
     float,
-    typer.Option("--target-ci", help="stop when the 95% CI half-width is within this fraction of the median"),
+    typer.Option(
+        "--target-ci",
+        help="stop when the 95% CI half-width is within this fraction of the median",
+        rich_help_panel=MEASURE_PANEL,
+    ),
 ]
 SampleIntervalOpt = Annotated[
     float | None,
-    typer.Option("--sample-interval", help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)"),
+    typer.Option(
+        "--sample-interval",
+        help="telemetry period, seconds (default 0.05 on GPU, 0.25 on CPU)",
+        rich_help_panel=MEASURE_PANEL,
+    ),
 ]
 IsolateOpt = Annotated[
     bool | None,
-    typer.Option("--isolate/--no-isolate", help="each point in a fresh process (default: on CPU)"),
+    typer.Option(
+        "--isolate/--no-isolate",
+        help="each point in a fresh process (default: on CPU)",
+        rich_help_panel=MEASURE_PANEL,
+    ),
 ]
 RepeatOpt = Annotated[
     int,
@@ -71,27 +99,59 @@ RepeatOpt = Annotated[
         "--repeat",
         help="independent measurements of every batch size, interleaved (fresh process on CPU, fresh "
         "model on GPU); their spread is the run-to-run noise `bench compare` gates on",
+        rich_help_panel=MEASURE_PANEL,
     ),
 ]
-KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="keep growing the batch after an OOM")]
-OutOpt = Annotated[
-    Path | None, typer.Option("--out", "-o", help="results JSON (default: bench_results/sweep-*.json)")
+ContentionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--contention-check/--no-contention-check",
+        help="watch other processes' CPU use over every point; a point they took 10% or more of its "
+        "cores from is marked 'contended N%' and not ranked by the recommendation (default: on)",
+        show_default=False,
+        rich_help_panel=MEASURE_PANEL,
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the result JSON to stdout")]
-NoHistoryOpt = Annotated[bool, typer.Option("--no-history", help="do not store in the history")]
+KeepGoingOpt = Annotated[
+    bool,
+    typer.Option("--keep-going", help="keep growing the batch after an OOM", rich_help_panel=MEASURE_PANEL),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="results JSON (default: bench_results/sweep-*.json)", rich_help_panel=OUTPUT_PANEL
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print the result JSON to stdout", rich_help_panel=OUTPUT_PANEL)
+]
+NoHistoryOpt = Annotated[
+    bool, typer.Option("--no-history", help="do not store in the history", rich_help_panel=OUTPUT_PANEL)
+]
 NoNvtxOpt = Annotated[
-    bool, typer.Option("--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop")
+    bool,
+    typer.Option(
+        "--no-nvtx", help="no NVTX/profiler ranges or cudaProfilerStart/Stop", rich_help_panel=MEASURE_PANEL
+    ),
 ]
 BaseBatchOpt = Annotated[
-    int | None, typer.Option("--base-batch", help="your current batch, for learning-rate starting points")
+    int | None,
+    typer.Option(
+        "--base-batch",
+        help="your current batch, for learning-rate starting points",
+        rich_help_panel=ADVICE_PANEL,
+    ),
 ]
-BaseLrOpt = Annotated[float | None, typer.Option("--base-lr", help="your current learning rate")]
+BaseLrOpt = Annotated[
+    float | None, typer.Option("--base-lr", help="your current learning rate", rich_help_panel=ADVICE_PANEL)
+]
 AdviseOpt = Annotated[
     bool,
     typer.Option(
         "--advise",
         help="after the sweep, measure host-bound points again with --compile (and CUDA graphs on "
         "GPU) and input-bound points with twice the loader workers; print and store the gains",
+        rich_help_panel=ADVICE_PANEL,
     ),
 ]
 NprocOpt = Annotated[
@@ -100,6 +160,7 @@ NprocOpt = Annotated[
         "--nproc",
         help="data-parallel: run through torchrun with N processes (DDP); 1,2,4 = one run each, "
         "with scaling efficiency",
+        rich_help_panel=DIST_PANEL,
     ),
 ]
 NoiseScaleOpt = Annotated[
@@ -108,11 +169,16 @@ NoiseScaleOpt = Annotated[
         "--noise-scale",
         help="B_noise (a number of samples, or a `bench noise` result file): adds the goodput-optimal "
         "batch, ranked by time to the same loss (B + B_noise)/samples/s",
+        rich_help_panel=ADVICE_PANEL,
     ),
 ]
 DistTimeoutOpt = Annotated[
     float | None,
-    typer.Option("--dist-timeout", help="seconds any collective may wait under torchrun (default 300)"),
+    typer.Option(
+        "--dist-timeout",
+        help="seconds any collective may wait under torchrun (default 300)",
+        rich_help_panel=DIST_PANEL,
+    ),
 ]
 
 
@@ -142,6 +208,7 @@ def sweep(
     sample_interval: SampleIntervalOpt = None,
     isolate: IsolateOpt = None,
     repeat: RepeatOpt = SETTINGS.repeat,
+    contention_check: ContentionOpt = SETTINGS.check_contention,
     keep_going: KeepGoingOpt = False,
     out: OutOpt = None,
     json_only: JsonOpt = False,
@@ -176,7 +243,7 @@ def sweep(
         warmup_steps=warmup, min_steps=min_steps, max_time_seconds=max_time,
         min_time_seconds=min_time, target_rel_ci=target_ci,
         sample_interval_seconds=sample_interval, isolate=isolate, stop_on_oom=not keep_going,
-        repeat=repeat,
+        repeat=repeat, check_contention=contention_check,
     )  # fmt: skip
     out_path = out or default_out_path(workload)
     history = None if no_history else db
@@ -256,13 +323,23 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     else:
         console.print(sweep_table(result))
         best = result.best_point()
-        if best is not None and result.recommendation is not None:
-            console.print(recommendation_table(result.recommendation))
-            if result.recommendation.goodput_rows:
-                console.print(goodput_table(result.recommendation))
-        if best is not None:
+        rec = result.recommendation
+        if best is not None and rec is not None and rec.best is None:  # contended or too noisy
+            for note in rec.notes:
+                console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+            console.print(f"[yellow]no batch size to recommend[/]; results: {_saved_in(saved)}")
+        elif best is not None and rec is not None:
+            console.print(recommendation_table(rec))
+            if rec.goodput_rows:
+                console.print(goodput_table(rec))
+        elif best is not None:
+            pick = (
+                best
+                if rec is None or rec.best is None
+                else next(p for p in result.points if p.batch_size == rec.best.batch_size)
+            )
             console.print(
-                f"best: batch {best.batch_size} at {best.samples_per_sec:,.1f} samples/s; "
+                f"best: batch {pick.batch_size} at {pick.samples_per_sec:,.1f} samples/s; "
                 f"results: {_saved_in(saved)}"
             )
         if result.advice:

@@ -23,12 +23,12 @@ def compare_runs(
     runs: list[str],
     *,
     db: Path | str = DEFAULT_DB,
-    threshold: str | float = "5%",
+    threshold: str | float = "10%",
     baseline_name: str | None = None,
     allow_mismatch: bool = False,
 ) -> Comparison:
     """Compare ``runs`` = [BASELINE, CURRENT] (or [CURRENT] with ``baseline_name``): each a result
-    file, a history id or ``latest``. ``threshold``: "5%" or 0.05."""
+    file, a history id or ``latest``. ``threshold``: "10%" or 0.1 (the default)."""
     limit = parse_threshold(threshold)
     if baseline_name is not None:
         if len(runs) != 1:

@@ -37,6 +37,7 @@ enters: every error names the file, the key and what is wrong, and unknown keys 
     sample_interval = 0.05
     isolate = true                        # each point in a fresh process (default: CPU yes, CUDA no)
     repeat = 3                            # independent measurements per batch size (regression gates)
+    check_contention = true               # mark points other processes slowed down (not ranked)
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ _MEASURE_KEYS = {
     "sample_interval": ("sample_interval_seconds", float),
     "isolate": ("isolate", bool),
     "repeat": ("repeat", int),
+    "check_contention": ("check_contention", bool),
 }
 
 

@@ -105,6 +105,7 @@ def run_sweep(
     base_lr: float | None = None,
     noise_scale: float | None = None,
     noise_source: str | None = None,
+    progress: bool | None = None,
 ) -> SweepResult:
     """Measure ``workload`` at each batch size, recommend, advise (when asked), write the result
     file and store it in the history (when asked). Returns the final result.
@@ -119,13 +120,21 @@ def run_sweep(
     ``noise_scale``: B_noise (``bench noise``; ``noise_source`` says where it came from): the
     recommendation adds the goodput-optimal batch, ranked by time to the same loss.
 
+    ``progress``: plain progress lines on stderr (where the results go, each batch as it finishes);
+    None = when no ``on_event`` is given (a Python user's script or notebook).
     ``annotate_steps``, ``ranks`` and the exceptions: see ``bench.jobs.sweep_loop.measure_sweep``;
     an interrupted or failed sweep is stored with its finished points before the exception leaves.
     """
     db = check_inputs(workload, store=store, base_batch=base_batch, base_lr=base_lr)
-    emit = on_event or (lambda e: None)
     main = ranks is None or ranks.is_main  # the other ranks of a data-parallel run write nothing
     out_path = Path(out_path) if out_path is not None else default_out_path(workload)
+    emit = on_event or (lambda e: None)
+    if progress or (progress is None and on_event is None and main):
+        from bench.present.display import PlainProgress
+
+        emit = _both(on_event, PlainProgress())
+        stored = f"; history {db}" if db is not None else ""
+        emit(SweepEvent("notice", message=f"results in {out_path}{stored}"))
     where: list[Path | None] = [out_path]
 
     def track(event: SweepEvent) -> None:
@@ -153,7 +162,18 @@ def run_sweep(
         raise
     if main:
         _store(db, result, emit)
+        if progress or (progress is None and on_event is None):
+            emit(SweepEvent("notice", message=f"done: results in {where[0] or 'memory only'}"))
     return result
+
+
+def _both(first: EventFn | None, second: EventFn) -> EventFn:
+    def both(event: SweepEvent) -> None:
+        if first is not None:
+            first(event)
+        second(event)
+
+    return both
 
 
 def check_inputs(

@@ -277,6 +277,33 @@ def _repeat_rounds(
     return result
 
 
+def _contention_watch(
+    settings: MeasureSettings, kind: str, environment: Any, workload: Workload, single: bool = True
+) -> Callable[[Callable[[], Point]], Point]:
+    """Runs one measurement and marks its point with other processes' share of the CPU over it
+    (``settings.check_contention``; off, or one rank of several (``single`` False): the point as
+    measured)."""
+    from bench.analysis.contention import assess, cores_needed
+    from bench.hw import cpu_load
+
+    if not settings.check_contention or not single:
+        return lambda run: run()
+    meter = cpu_load.default_meter()
+    workers = workload.workers if workload.data == "loader" else 0
+
+    def watched(run: Callable[[], Point]) -> Point:
+        start = meter.read()
+        point = run()
+        end = meter.read()
+        others = cpu_load.others_cores(start, end)
+        if point.status != OK or others is None:
+            return point
+        needed = cores_needed(kind, end.cpus, environment.torch_num_threads, workers)
+        return replace(point, contention=assess(others, end.cpus, needed))
+
+    return watched
+
+
 def gpu_in_use(workload: Workload, environment: Any) -> str | None:
     """The name of the GPU the run measured on: the workload's CUDA index among the environment's
     GPUs (rank 0's, on ``cuda:LOCAL_RANK`` = 0, under torchrun); None on CPU or when not listed."""
@@ -435,7 +462,14 @@ def measure_sweep(
     # it again per batch size cost seconds a point on the H100 and measured nothing.
     model_cache = ModelCache() if not isolate and ranks is None else None
 
+    # under torchrun the other ranks share the cores by design: they would read as a neighbour
+    watch = _contention_watch(settings, kind, result.environment, workload, ranks is None)
+
     def measure(b: int, report: Callable[[Any], None]) -> Point:
+        """One measurement of batch ``b``, with other processes' share of the CPU over it."""
+        return watch(lambda: _measure_once(b, report))
+
+    def _measure_once(b: int, report: Callable[[Any], None]) -> Point:
         """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
         if isolate:
             return _measure_point_isolated(workload, b, settings, report, annotate_steps)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,10 +20,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
+from bench.analysis.contention import contended_label
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import knee_point
-from bench.analysis.stats import interval_label
+from bench.analysis.stats import interval_label, rel_interval_text
+from bench.present.tables import words_whole
 from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
 from bench.results.units import fmt_bytes, fmt_seconds
 
@@ -84,7 +90,8 @@ class LiveSweep:
                 )  # fmt: skip
             elif p.phase == "measure":
                 sps = f"{p.samples_per_sec:,.1f} samples/s" if p.samples_per_sec else ""
-                ci = f" ±{p.rel_ci_half_width * 100:.1f}%" if p.rel_ci_half_width else ""
+                # the final table's ±CI95 of a single run is the same number, formatted alike
+                ci = f" {rel_interval_text(p.rel_ci_half_width)}" if p.rel_ci_half_width else ""
                 self.progress.update(
                     task, phase="measure", total=None,
                     detail=f"{p.steps} steps {sps}{ci}",
@@ -101,6 +108,34 @@ class LiveSweep:
             else:
                 detail = f"[red]{pt.status}[/] {escape((pt.error or '')[: 88 - len(pt.status)])}"
             self.progress.update(task, phase="done", total=1, completed=1, detail=detail)
+
+
+class PlainProgress:
+    """Sweep events as plain lines on a stream (stderr): what a Python user calling ``run_sweep``
+    without an ``on_event`` sees, from a script or a notebook, where a live display has no place."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+
+    def _say(self, text: str) -> None:
+        import sys
+
+        print(f"bench: {text}", file=self.stream or sys.stderr, flush=True)
+
+    def __call__(self, event: Any) -> None:
+        if event.kind == "start" and event.result is not None:
+            wl = event.result.workload
+            self._say(f"measuring {wl.model} ({wl.mode}, {wl.precision}) on {wl.device}")
+        elif event.kind == "point_start":
+            self._say(f"batch {event.batch_size}: measuring")
+        elif event.kind == "point_done" and event.point is not None:
+            p = event.point
+            what = f"{p.samples_per_sec:,.1f} samples/s" if p.status == OK and p.samples_per_sec else p.status
+            self._say(f"batch {event.batch_size}: {what}")
+        elif event.kind in ("notice", "warning", "advice") and event.message:
+            self._say(f"{event.kind}: {event.message}")
+        elif event.kind == "moved":
+            self._say(f"results now in {event.results_path or 'memory only'}")
 
 
 class ProfileProgress:
@@ -148,83 +183,155 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}%"
 
 
-def sweep_table(result: SweepResult) -> Table:
+def point_status(p: Point) -> str:
+    """The report's status cell: "ok", "ok (budget)" (time ran out before the CI target), "contended 48%, ok"
+    (other processes took that share of the cores the point needed), or the failure."""
+    if p.status != OK:
+        return p.status
+    contended = contended_label(p.contention)
+    budget = "ok" if p.converged else "ok (budget)"
+    return budget if contended is None else f"{contended}, {budget}"
+
+
+def sweep_table(result: SweepResult) -> SweepTable:
+    """The sweep's table: one wide table where the console has room for it, else the main columns
+    and a second table with the rest, so that at 80 columns no cell is cut short."""
+    return SweepTable(result)
+
+
+class SweepTable:
+    """A rich renderable that picks its layout by the width it is given (``sweep_table``)."""
+
+    def __init__(self, result: SweepResult) -> None:
+        self.result = result
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = _sweep_table(self.result, _WIDE)
+        unbounded = options.update_width(10_000)  # the width every cell needs on one line
+        if Measurement.get(console, unbounded, wide).maximum <= options.max_width:
+            yield wide
+            return
+        yield _sweep_table(self.result, _MAIN, narrow=True)
+        yield _sweep_table(self.result, _DETAIL, narrow=True, title="step times and utilisation")
+
+
+_WIDE = ("batch", "samples/s", "step median", "p10–p90", "±CI95", "epoch (est.)", "1st step", "memory", "gpu", "MFU", "verdict", "status")  # fmt: skip
+_MAIN = ("batch", "samples/s", "±CI95", "epoch (est.)", "peak", "verdict", "status")
+# at 80 columns the GPU's peak reserved memory is left to the JSON, the report and wider terminals
+_DETAIL = ("batch", "step median", "p10–p90", "1st step", "gpu", "MFU")
+
+
+def _sweep_table(
+    result: SweepResult, columns: Sequence[str], *, narrow: bool = False, title: str = ""
+) -> Table:
     wl = result.workload
     env = result.environment
-    title = (
+    on_gpu = device_kind(wl.device) == "cuda"
+    head = (
         f"{wl.model} · {wl.mode} · {wl.precision}{' · channels-last' if wl.channels_last else ''}"
         f"{' · compiled' if wl.compile else ''} · {env.device_label} ({wl.device})"
     )
-    on_gpu = device_kind(wl.device) == "cuda"
-    table = Table(title=title, title_justify="left")
-    table.add_column("batch", justify="right")
-    table.add_column("samples/s", justify="right")
-    table.add_column("step median", justify="right")
-    table.add_column("p10–p90", justify="right")
-    table.add_column("±CI95", justify="right")
-    table.add_column("epoch (est.)", justify="right")
-    if on_gpu:
-        table.add_column("1st step", justify="right")  # cuDNN autotuning (and compile) of the new shape
-        table.add_column("peak alloc", justify="right")
-        table.add_column("peak reserved", justify="right")
-        table.add_column("kernel-active", justify="right")
-        table.add_column("power", justify="right")
-        table.add_column("J/sample", justify="right")
-    else:
-        table.add_column("peak RSS", justify="right")
-        table.add_column("CPU (proc)", justify="right")
-    table.add_column("MFU", justify="right")
-    table.add_column("verdict")
-    table.add_column("status")
-    best = result.best_point()
-    verdicts = diagnose_run(result)
-    for p, verdict in zip(result.points, verdicts, strict=True):
-        if p.status != OK or p.step_stats is None:
-            cells = [str(p.batch_size)] + ["-"] * (len(table.columns) - 2)
-            table.add_row(*cells, f"[red]{p.status}[/]")
-            continue
-        st = p.step_stats
-        sps = f"{p.samples_per_sec:,.1f}"
-        if best is not None and p is best:
-            sps = f"[bold green]{sps}[/]"
-        row = [
-            str(p.batch_size),
-            sps,
-            fmt_seconds(st.median_seconds),
-            f"{fmt_seconds(st.p10_seconds)}–{fmt_seconds(st.p90_seconds)}",
-            interval_label(p).lstrip("±"),  # between repeats when there are some, else steps
-            fmt_seconds(p.epoch_seconds_estimate),
-        ]
-        t = p.telemetry
-        if on_gpu:
-            row += [
-                fmt_seconds(p.timing.first_step_seconds),
-                fmt_bytes(p.memory.device_peak_allocated_bytes),
-                fmt_bytes(p.memory.device_peak_reserved_bytes),
-                _pct(t.gpu_kernel_active_percent),
-                "-" if t.power_watts_mean is None else f"{t.power_watts_mean:.0f} W",
-                "-" if p.joules_per_sample is None else f"{p.joules_per_sample:.3f}",
-            ]
-        else:
-            row += [fmt_bytes(p.memory.host_peak_rss_bytes), _pct(t.process_cpu_percent)]
-        row.append(_mfu(p.mfu))
-        row.append(_verdict(verdict))
-        row.append("ok" if p.converged else "ok (budget)")
-        table.add_row(*row)
-    table.caption = (
-        "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
-        "from the spread between repeats where there are some (N runs), else from the step times inside "
-        "the run (run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target"
-        + (
-            "; 1st step = the first step of the shape (cuDNN autotuning, compiling), never in the window; "
-            "peaks are the steady steps' (the first step's are in the JSON); kernel-active = NVML "
-            "utilisation (time any kernel ran, not SM occupancy)"
-            if on_gpu
-            else ""
-        )
-        + "; MFU = model FLOP/s / dense peak; verdict: `bench diagnose` for the evidence"
+    table = Table(
+        title=escape(f"{head}: {title}" if title else head),
+        title_justify="left",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        show_edge=not narrow,
     )
+    names: list[str] = []
+    for col in columns:
+        if col == "memory":
+            names += ["peak alloc", "peak reserved"] if on_gpu else ["peak RSS"]
+        elif col == "peak":
+            names.append("peak alloc" if on_gpu else "peak RSS")
+        elif col == "reserved":
+            names += ["peak reserved"] if on_gpu else []
+        elif col == "gpu":
+            names += ["kernel active", "power", "J/sample"] if on_gpu else ["CPU (proc)"]
+        elif col in ("MFU", "1st step") and not on_gpu:
+            continue  # no dense peak for a CPU: always "-"; its first step is in the JSON
+        else:
+            names.append(col)
+    for name in names:
+        left = name in ("verdict", "status")
+        # words_whole below: the longest word of a header or a cell is the least a column gets
+        table.add_column(
+            name, justify="left" if left else "right", overflow="fold", no_wrap=name == "verdict"
+        )
+    best = result.best_point()
+    for p, verdict in zip(result.points, diagnose_run(result), strict=True):
+        cells = _cells(p, verdict, on_gpu, best)
+        table.add_row(*(cells.get(n, "-") for n in names))
+    words_whole(table)
+    for column in table.columns:
+        if column.header == "verdict":  # one word, or "contended 48%": never split
+            column.no_wrap = True
+            column.min_width = max([column.min_width or 0, *(len(_plain(c)) for c in column.cells)])
+    if "±CI95" in names:
+        table.caption = (
+            "epoch = dataset_size / samples/s (estimate); ±CI95 = 95% interval of samples/s relative to it: "
+            "from the spread between repeats where there are some (N runs), else the step times' CI "
+            "(run-to-run noise unseen); 'ok (budget)' = time budget hit before the CI target; "
+            "verdict 'contended N%' = other processes took N% of the cores the point needed"
+            + (
+                "; 1st step = the first step of the shape (cuDNN autotuning, compiling), never in the "
+                "window; peaks are the steady steps' (the first step's are in the JSON); kernel active = "
+                "NVML utilisation (time any kernel ran, not SM occupancy)"
+                if on_gpu
+                else ""
+            )
+            + ("; MFU = model FLOP/s / dense peak" if on_gpu else "")
+            + "; verdict: `bench diagnose` for the evidence"
+        )
     return table
+
+
+def _range(low: str, high: str) -> str:
+    """ "53.52–62.34 ms" (one unit when both ends share it), else "980 ms–1.02 s"."""
+    lo, _, lo_unit = low.rpartition(" ")
+    hi, _, hi_unit = high.rpartition(" ")
+    return f"{lo}–{hi} {hi_unit}" if lo and lo_unit == hi_unit else f"{low}–{high}"
+
+
+def _plain(cell: Any) -> str:
+    return Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+
+
+def _cells(p: Point, verdict: Diagnosis | None, on_gpu: bool, best: Point | None) -> dict[str, str]:
+    """Every column's cell of one point, by column name."""
+    if p.status != OK or p.step_stats is None:
+        return {"batch": str(p.batch_size), "status": f"[red]{escape(p.status)}[/]"}
+    st = p.step_stats
+    sps = f"{p.samples_per_sec:,.1f}"
+    t = p.telemetry
+    contended = contended_label(p.contention)
+    cells = {
+        "batch": str(p.batch_size),
+        "samples/s": f"[bold green]{sps}[/]" if best is not None and p is best else sps,
+        "step median": fmt_seconds(st.median_seconds),
+        "p10–p90": _range(fmt_seconds(st.p10_seconds), fmt_seconds(st.p90_seconds)),
+        "±CI95": interval_label(p).lstrip("±"),  # between repeats when there are some, else steps
+        "epoch (est.)": fmt_seconds(p.epoch_seconds_estimate),
+        "MFU": _mfu(p.mfu),
+        # a contended point's verdict cell carries the share: "contended 48%"
+        "verdict": f"[red]{contended}[/]" if contended else _verdict(verdict),
+        "status": "ok" if p.converged else "ok (budget)",
+    }
+    if on_gpu:
+        cells |= {
+            # cuDNN autotuning (and compile) of the new shape
+            "1st step": fmt_seconds(p.timing.first_step_seconds),
+            "peak alloc": fmt_bytes(p.memory.device_peak_allocated_bytes),
+            "peak reserved": fmt_bytes(p.memory.device_peak_reserved_bytes),
+            "kernel active": _pct(t.gpu_kernel_active_percent),
+            "power": "-" if t.power_watts_mean is None else f"{t.power_watts_mean:.0f} W",
+            "J/sample": "-" if p.joules_per_sample is None else f"{p.joules_per_sample:.3f}",
+        }
+    else:
+        cells |= {
+            "peak RSS": fmt_bytes(p.memory.host_peak_rss_bytes),
+            "CPU (proc)": _pct(t.process_cpu_percent),
+        }
+    return cells
 
 
 _VERDICT_STYLE = {
@@ -234,6 +341,9 @@ _VERDICT_STYLE = {
     "throttled": "red",
     "memory-bound": "cyan",
     "device-bound": "green",
+    "cpu-bound": "green",
+    "threads-idle": "cyan",
+    "contended": "red",
     "unclear": "dim",
 }
 
@@ -279,7 +389,7 @@ def diagnosis_table(result: SweepResult) -> Table:
     note = mfu_note(result)
     if note:
         table.caption = note
-    return table
+    return words_whole(table)
 
 
 def workers_table(results: list[SweepResult]) -> Table:
@@ -305,33 +415,32 @@ def workers_table(results: list[SweepResult]) -> Table:
 
 
 def profile_table(name: str, cells: Sequence[Any]) -> Table:
-    """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): best and
-    knee batch, the searched max and safe max, the results file."""
+    """One row per configuration of a profile (``bench.jobs.profile_run.CellOutcome``): the
+    recommendation's best and knee batch (never a contended or too-noisy point), the searched max
+    and safe max. Narrow enough for 80 columns: the results files follow as lines."""
     table = Table(title=escape(f"{name}: recommendations"), title_justify="left")
-    for col in (
-        "configuration",
-        "best batch",
-        "best samples/s",
-        "knee batch",
-        "max batch",
-        "safe max",
-        "results",
-    ):
-        table.add_column(col)
+    for col in ("configuration", "best batch", "samples/s", "knee batch", "max batch", "safe max"):
+        table.add_column(col, justify="left" if col == "configuration" else "right", overflow="fold")
     for cell in cells:
-        best = knee = None
-        if cell.sweep is not None:
-            best = cell.sweep.best_point()
-            knee = knee_point(list(cell.sweep.points))
+        rec = cell.sweep.recommendation if cell.sweep is not None else None
+        best = rec.best if rec is not None else None
+        knee = rec.knee if rec is not None else None
+        if cell.sweep is not None and rec is None:  # a result from before recommendations
+            top, k = cell.sweep.best_point(), knee_point(list(cell.sweep.points))
+            best = (
+                SimpleNamespace(batch_size=top.batch_size, samples_per_sec=top.samples_per_sec)
+                if top
+                else None
+            )
+            knee = SimpleNamespace(batch_size=k.batch_size) if k else None
         search = cell.search
         table.add_row(
             escape(cell.label) + (" [dim](resumed)[/]" if cell.skipped else ""),
             str(best.batch_size) if best else "-",
-            f"{best.samples_per_sec:,.1f}" if best else "-",
+            f"{best.samples_per_sec:,.1f}" if best and best.samples_per_sec else "-",
             str(knee.batch_size) if knee else "-",
             str(search.max_batch_size or "-") if search is not None else "-",
             str(search.safe_batch_size or "-") if search is not None else "-",
-            escape(cell.sweep_path or "-"),
         )
     return table
 
@@ -339,7 +448,7 @@ def profile_table(name: str, cells: Sequence[Any]) -> Table:
 def profile_lines(cells: Sequence[Any], files: Any) -> list[str]:
     """What follows a profile's table: each configuration's caveats (as `bench sweep` says them),
     where the report and traces are, and what failed."""
-    lines = []
+    lines = [f"results of {escape(c.label)}: {escape(c.sweep_path)}" for c in cells if c.sweep_path]
     for cell in cells:
         rec = cell.sweep.recommendation if cell.sweep is not None else None
         for note in rec.notes if rec is not None else ():

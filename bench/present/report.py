@@ -30,6 +30,7 @@ from typing import Any
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
 from bench.analysis.stats import interval_label
+from bench.present.display import point_status
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
 from bench.results import units
 from bench.results.errors import BenchError
@@ -186,7 +187,7 @@ def _point_row(p: Point, gpu: bool) -> dict[str, str]:
         return {"batch": str(p.batch_size), "status": p.status.upper(), "note": reason}
     row = {
         "batch": str(p.batch_size),
-        "status": "ok" if p.converged else "ok (budget)",
+        "status": point_status(p),  # "contended 48%, ok" where other processes took a share of its cores
         "samples_per_sec": fmt_num(p.samples_per_sec),
         "step_median_ms": fmt_ms(s.median_seconds if s else None),
         "step_p10_p90_ms": f"{fmt_ms(s.p10_seconds)}–{fmt_ms(s.p90_seconds)}" if s else "–",

@@ -4,9 +4,11 @@ sizes and the measured advice. Pure formatting over frozen results; no torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION, Comparison, PointChange
 from bench.results.schema import Advice, Recommendation
@@ -21,7 +23,7 @@ def to_markdown(cmp: Comparison) -> str:
         mem = "-" if c.memory_change is None else f"{c.memory_change:+.1%}"
         lines.append(
             f"| {c.batch_size} | {c.baseline_samples_per_sec:,.1f} | {c.current_samples_per_sec:,.1f} | "
-            f"{c.change:+.1%} | {c.ci_low:+.1%} … {c.ci_high:+.1%} | {_repeats(c)} | {mem} | {_verdict(c)} |"
+            f"{c.change:+.1%} | {_ci(c)} | {_repeats(c)} | {mem} | {_verdict(c)} |"
         )
     for w in cmp.warnings:
         lines.append(f"\n> warning: {w}")
@@ -29,6 +31,14 @@ def to_markdown(cmp: Comparison) -> str:
         lines.append(f"\n> {n}")
     lines.append("\n" + summary(cmp))
     return "\n".join(lines)
+
+
+def _ci(c: PointChange) -> str:
+    """The change's 95% interval; "unknown" when it has no bound (no samples to estimate it from),
+    never "inf"."""
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high)):
+        return "unknown (no spread recorded)"
+    return f"{c.ci_low:+.1%} … {c.ci_high:+.1%}"
 
 
 def _repeats(c: PointChange) -> str:
@@ -47,7 +57,9 @@ def _verdict(c: PointChange) -> str:
 def summary(cmp: Comparison) -> str:
     """One line: what the gate decided."""
     n, m = len(cmp.regressions), len(cmp.inconclusive)
-    tail = f"threshold {cmp.threshold:.0%}, beyond between-run noise"
+    unknown = any(c.evidence == "steps" for c in cmp.changes)
+    noise = "between-run noise unknown: --repeat 3" if unknown else "beyond between-run noise"
+    tail = f"threshold {cmp.threshold:.0%}, {noise}"
     if n:
         return f"**{n} regression(s)** ({tail})"
     if m:
@@ -76,7 +88,7 @@ def to_table(cmp: Comparison) -> Table:
             f"{c.baseline_samples_per_sec:,.1f}",
             f"{c.current_samples_per_sec:,.1f}",
             f"[{colour}]{c.change:+.1%}[/]",
-            f"{c.ci_low:+.1%} … {c.ci_high:+.1%}",
+            _ci(c),
             _repeats(c),
             mem,
             f"[{colour}]{_verdict(c)}[/]",
@@ -86,14 +98,17 @@ def to_table(cmp: Comparison) -> Table:
 
 def recommendation_table(rec: Recommendation) -> Table:
     """A rich table of the recommendation, notes as its caption."""
-    table = Table(title="recommended batch sizes", title_justify="left")
+    lr = rec.base_batch is not None and rec.base_lr is not None
+    title = "recommended batch sizes"
+    if lr:
+        title += f" (learning-rate starting points scaled from {rec.base_lr:g} at batch {rec.base_batch})"
+    table = Table(title=title, title_justify="left")
     table.add_column("pick")
     table.add_column("batch", justify="right")
     table.add_column("samples/s", justify="right")
-    lr = rec.base_batch is not None and rec.base_lr is not None
     if lr:
-        table.add_column(f"LR start, linear (from {rec.base_lr:g} @ {rec.base_batch})", justify="right")
-        table.add_column("LR start, sqrt", justify="right")
+        table.add_column("LR linear", justify="right")
+        table.add_column("LR sqrt", justify="right")
     table.add_column("why")
     picks = (
         ("throughput-optimal", rec.best),
@@ -115,6 +130,20 @@ def recommendation_table(rec: Recommendation) -> Table:
         table.add_row(*row)
     if rec.notes:
         table.caption = "; ".join(rec.notes)
+    return words_whole(table)
+
+
+def words_whole(table: Table) -> Table:
+    """Every column at least as wide as its longest word (header or cell): rich then wraps text at
+    spaces and never cuts a word ("bat…") as long as the table fits the terminal (80 columns)."""
+    for column in table.columns:
+        cells = [Text.from_markup(str(c)).plain for c in column.cells]
+        header = Text.from_markup(str(column.header)).plain
+        words = [w for text in (header, *cells) for w in text.split()]
+        column.min_width = max([column.min_width or 0, *(len(w) for w in words)])
+        if all(len(c.split()) <= 1 for c in cells):  # one word a cell: wrapping cannot help, keep it
+            column.no_wrap = True  # out of rich's shrinking, which would cut it to fit the others
+            column.min_width = max([column.min_width, *(len(c) for c in cells)])
     return table
 
 

@@ -126,6 +126,9 @@ class MeasureSettings:
     # Independent measurements of every batch size (a fresh process on CPU, a fresh model on GPU),
     # interleaved b1, b2, ..., b1, b2, ...: their spread is the run-to-run noise the gate needs.
     repeat: int = 1
+    # watch other processes' use of the CPU over every point and mark the points they could slow
+    # down as contended (the recommendation does not rank them); off: nothing is watched
+    check_contention: bool = True
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
@@ -290,6 +293,23 @@ class RepeatSample:
 
 
 @dataclass(frozen=True)
+class Contention:
+    """Other processes' use of the CPU while one point was measured (the parent process watched
+    the whole point: its own process tree's CPU time against the machine's).
+
+    ``others_cpu_percent``: other processes' CPU time over the point, as a share of all cores
+    (100 = every core busy with them). ``felt_percent``: the share of the cores the measurement
+    needs (torch's threads and the loader workers on a CPU, one core and the workers on a GPU) that
+    they took, after the idle cores it does not need: what the measurement could feel.
+    ``contended``: ``felt_percent`` at or past ``bench.analysis.contention.CONTENDED_PERCENT``."""
+
+    others_cpu_percent: float
+    felt_percent: float
+    cores_needed: int
+    contended: bool
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """A bottleneck verdict for one point and the readings behind it, in words and numbers."""
 
@@ -346,6 +366,9 @@ class Point:
     mfu: float | None = None  # fraction (0.01 = 1%) of the device's dense peak; None if peak unknown
     breakdown: StepBreakdown | None = None  # where a step's time goes
     num_alloc_retries: int | None = None  # caching-allocator cudaMalloc retries in the point (CUDA)
+    # other processes' share of the CPU while the point ran; None where not watched (older files,
+    # settings.check_contention off, a failed point)
+    contention: Contention | None = None
 
     def repeat_samples_per_sec(self) -> tuple[float, ...]:
         """Throughput of each successful repeat; the headline value alone when there are none."""
@@ -501,6 +524,9 @@ class Recommendation:
     noise_scale_source: str | None = None  # "given", or the `bench noise` file it came from
     goodput: Choice | None = None  # the batch with the shortest time to the same loss
     goodput_rows: tuple[GoodputRow, ...] = ()  # per measured batch, ascending
+    # measured batches left out of the ranking: contended (other processes took a share of the CPU
+    # they needed) or an interval too wide to rank (bench.analysis.recommend.unrankable)
+    not_ranked: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -617,6 +643,8 @@ def point_from_dict(d: dict[str, Any]) -> Point:
         raise BenchError(f"point {d.get('batch_size')}: step_seconds must all be positive, finite seconds")
     d["step_seconds"] = tuple(float(x) for x in steps)
     d["repeats"] = tuple(_build(RepeatSample, r, "repeat") for r in d.get("repeats") or ())
+    cont = d.get("contention")
+    d["contention"] = _build(Contention, cont, f"point {d.get('batch_size')}: contention") if cont else None
     if d.get("distributed") is not None:
         d["distributed"] = _point_distributed_from_dict(d["distributed"])
     return _checked_point(_build(Point, d, f"point {d.get('batch_size')}"))
@@ -700,7 +728,7 @@ def recommendation_from_dict(d: dict[str, Any]) -> Recommendation:
         raise BenchError("recommendation: goodput_rows should be a list")
     d["goodput_rows"] = tuple(_build(GoodputRow, r, "goodput row") for r in rows)
     d["notes"] = tuple(str(n) for n in d.get("notes") or ())
-    for key in ("indistinguishable", "unconverged"):
+    for key in ("indistinguishable", "unconverged", "not_ranked"):
         sizes = d.get(key) or []
         if not isinstance(sizes, list) or not all(_type_ok("int", b) for b in sizes):
             raise BenchError(f"recommendation: {key} should be a list of batch sizes, got {sizes!r:.40}")

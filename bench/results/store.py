@@ -82,6 +82,16 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _no_history(path: Path | str) -> str:
+    """One line for a missing history; a relative path says where it was looked for, since the
+    default (.bench/results.db) is found from the current directory."""
+    where = "" if Path(path).is_absolute() else f" (relative to the current directory, {Path.cwd()})"
+    return (
+        f"no results history at {path}{where}: run a sweep or `bench import` first, or point at "
+        "another history with --db PATH or $BENCH_DB"
+    )
+
+
 def _world_size(text: str | None) -> int:
     """Migration 3's reading of a stored run: its ``distributed.world_size``, else 1 (one process).
     Python's json accepts every value an earlier bench wrote (NaN, Infinity); unreadable text is 1."""
@@ -467,7 +477,7 @@ def load_run_data(ref: str, db_path: Path | str = DEFAULT_DB) -> tuple[str, dict
         return ref, read_result_json(ref)
     with _reading(db_path) as conn:
         if conn is None:
-            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
+            raise BenchError(_no_history(db_path))
         if ref == "latest":
             row = conn.execute(
                 "SELECT id, json FROM runs WHERE kind = 'sweep' ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -595,7 +605,7 @@ def set_baseline(db_path: Path | str, name: str, ref: str) -> RunRow:
         raise BenchError("a baseline needs a name, e.g. `bench baseline set main latest`")
     path = Path(db_path)
     if not path.is_file():
-        raise BenchError(f"no results history at {path} (run a sweep or `bench import` first)")
+        raise BenchError(_no_history(path))
     conn = connect(path)
     try:
         with _history_errors(path), _immediate(conn):
@@ -615,7 +625,7 @@ def get_baseline(db_path: Path | str, name: str) -> tuple[str, dict[str, Any]]:
     """(where it came from, its JSON) for baseline ``name``, like ``load_run_data``."""
     with _reading(db_path) as conn:
         if conn is None:
-            raise BenchError(f"no results history at {db_path} (run a sweep or `bench import` first)")
+            raise BenchError(_no_history(db_path))
         row = None
         if _has_table(conn, "baselines"):
             row = conn.execute(
