@@ -328,11 +328,11 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
             for note in rec.notes:
                 console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
             console.print(f"[yellow]no batch size to recommend[/]; results: {_saved_in(saved)}")
-        elif best is not None and rec is not None:
-            console.print(recommendation_table(rec))
-            if rec.goodput_rows:
-                console.print(goodput_table(rec))
         elif best is not None:
+            if rec is not None:
+                console.print(recommendation_table(rec))
+                if rec.goodput_rows:
+                    console.print(goodput_table(rec))
             pick = (
                 best
                 if rec is None or rec.best is None
