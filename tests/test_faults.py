@@ -160,7 +160,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     import errno
     import tempfile
 
-    from bench.jobs import sweep_loop as sweep  # where the results writer lives
+    from bench.results import files as sweep  # where the results writer lives
 
     real = sweep.write_json_atomic
     done = {"n": 0}
@@ -250,7 +250,7 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
 
 def test_results_files_share_one_mode_under_the_umask(tmp_path, monkeypatch):
     import bench.jobs.maxbatch
-    from bench.jobs.sweep import write_json_atomic
+    from bench.results.files import write_json_atomic
     from bench.results.maxbatch import maxbatch_from_dict
 
     search = maxbatch_from_dict(_search_for(DATA / "cpu_resnet18.json"))

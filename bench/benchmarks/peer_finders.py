@@ -20,6 +20,8 @@ import json
 import time
 from typing import Any
 
+from bench.results import files
+
 PRECISION_TO_LIGHTNING = {"fp32": "32-true", "tf32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
@@ -235,9 +237,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{len(row['sizes_run']):>10} {row['seconds']:>8.1f}"
         )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"model": args.model, "device": args.device, "precision": args.precision,
-                       "image_size": args.image_size, "rows": rows}, fh, indent=2)  # fmt: skip
+        doc = {"model": args.model, "device": args.device, "precision": args.precision,
+               "image_size": args.image_size, "rows": rows}  # fmt: skip
+        files.write_atomic(args.json, json.dumps(doc, indent=2))
     return rows
 
 

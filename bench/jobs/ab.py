@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import Any, Protocol
 
 from bench._version import __version__
 from bench.analysis.paired import all_settled, settle
+from bench.results import files
 from bench.results.ab import ERROR, OK, SIDES, ABResult, Round, Side, SidePoint, SideRun
 from bench.results.errors import BenchError, failure_text
 from bench.results.schema import MeasureSettings, Workload, dumps, to_dict
@@ -189,7 +189,7 @@ def _now() -> str:
 
 
 def default_out_path(workload: Workload) -> Path:
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    model = files.slug(workload.model)
     return Path("bench_results") / f"ab-{model}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
 
 
@@ -246,7 +246,7 @@ def run_ab(
     wall0 = time.perf_counter()
     out = Path(out_path) if out_path is not None else None
     result = ABResult(
-        run_id=f"ab-{re.sub(r'[^A-Za-z0-9_.-]+', '_', workload.model)}-{uuid.uuid4().hex[:8]}",
+        run_id=f"ab-{files.slug(workload.model)}-{uuid.uuid4().hex[:8]}",
         status="running", started_at=_now(), finished_at=None, environment=env.collect(),
         workload=workload, settings=settings, batch_sizes=tuple(batch_sizes), threshold=threshold,
         a=a, b=b, seed=seed, min_rounds=min_rounds, max_rounds=max_rounds,
@@ -256,10 +256,8 @@ def run_ab(
     def save(r: ABResult) -> ABResult:
         r = replace(r, wall_seconds=time.perf_counter() - wall0)
         if out is not None:
-            from bench.jobs.sweep_loop import write_json_atomic
-
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out, dumps(r))
+            files.write_json_atomic(out, dumps(r))
         return r
 
     try:

@@ -7,17 +7,16 @@ runs call torchrun directly with its rendezvous flags (README); nothing here re-
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.results import files
 from bench.results.errors import BenchError
 from bench.results.schema import device_kind
 
@@ -109,18 +108,6 @@ def click_args(ctx: Any, drop: Sequence[str]) -> list[str]:
     return positional + out
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def launch_sweeps(
     counts: Sequence[int],
     args_for: Callable[[int, Path], list[str]],
@@ -161,7 +148,7 @@ def finish_scaling(
             ResultWriter(path).write(r)
     rows = scaling_rows(results)
     if summary_path is not None:
-        write_json(
+        files.dump_json_atomic(
             summary_path,
             scaling_to_dict(
                 rows,

@@ -15,7 +15,6 @@ The result is frozen (``bench.results.noise.NoiseResult``), written atomically a
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.noise_scale import estimate
+from bench.results import files
 from bench.results.errors import BenchError
 from bench.results.noise import NoiseDraw, NoiseEstimate, NoiseResult
 
@@ -70,7 +70,7 @@ class NoiseProgress:
 
 def default_noise_path(model: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("bench_results") / f"noise-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}-{stamp}.json"
+    return Path("bench_results") / f"noise-{files.slug(model)}-{stamp}.json"
 
 
 def open_dataset(dataset: Any, data_dir: str | None, image_size: int) -> tuple[Any, str]:
@@ -231,13 +231,9 @@ def _finish(
 
 
 def write_noise(result: NoiseResult, path: Path) -> None:
-    import json
-
-    from bench.jobs.sweep import write_json_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        files.dump_json_atomic(path, result.to_dict())
     except OSError as exc:
         raise BenchError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from typing import Any
 
 from bench.jobs.profiles import Profile, ProfileEntry
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
+from bench.results import files
 from bench.results.errors import BenchError, failure_text
 from bench.results.maxbatch import MaxBatchResult, load_max_batch
 from bench.results.schema import Environment, SweepResult, load_result, to_dict
@@ -107,14 +107,14 @@ class Manifest:
 
     def record(self, key: str, sweep: str | None, max_batch: str | None) -> None:
         self.cells[key] = {"sweep": sweep, "max_batch": max_batch}
-        from bench.jobs.sweep_loop import write_json_atomic  # no temp file left behind, even on a full disk
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, json.dumps(self.cells, indent=2))
+        files.write_json_atomic(
+            self.path, json.dumps(self.cells, indent=2)
+        )  # no temp file left, even on a full disk
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+    return files.slug(text).strip("_")
 
 
 EventFn = Callable[[str, dict[str, Any]], None]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import re
 import tempfile
 import time
 import uuid
@@ -24,7 +22,9 @@ from bench._version import __version__
 from bench.analysis.diagnose import with_diagnoses
 from bench.measure.flops import count_flops_per_sample
 from bench.measure.flops import figures as flop_figures
+from bench.results import files
 from bench.results.errors import BenchError, failure_text
+from bench.results.files import slug
 from bench.results.schema import (
     ERROR,
     OK,
@@ -55,38 +55,16 @@ def _now() -> str:
 def default_out_path(workload: Workload, started: dt.datetime | None = None) -> Path:
     """bench_results/sweep-<model>-<device>-<precision>-<mode>-<timestamp>.json in the cwd."""
     started = started or dt.datetime.now()
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    model = slug(workload.model)
     device = workload.device.replace(":", "")
     stamp = started.strftime("%Y%m%d-%H%M%S")
     return Path("bench_results") / f"sweep-{model}-{device}-{workload.precision}-{workload.mode}-{stamp}.json"
 
 
-def _file_mode() -> int:
-    """0644 under the usual umask: what ``open()`` would give a new file (mkstemp gives 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_json_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename): a reader,
-    or a resume after a crash, never sees half a file. Every results file (sweep, max-batch,
-    profile cell) is written here, with one file mode. Raises OSError."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``bench.results.files.write_json_atomic``, looked up at call time (so a test that fills the
+    disk there reaches every writer): the name ``jobs.maxbatch`` imports from here."""
+    files.write_json_atomic(path, text)
 
 
 class ResultWriter:
@@ -106,7 +84,7 @@ class ResultWriter:
             raise BenchError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
 
     def write(self, result: SweepResult) -> None:
-        write_json_atomic(self.path, dumps(result))
+        files.write_json_atomic(self.path, dumps(result))
 
     @property
     def where(self) -> Path | None:
@@ -123,14 +101,14 @@ class ResultWriter:
             return None
         target = self.fallback or self.path
         try:
-            write_json_atomic(target, dumps(result))
+            files.write_json_atomic(target, dumps(result))
             return None
         except OSError as exc:
             why = f"{target}: {exc.strerror or exc}"
         if self.fallback is None:
             fallback = Path(tempfile.gettempdir()) / self.path.name
             try:
-                write_json_atomic(fallback, dumps(result))
+                files.write_json_atomic(fallback, dumps(result))
                 self.fallback = fallback
                 return f"cannot write {why}; every point is saved in {fallback} instead"
             except OSError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.measure import trace
 from bench.present.ops_tables import ops_json, ops_table_markdown
+from bench.results import files
 from bench.results.errors import BenchError
 from bench.results.schema import Workload, device_kind
 
@@ -105,7 +106,7 @@ def write_ops_tables(result: trace.TorchTrace, out_dir: Path, title: str, top: i
         result.ops, result.measured_steps, result.device_kind, top=top, step_seconds=result.step_seconds
     )
     ops_path = out_dir / "ops.md"
-    ops_path.write_text(f"# {title}\n\n{table}\n", encoding="utf-8")
+    files.write_atomic(ops_path, f"# {title}\n\n{table}\n")
     doc = ops_json(result.ops, result.measured_steps, result.step_seconds)
-    (out_dir / "ops.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    files.write_atomic(out_dir / "ops.json", json.dumps(doc, indent=1))
     return ops_path, table

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure.runner import NO_HOOKS, Hooks
+from bench.results import files
 from bench.results.errors import BenchError, first_line
 from bench.results.schema import Workload, device_kind
 
@@ -439,8 +440,7 @@ def write_nsys_script(
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    path.chmod(0o755)
+    files.write_atomic(path, "\n".join(lines), mode=0o755)
     return path
 
 
@@ -596,7 +596,7 @@ def export_trace_gz(prof: Any, path: Path) -> Path:
     finally:
         os.unlink(tmp)
     add_distributed_info(data)
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
+    with files.atomic_file(path) as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
         json.dump(data, fh)
     return path
 
@@ -758,7 +758,7 @@ NSYS_NAME = "profile"
 def default_trace_dir(workload: Workload, batch_size: int, started: dt.datetime | None = None) -> Path:
     """``bench_traces/trace-<model>-<device>-b<N>-<time>``: one folder per trace, named so a listing sorts by model."""
     started = started or dt.datetime.now()
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    model = files.slug(workload.model)
     device = workload.device.replace(":", "")
     return Path("bench_traces") / f"trace-{model}-{device}-b{batch_size}-{started.strftime('%Y%m%d-%H%M%S')}"
 

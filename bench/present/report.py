@@ -31,7 +31,7 @@ from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
 from bench.analysis.stats import interval_label
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
-from bench.results import units
+from bench.results import files, units
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
 from bench.results.schema import OK, OOM, Point, SweepResult, result_from_dict
@@ -377,11 +377,11 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
     env = _templates()
     html_path = out / "index.html"
     md_path = out / "report.md"
-    html_path.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
-    md_path.write_text(env.get_template("report.md.j2").render(**context), encoding="utf-8")
-    (out / "runs.json").write_text(
+    files.write_atomic(html_path, env.get_template("report.html.j2").render(**context))
+    files.write_atomic(md_path, env.get_template("report.md.j2").render(**context))
+    files.write_atomic(
+        out / "runs.json",
         json.dumps([{"label": s.label, "run_id": s.run_id, "source": s.source} for s in summaries], indent=2),
-        encoding="utf-8",
     )
     return ReportFiles(
         html=html_path,
