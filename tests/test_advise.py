@@ -11,19 +11,9 @@ import pytest
 from bench.analysis.stats import summarize
 from bench.jobs import advise
 from bench.present.tables import advice_lines
+from bench.results.codec import dumps, load_result, result_from_dict
 from bench.results.errors import BenchError
-from bench.results.schema import (
-    ERROR,
-    OK,
-    OOM,
-    Point,
-    StepBreakdown,
-    Telemetry,
-    Workload,
-    dumps,
-    load_result,
-    result_from_dict,
-)
+from bench.results.schema import ERROR, OK, OOM, Point, StepBreakdown, Telemetry, Workload
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"

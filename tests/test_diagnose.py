@@ -10,18 +10,8 @@ import pytest
 
 from bench.analysis import diagnose
 from bench.analysis.stats import summarize
-from bench.results.schema import (
-    OK,
-    OOM,
-    Diagnosis,
-    MemoryStats,
-    Point,
-    StepBreakdown,
-    Telemetry,
-    dumps,
-    load_result,
-    result_from_dict,
-)
+from bench.results.codec import dumps, load_result, result_from_dict
+from bench.results.schema import OK, OOM, Diagnosis, MemoryStats, Point, StepBreakdown, Telemetry
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"

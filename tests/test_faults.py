@@ -483,7 +483,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     from dataclasses import replace
 
     from bench.analysis.recommend import recommend
-    from bench.results.schema import dumps, load_result, result_from_dict
+    from bench.results.codec import dumps, load_result, result_from_dict
     from tests.test_recommend import sweep_of
 
     noisy = sweep_of(
@@ -507,7 +507,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
 def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     from bench import MeasureSettings, Workload, run_sweep
     from bench.analysis.recommend import recommend
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     settings = MeasureSettings(
         warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False

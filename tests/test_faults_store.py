@@ -15,8 +15,8 @@ import pytest
 
 from bench.cli import main
 from bench.results import store
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import load_result
 from bench.results.store import (
     connect,
     get_baseline,

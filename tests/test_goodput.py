@@ -12,7 +12,8 @@ from rich.console import Console
 from bench.analysis.goodput import goodput_best, goodput_rows
 from bench.analysis.recommend import recommend
 from bench.present.tables import recommendation_table as render
-from bench.results.schema import Point, load_result, result_from_dict, to_dict
+from bench.results.codec import load_result, result_from_dict, to_dict
+from bench.results.schema import Point
 
 DATA = Path(__file__).parent / "data"
 
@@ -93,7 +94,7 @@ def test_no_noise_scale_no_goodput():
 
 def test_report_plots_goodput_for_a_run_with_a_noise_scale(tmp_path):
     from bench.present.report import build_report, load_runs
-    from bench.results.schema import dumps
+    from bench.results.codec import dumps
 
     run = load_result(str(DATA / "cpu_resnet18.json"))
     run = dataclasses.replace(run, recommendation=recommend(run, noise_scale=50.0))

@@ -8,7 +8,8 @@ import statistics
 
 from bench.cli import main
 from bench.jobs.sweep import run_sweep
-from bench.results.schema import MeasureSettings, Workload, load_result
+from bench.results.codec import load_result
+from bench.results.schema import MeasureSettings, Workload
 from tests.tiny_models import tiny_cnn
 
 BUILDS: list[str] = []

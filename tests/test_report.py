@@ -18,8 +18,8 @@ import pytest
 from bench.cli import main
 from bench.present.plots import PLOTS
 from bench.present.report import build_report, find_chromium, load_runs, run_labels, screenshot
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import load_result
 
 DATA = Path(__file__).parent / "data"
 FP32 = str(DATA / "gpu_resnet50_fp32.json")
@@ -380,7 +380,7 @@ def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
     }  # fmt: skip
     run = replace(run, points=tuple(twins.get(p.batch_size, p) for p in run.points), recommendation=None)
     path = tmp_path / "twins.json"
-    from bench.results.schema import dumps
+    from bench.results.codec import dumps
 
     path.write_text(dumps(run))
     files = build_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")

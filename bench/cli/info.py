@@ -16,7 +16,7 @@ def env_cmd(
 ) -> None:
     """Print the machine and software environment results are recorded with."""
     from bench.hw import env
-    from bench.results.schema import to_dict
+    from bench.results.codec import to_dict
 
     info = env.collect()
     if json_only:

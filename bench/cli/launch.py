@@ -31,7 +31,7 @@ def launch_sweep(
         run_torchrun,
         scaling_path,
     )
-    from bench.results.schema import dumps
+    from bench.results.codec import dumps
 
     if under_torchrun is not None:
         raise BenchError(

@@ -247,7 +247,7 @@ def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     from bench.present.display import sweep_table
     from bench.present.goodput import goodput_table
     from bench.present.tables import advice_lines, recommendation_table
-    from bench.results.schema import dumps
+    from bench.results.codec import dumps
 
     if json_only:
         print(dumps(result))
@@ -296,7 +296,7 @@ def _sweep_per_worker_count(
     samples/sec side by side."""
     from bench.jobs.sweep import default_out_path
     from bench.present.display import workers_table
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     if workload.data != "loader":
         raise BenchError("a list of --workers needs --data loader")

@@ -38,8 +38,9 @@ from bench._version import __version__
 from bench.analysis.paired import all_settled, settle
 from bench.results import files
 from bench.results.ab import ERROR, OK, SIDES, ABResult, Round, Side, SidePoint, SideRun
+from bench.results.codec import dumps, to_dict
 from bench.results.errors import BenchError, failure_text
-from bench.results.schema import MeasureSettings, Workload, dumps, to_dict
+from bench.results.schema import MeasureSettings, Workload
 
 DEFAULT_SETTINGS = MeasureSettings(
     warmup_steps=3, min_steps=3, max_time_seconds=1.0, min_time_seconds=1.0, isolate=True

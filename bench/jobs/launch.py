@@ -138,7 +138,7 @@ def finish_scaling(
     rewrite the files, and write the summary; returns (results, rows)."""
     from bench.analysis.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
     from bench.jobs.sweep import ResultWriter
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     results = [load_result(str(path)) for _, path in runs]
     single = single_device_rates(results)

@@ -21,9 +21,10 @@ from typing import Any
 from bench.jobs.profiles import Profile, ProfileEntry
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
 from bench.results import files
+from bench.results.codec import load_result, to_dict
 from bench.results.errors import BenchError, failure_text
 from bench.results.maxbatch import MaxBatchResult, load_max_batch
-from bench.results.schema import Environment, SweepResult, load_result, to_dict
+from bench.results.schema import Environment, SweepResult
 
 MANIFEST_DIR = Path(".bench") / "profiles"
 

@@ -23,6 +23,7 @@ from bench.analysis.diagnose import with_diagnoses
 from bench.measure.flops import count_flops_per_sample
 from bench.measure.flops import figures as flop_figures
 from bench.results import files
+from bench.results.codec import dumps
 from bench.results.errors import BenchError, failure_text
 from bench.results.files import slug
 from bench.results.schema import (
@@ -36,7 +37,6 @@ from bench.results.schema import (
     Workload,
     default_sample_interval,
     device_kind,
-    dumps,
 )
 
 DEFAULT_BATCH_SIZES = {

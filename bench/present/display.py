@@ -21,7 +21,8 @@ from rich.table import Table
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import knee_point
 from bench.analysis.stats import interval_label
-from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
+from bench.results.codec import to_dict
+from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
 from bench.results.units import fmt_bytes, fmt_seconds
 
 

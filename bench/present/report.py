@@ -32,9 +32,10 @@ from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
 from bench.analysis.stats import interval_label
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
 from bench.results import files, units
+from bench.results.codec import result_from_dict
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
-from bench.results.schema import OK, OOM, Point, SweepResult, result_from_dict
+from bench.results.schema import OK, OOM, Point, SweepResult
 
 GIB = 2**30
 MIB = 2**20

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.results.codec import load_result, read_result_json, result_from_dict, to_dict
 from bench.results.errors import BenchError
-from bench.results.schema import SweepResult, load_result, read_result_json, result_from_dict, to_dict
+from bench.results.schema import SweepResult
 
 DEFAULT_DB = Path(".bench") / "results.db"
 BUSY_TIMEOUT_MS = 60_000
