@@ -151,11 +151,8 @@ CUDA_OUTSIDE_HW = {
         "get_device_properties",
     },  # the environment record (hardware layer)
     "results.errors": {"OutOfMemoryError"},  # an exception type, matched by type
-    "measure.trace": {
-        "nvtx",
-        "memory",
-        "profiler",
-    },  # NVTX, allocator snapshots, the cudaProfilerApi range: tracing
+    "measure.annotate": {"nvtx", "profiler"},  # NVTX ranges and the cudaProfilerApi range: tracing
+    "measure.profiler": {"memory"},  # the allocator snapshot of a traced point
 }
 PSUTIL_MODULES = {
     "hw.device",

@@ -6,7 +6,7 @@ the median of the per-round ratios annotated / plain (1.000 = free; the bar for 
 annotations on by default in sweeps is >= 0.99), and the cost of one step's ranges measured
 directly in microseconds, which is what to compare with a GPU step time.
 
-The annotated variant is exactly what ``bench.measure.trace.sweep_instrumentation(True, kind)`` returns:
+The annotated variant is exactly what ``bench.measure.annotate.sweep_instrumentation(True, kind)`` returns:
 NVTX + record_function ranges on CUDA (+ cudaProfilerStart/Stop on the window), record_function
 ranges on CPU. No profiler is attached, as in a normal sweep.
 
@@ -21,9 +21,9 @@ import statistics
 import time
 
 from bench.hw.device import open_device
+from bench.measure.annotate import PHASES, step_range_name, sweep_instrumentation
 from bench.measure.models import resolve
 from bench.measure.runner import run_point
-from bench.measure.trace import PHASES, step_range_name, sweep_instrumentation
 from bench.results.schema import MeasureSettings, Workload
 
 

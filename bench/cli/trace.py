@@ -42,7 +42,7 @@ from bench.results.schema import Workload
 
 def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -> None:
     from bench.measure.models import resolve
-    from bench.measure.trace import run_annotated
+    from bench.measure.profiler import run_annotated
 
     resolve(workload.model)  # an unknown model: one line
 

@@ -160,9 +160,9 @@ def _point_in_child(
     """Child-process body: a fresh interpreter measures one point and returns it."""
     from bench.hw.device import open_device
     from bench.hw.nvml import open_monitor
+    from bench.measure.annotate import sweep_instrumentation
     from bench.measure.models import resolve
     from bench.measure.runner import run_point
-    from bench.measure.trace import sweep_instrumentation
 
     device = open_device(workload.device)
     monitor = open_monitor(device.index, device.uuid())
@@ -287,7 +287,7 @@ def measure_sweep(
     (its recommendation, its advice) before the file's last write; the job supplies it.
 
     ``annotate_steps``: NVTX (CUDA) and profiler ranges per step and phase, and
-    cudaProfilerStart/Stop around each timed window (``bench.measure.trace``); their cost measured
+    cudaProfilerStart/Stop around each timed window (``bench.measure.annotate``); their cost measured
     0.04% of a CPU step (``bench.benchmarks.annotation_overhead``).
 
     ``ranks``: a ``bench.jobs.distributed.Ranks`` when this process is one rank of a torchrun job:
@@ -393,7 +393,7 @@ def measure_sweep(
         """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
         if isolate:
             return _measure_point_isolated(workload, b, settings, report, annotate_steps)
-        from bench.measure.trace import sweep_instrumentation
+        from bench.measure.annotate import sweep_instrumentation
 
         annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
         if ranks is not None:

@@ -39,8 +39,15 @@ _SWEEP_1_WORKLOAD = {
 _SWEEP_1_SETTINGS = {"repeat": 1}  # one measurement per point before --repeat
 _SWEEP_1_POINT = {
     "timing": dict.fromkeys(  # no time accounting yet: every part unknown
-        ("build_seconds", "first_step_seconds", "warmup_seconds", "measure_seconds", "teardown_seconds",
-         "total_seconds", "spawn_seconds")
+        (
+            "build_seconds",
+            "first_step_seconds",
+            "warmup_seconds",
+            "measure_seconds",
+            "teardown_seconds",
+            "total_seconds",
+            "spawn_seconds",
+        )
     ),  # fmt: skip
     "repeats": [],
     "distributed": None,
