@@ -179,7 +179,7 @@ def test_sweep_advise_prints_and_stores_the_measured_gain(tmp_path, monkeypatch)
         return measure
 
     monkeypatch.setattr(advise, "changes_for", changes)
-    monkeypatch.setattr(advise, "sweep_measure", fake_sweep_measure)
+    monkeypatch.setattr("bench.jobs.sweep.sweep_measure", fake_sweep_measure)  # where the sweep job calls it
     out = tmp_path / "r.json"
     res = CliRunner().invoke(
         app,

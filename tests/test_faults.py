@@ -435,7 +435,9 @@ def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(db, path)
 
-    monkeypatch.setattr(bench.results.store, "import_file", import_then_interrupt)
+    monkeypatch.setattr(
+        "bench.cli.history.import_file", import_then_interrupt
+    )  # where `bench import` calls it
     files = [str(DATA / "cpu_resnet18.json"), str(DATA / "gpu_resnet50_fp32.json")]
     assert main(["import", *files, "--db", str(tmp_path / "h.db")]) == 130
     assert "1 of 2 file(s) imported" in capsys.readouterr().err

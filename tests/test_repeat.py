@@ -76,7 +76,9 @@ def test_ctrl_c_in_round_four_keeps_rounds_one_to_three_in_the_file_and_the_hist
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_point", interrupted_in_round_four)
+    monkeypatch.setattr(
+        "bench.jobs.sweep_loop.run_point", interrupted_in_round_four
+    )  # where the sweep calls it
     out, db = tmp_path / "r.json", tmp_path / "h.db"
     code = main(["sweep", "tests.tiny_models:tiny_cnn", "-b", "2,4", "--image-size", "8", "--device", "cpu",
                  "--repeat", "5", "--no-isolate", "--warmup", "1", "--min-steps", "3", "--max-time", "0.2",

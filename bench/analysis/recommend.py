@@ -14,8 +14,10 @@ for Adam-type optimizers). They are starting points for tuning, not answers.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
 from bench.analysis.stats import throughput_interval
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
@@ -151,10 +153,6 @@ def _with_goodput(
     rec: Recommendation, ok: list[Point], noise_scale: float, source: str | None, choice: Any
 ) -> Recommendation:
     """The goodput-optimal pick, per-batch relative times, and what a bigger batch's speed buys."""
-    from dataclasses import replace
-
-    from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
-
     rows = goodput_rows(ok, noise_scale)
     top = goodput_best(rows)
     if top is None:

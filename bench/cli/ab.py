@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.live import Live
 from rich.markup import escape
+from rich.text import Text
 
+from bench.analysis.gate import INCONCLUSIVE, parse_threshold
 from bench.cli.common import (
     DEFAULT_DB,
     WORKLOAD,
@@ -22,7 +25,19 @@ from bench.cli.common import (
     err_console,
     store_in_history,
 )
-from bench.jobs.ab import DEFAULT_SETTINGS, MAX_ROUNDS, MAX_TIME_SECONDS, MIN_ROUNDS
+from bench.jobs.ab import (
+    DEFAULT_SETTINGS,
+    MAX_ROUNDS,
+    MAX_TIME_SECONDS,
+    MIN_ROUNDS,
+    ABSideFailed,
+    default_out_path,
+    run_ab,
+    side,
+)
+from bench.jobs.sweep import parse_batch_sizes
+from bench.present.ab import ab_markdown, ab_table, progress_line, summary
+from bench.results.store import check_history_path
 
 
 def register(app: typer.Typer) -> None:
@@ -77,11 +92,6 @@ def register(app: typer.Typer) -> None:
 
         Each round measures both sides once, each in a fresh process, in a random order; rounds go on
         until, per batch size, the interval of the paired change lies inside +-threshold, or wholly beyond it."""
-        from bench.analysis.gate import INCONCLUSIVE, parse_threshold
-        from bench.jobs.ab import ABSideFailed, default_out_path, run_ab, side
-        from bench.jobs.sweep import parse_batch_sizes
-        from bench.present.ab import ab_markdown, ab_table, summary
-
         limit = parse_threshold(threshold)
         sizes = parse_batch_sizes(batch_sizes)
         sides = side("A", a, a_python), side("B", b, b_python)
@@ -92,8 +102,6 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         history = None if no_history else db
         if history is not None:
-            from bench.results.store import check_history_path
-
             check_history_path(history)
         out_path = out or default_out_path(workload)
         try:
@@ -126,9 +134,6 @@ class _Live:
     the change so far and its interval); in a CI log one line per finished round."""
 
     def __enter__(self) -> Any:
-        from rich.live import Live
-        from rich.text import Text
-
         self._line = ""
         self._live = None
         if err_console.is_terminal:
@@ -137,10 +142,6 @@ class _Live:
         return self
 
     def __call__(self, event: Any) -> None:
-        from rich.text import Text
-
-        from bench.present.ab import progress_line
-
         if event.kind == "round" and event.result is not None:
             self._line = progress_line(event.result)
             if self._live is None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from bench.analysis.accounting import first_step_label, summary_line
 from bench.cli.common import (
     DEFAULT_DB,
     DEFAULT_MODEL,
@@ -27,8 +28,15 @@ from bench.cli.common import (
     err_console,
     fmt_bytes,
 )
+from bench.jobs.maxbatch import PROBE_STEPS, find_max_batch
+from bench.jobs.maxbatch import check_inputs as check_search_inputs
+from bench.jobs.recommend import recommend_for
+from bench.jobs.sweep import check_inputs as check_sweep_inputs
+from bench.jobs.sweep import default_out_path
+from bench.present.display import LiveSweep, sweep_table
+from bench.present.tables import recommendation_table
 from bench.results.errors import BenchError
-from bench.results.schema import device_kind
+from bench.results.schema import MeasureSettings, device_kind
 
 if TYPE_CHECKING:
     from bench.jobs.maxbatch import MaxBatchResult, ProbeRecord
@@ -64,8 +72,6 @@ def _workload(model: str, mode: str, **flags: Any) -> Workload:
 
 def print_probe(rec: ProbeRecord) -> None:
     """One live line per probe (stderr), soak runs marked."""
-    from bench.jobs.maxbatch import PROBE_STEPS
-
     colour = "green" if rec.fits else "red"
     what = ("repeat" if rec.repeat else "probe") if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
     why = f"  [dim]{escape(rec.detail)}[/]" if rec.detail and not rec.fits else ""
@@ -120,7 +126,6 @@ def print_summary(res: MaxBatchResult) -> None:
             f"memory model: {fmt_bytes(int(m.fixed_bytes))} fixed + {fmt_bytes(int(m.per_sample_bytes))} "
             f"per sample (fits the probes within {m.max_relative_error:.1%})"
         )
-    from bench.analysis.accounting import first_step_label, summary_line
 
     soaks = len(res.soak.probes) if res.soak is not None else 0
     what = f"{res.probe_count} probe{'s' if res.probe_count != 1 else ''}" + (
@@ -140,9 +145,7 @@ def print_summary(res: MaxBatchResult) -> None:
 
 def _start_search(workload: Workload, **kwargs: Any) -> None:
     """Bad input is one line before anything starts; then the line that says what is searched."""
-    from bench.jobs.maxbatch import check_inputs
-
-    check_inputs(workload, **kwargs)
+    check_search_inputs(workload, **kwargs)
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
 
 
@@ -174,8 +177,6 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
-        from bench.jobs.maxbatch import find_max_batch
-
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
@@ -224,18 +225,12 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
-        from bench.jobs.recommend import recommend_for
-        from bench.jobs.sweep import check_inputs, default_out_path
-        from bench.present.display import LiveSweep, sweep_table
-        from bench.present.tables import recommendation_table
-        from bench.results.schema import MeasureSettings
-
         settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
         workload = _workload(
             model, mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=device, optimizer=optimizer,
         )  # fmt: skip
-        check_inputs(workload, store=db, base_batch=base_batch, base_lr=base_lr)
+        check_sweep_inputs(workload, store=db, base_batch=base_batch, base_lr=base_lr)
         options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
         _start_search(workload, **options)
         run = recommend_for(

@@ -13,12 +13,15 @@ from bench.cli.common import (
     DeviceOpt,
     ImageSizeOpt,
     ModelArg,
+    build_workload,
     check_workload,
     console,
     err_console,
     store_in_history,
 )
-from bench.jobs.noise import NoiseSettings
+from bench.jobs.distributed import detect
+from bench.jobs.noise import NoiseSettings, default_noise_path, measure_noise
+from bench.results.store import check_history_path
 
 DEFAULTS = NoiseSettings()
 
@@ -102,10 +105,6 @@ def noise(
     no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
 ) -> None:
     """Estimate the gradient noise scale B_noise = tr(Σ)/|G|² at given weights on your data."""
-    from bench.cli.common import build_workload
-    from bench.jobs.distributed import detect
-    from bench.jobs.noise import default_noise_path, measure_noise
-
     settings = NoiseSettings(
         small_batch=small_batch, big_batch=big_batch, target_rel_ci=target_ci, max_time_seconds=max_time,
         train_steps=train_steps, train_lr=lr, seed=seed,
@@ -116,8 +115,6 @@ def noise(
     check_workload(workload)
     history = None if no_history else db
     if history is not None:
-        from bench.results.store import check_history_path
-
         check_history_path(history)
     out_path = out or default_noise_path(model)
     is_main = rank_env is None or rank_env.is_main

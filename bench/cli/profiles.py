@@ -9,13 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from bench.analysis.accounting import summary_line
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
+from bench.jobs.profile_run import finish_profile, run_profile
+from bench.jobs.profiles import available_profiles, load_profile
+from bench.present.display import ProfileProgress
+from bench.results.errors import BenchError
+from bench.results.store import check_history_path
 
 
 def _print_time_summary(suite: Any, wall_seconds: float) -> None:
     """Where the profile's wall time went, over every configuration measured in this run."""
-    from bench.analysis.accounting import summary_line
-
     timings = [p.timing for c in suite.cells if c.sweep is not None and not c.skipped for p in c.sweep.points]
     line = summary_line(timings, wall_seconds)
     if line:
@@ -26,8 +30,6 @@ def register(app: typer.Typer) -> None:
     @app.command("profiles")
     def profiles_cmd() -> None:
         """List the shipped profiles, one line each (`bench run NAME` runs one; a path runs your own)."""
-        from bench.jobs.profiles import available_profiles
-
         for name, desc in available_profiles():
             console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
 
@@ -47,11 +49,6 @@ def register(app: typer.Typer) -> None:
         list_profiles: Annotated[bool, typer.Option("--list", help="list the shipped profiles")] = False,
     ) -> None:
         """Run a profile: every model x mode x precision x layout it names, then one report."""
-        from bench.jobs.profile_run import finish_profile, run_profile
-        from bench.jobs.profiles import available_profiles, load_profile
-        from bench.present.display import ProfileProgress
-        from bench.results.errors import BenchError
-
         if list_profiles or profile is None:
             for name, desc in available_profiles():
                 console.print(f"[bold]{escape(name):<16}[/] {escape(desc)}")
@@ -59,7 +56,6 @@ def register(app: typer.Typer) -> None:
                 raise BenchError("name a profile to run, e.g. `bench run quickstart`")
             return
         prof = load_profile(profile, device_override=device)
-        from bench.results.store import check_history_path
 
         check_history_path(db)  # a mistyped --db folder: one line, before any measuring
         err_console.print(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.cli.common import DEFAULT_DB, DbOpt, console
+from bench.present.display import diagnosis_table
+from bench.present.report import build_report, load_runs
+from bench.present.report import screenshot as render_png
+from bench.present.tables import advice_lines
+from bench.results.store import load_run
 
 
 def register(app: typer.Typer) -> None:
@@ -28,9 +36,6 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Write an HTML page and a Markdown file with plots; several runs overlay on each plot."""
-        from bench.present.report import build_report, load_runs
-        from bench.present.report import screenshot as render_png
-
         loaded = load_runs(runs, db)
         files = build_report(loaded, out, title=title)
         console.print(
@@ -50,15 +55,8 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = DEFAULT_DB,
     ) -> None:
         """Why not faster: a bottleneck verdict per batch size, with the evidence behind it."""
-        from bench.analysis.diagnose import diagnose_run, mfu_note
-        from bench.present.display import diagnosis_table
-        from bench.results.store import load_run
-
         result = load_run(run, db)
         if as_json:
-            import dataclasses
-            import json
-
             points = [
                 {
                     "batch_size": p.batch_size,
@@ -78,8 +76,6 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(diagnosis_table(result))
             if result.advice:
-                from bench.present.tables import advice_lines
-
                 console.print("[bold]measured advice[/] (after / before samples/sec at the same batch):")
                 for line in advice_lines(result.advice):
                     console.print(f"  {line}", highlight=False)

@@ -36,6 +36,12 @@ from typing import Any, Protocol
 
 from bench._version import __version__
 from bench.analysis.paired import all_settled, settle
+from bench.hw import env
+from bench.hw.device import open_device
+from bench.jobs.isolate import Interpreter, run_isolated
+from bench.measure.models import resolve
+from bench.measure.runner import run_point
+from bench.measure.step import ModelCache
 from bench.results import files
 from bench.results.ab import ERROR, OK, SIDES, ABResult, Round, Side, SidePoint, SideRun
 from bench.results.codec import dumps, to_dict
@@ -108,11 +114,6 @@ def measure_in_child(
     so the two sides' bench versions need only agree on this dictionary."""
     import torch
 
-    from bench.hw.device import open_device
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-    from bench.measure.step import ModelCache
-
     wl, st = Workload(**workload), MeasureSettings(**settings)
     device, cache, points = open_device(wl.device), ModelCache(), []
     spec = resolve(wl.model)
@@ -141,8 +142,6 @@ class ChildSideRunner:
         self.timeout_seconds = timeout_seconds  # a hung child is killed then: a failed side, not a hung job
 
     def interpreter(self, s: Side) -> Any:
-        from bench.jobs.isolate import Interpreter
-
         env = dict(os.environ)
         parts = [p for p in (s.path, self.shim, env.get("PYTHONPATH")) if p]
         env["PYTHONPATH"] = os.pathsep.join(parts)
@@ -151,8 +150,6 @@ class ChildSideRunner:
     def __call__(
         self, side: Side, workload: Workload, batch_sizes: Sequence[int], settings: MeasureSettings
     ) -> SideRun:
-        from bench.jobs.isolate import run_isolated
-
         start = time.perf_counter()
         try:
             outcome = run_isolated(
@@ -238,7 +235,6 @@ def run_ab(
         raise BenchError("need 2 <= --min-rounds <= --max-rounds")
     if not max_time_seconds > 0:
         raise BenchError("--max-time must be > 0 seconds")
-    from bench.hw import env
 
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)

@@ -16,7 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
+from bench.hw.device import cuda_device_count
+from bench.jobs.sweep import ResultWriter
 from bench.results import files
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
 from bench.results.schema import device_kind
 
@@ -36,8 +40,6 @@ def parse_nproc(text: str, device: str, available: int | None = None) -> tuple[i
     cuda = device_kind(device) == "cuda"
     if available is None:
         if cuda:
-            from bench.hw.device import cuda_device_count
-
             available = cuda_device_count()
         else:
             available = os.cpu_count() or 1
@@ -136,10 +138,6 @@ def finish_scaling(
 ) -> tuple[list[Any], list[Any]]:
     """Load each world size's result, fill in scaling efficiency against the 1-process run,
     rewrite the files, and write the summary; returns (results, rows)."""
-    from bench.analysis.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
-    from bench.jobs.sweep import ResultWriter
-    from bench.results.codec import load_result
-
     results = [load_result(str(path)) for _, path in runs]
     single = single_device_rates(results)
     if single:

@@ -18,13 +18,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.hw import env as env_mod
+from bench.jobs.maxbatch import find_max_batch
 from bench.jobs.profiles import Profile, ProfileEntry
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
+from bench.jobs.trace import trace_batch
+from bench.present.display import profile_lines, profile_table, sweep_table
+from bench.present.report import ReportRun, build_report, run_labels
 from bench.results import files
 from bench.results.codec import load_result, to_dict
 from bench.results.errors import BenchError, failure_text
 from bench.results.maxbatch import MaxBatchResult, load_max_batch
 from bench.results.schema import Environment, SweepResult
+from bench.results.store import import_file, save_run
 
 MANIFEST_DIR = Path(".bench") / "profiles"
 
@@ -137,8 +143,6 @@ def run_profile(
     ``db_path``: store each run in the history as soon as its cell finishes (resumed cells too, if
     they are not there yet), so an interruption or a later failure loses nothing.
     """
-    from bench.hw import env as env_mod
-
     environment = env_mod.collect()
     manifest = Manifest(profile.name, manifest_dir)
     out_dir = Path(results_dir) / slug(profile.name)
@@ -202,8 +206,6 @@ def run_profile(
             problems.append(f"sweep failed: {failure_text(exc)}")
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
             if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
-                from bench.results.store import import_file
-
                 try:
                     import_file(db_path, str(sweep_path))
                 except BenchError as exc:
@@ -259,7 +261,6 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
     warning and not tried again: measuring goes on, the result files keep every run."""
     if db_path is None or suite.history_warning is not None:
         return cell
-    from bench.results.store import save_run
 
     try:
         for run in (cell.sweep, cell.search):
@@ -273,8 +274,6 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
 
 def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResult, str]:
     """Max-batch search for one cell; its JSON beside the sweep's (stored with the cell, later)."""
-    from bench.jobs.maxbatch import find_max_batch  # noqa: PLC0415 - torch, only when searching
-
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = find_max_batch(
         entry.workload, out_path=out_path, granularity=entry.granularity, memory_limit=entry.memory_limit
@@ -285,8 +284,6 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResu
 def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     """A PyTorch profiler trace (Perfetto/HTA) and top-operator table of the best batch; the Nsight
     Systems capture of the same workload is ``bench trace`` (it needs nsys on the machine)."""
-    from bench.jobs.trace import trace_batch  # noqa: PLC0415 - torch.profiler: an optional step
-
     return str(trace_batch(entry.workload, batch_size, out_dir=out_dir, capture_nsys=False).out_dir)
 
 
@@ -303,8 +300,6 @@ def _copy_beside(path: str | None, report_dir: Path | str) -> str:
 
 def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
     """One report over every cell of the matrix (resumed cells included), max batches attached."""
-    from bench.present.report import ReportRun, build_report, run_labels
-
     cells = [c for c in suite.cells if c.sweep is not None]
     if not cells:
         return None
@@ -331,8 +326,6 @@ def finish_profile(
 ) -> SuiteResult:
     """Store every measured run in the history, write the report (``report_dir``, else the
     profile's ``report``), and print the tables, the recommendations and what failed."""
-    from bench.present.display import profile_lines, profile_table, sweep_table
-
     suite.cells[:] = [cell if cell.stored else _stored(cell, db_path, suite) for cell in suite.cells]
     for cell in suite.cells:
         if cell.sweep is not None and not cell.skipped:

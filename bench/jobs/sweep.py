@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.recommend import check_lr_reference, recommend
+from bench.hw.device import check_device
+from bench.jobs.advise import sweep_measure, with_advice
 from bench.jobs.history import StoreArg, history_path, store_run
 from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names live here
     DEFAULT_BATCH_SIZES,
@@ -28,6 +30,7 @@ from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names liv
     with_analysis,
     write_json_atomic,
 )
+from bench.measure.models import resolve
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
 from bench.results.schema import MeasureSettings, SweepResult, Workload
@@ -162,9 +165,6 @@ def check_inputs(
     """Bad input as one BenchError line before anything runs (the command calls it before its live
     display starts): the device, the model, the learning-rate reference, the history's folder.
     Returns the history path (None: not stored)."""
-    from bench.hw.device import check_device
-    from bench.measure.models import resolve
-
     check_device(workload.device)
     resolve(workload.model)
     check_lr_reference(base_batch, base_lr)
@@ -207,7 +207,6 @@ def _history_search(db: Path, result: SweepResult, emit: EventFn) -> MaxBatchRes
 
 def _with_measured_advice(result: SweepResult, emit: EventFn) -> SweepResult:
     """Re-measure the flagged points with the change each verdict points to (``bench.jobs.advise``)."""
-    from bench.jobs.advise import sweep_measure, with_advice  # advise measures through sweep_loop
 
     def say(batch_size: int, change: str) -> None:
         emit(SweepEvent("advice", batch_size=batch_size, message=f"batch {batch_size} again with {change}"))

@@ -20,8 +20,18 @@ from typing import Any
 
 from bench._version import __version__
 from bench.analysis.diagnose import with_diagnoses
+from bench.analysis.stats import combine_repeats
+from bench.hw import env
+from bench.hw.device import check_device, open_device, parse_device
+from bench.hw.nvml import open_monitor
+from bench.jobs.isolate import run_isolated
+from bench.measure.annotate import sweep_instrumentation
 from bench.measure.flops import count_flops_per_sample
 from bench.measure.flops import figures as flop_figures
+from bench.measure.models import resolve
+from bench.measure.runner import run_point
+from bench.measure.step import ModelCache
+from bench.measure.telemetry import busy_cpu_notice
 from bench.results import files
 from bench.results.codec import dumps
 from bench.results.errors import BenchError, failure_text
@@ -158,12 +168,6 @@ def _point_in_child(
     emit: Callable[[Any], None],
 ) -> Point:
     """Child-process body: a fresh interpreter measures one point and returns it."""
-    from bench.hw.device import open_device
-    from bench.hw.nvml import open_monitor
-    from bench.measure.annotate import sweep_instrumentation
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-
     device = open_device(workload.device)
     monitor = open_monitor(device.index, device.uuid())
     annotate, hooks = sweep_instrumentation(annotate_steps, device.kind, batch_size=batch_size)
@@ -191,8 +195,6 @@ def _measure_point_isolated(
     report: Callable[[Any], None],
     annotate_steps: bool,
 ) -> Point:
-    from bench.jobs.isolate import run_isolated
-
     start = time.perf_counter()
     outcome = run_isolated(
         "bench.jobs.sweep_loop:_point_in_child",
@@ -227,8 +229,6 @@ def _repeat_rounds(
     order (b1, b2, ..., b1, b2, ...), so drift over the run hits every size alike. ``points`` (one
     per size) is updated in place with ``combine_repeats``; the file is rewritten after each.
     ``new_round`` runs before each round (an in-process sweep builds its model anew there)."""
-    from bench.analysis.stats import combine_repeats
-
     runs = {p.batch_size: [p] for p in points}
     again = [p.batch_size for p in points if p.status == OK]
     for r in range(2, repeat + 1):
@@ -299,13 +299,6 @@ def measure_sweep(
     carries the final result as ``exc.partial_result``. A results file that cannot be written
     mid-sweep (a full disk) is a notice: measuring goes on (``ResultWriter.save``).
     """
-    from bench.hw import env
-    from bench.hw.device import check_device, open_device, parse_device
-    from bench.hw.nvml import open_monitor
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-    from bench.measure.step import ModelCache
-
     command_start = time.perf_counter()
     settings = settings or MeasureSettings()
     emit = on_event or (lambda e: None)
@@ -330,8 +323,6 @@ def measure_sweep(
     if workload.precision == "tf32" and kind == "cpu":
         notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
     if kind == "cpu":
-        from bench.measure.telemetry import busy_cpu_notice
-
         if busy := busy_cpu_notice(0.2):
             notices.append(busy)
 
@@ -393,7 +384,6 @@ def measure_sweep(
         """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
         if isolate:
             return _measure_point_isolated(workload, b, settings, report, annotate_steps)
-        from bench.measure.annotate import sweep_instrumentation
 
         annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
         if ranks is not None:

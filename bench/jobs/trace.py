@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure import profiler
+from bench.measure.models import resolve
 from bench.measure.nsys import nsys_capture, resolve_nsys
 from bench.present.ops_tables import ops_json, ops_table_markdown
 from bench.results import files
@@ -65,8 +66,6 @@ def trace_batch(
     ``memory_snapshot.pickle`` under ``out_dir`` (default ``bench_traces/trace-*``); then the nsys
     capture (``capture_nsys``) in a child, the two profilers being unable to share a process.
     ``on_status`` sees progress lines. Bad input is a BenchError before any folder is made."""
-    from bench.measure.models import resolve
-
     check_inputs(batch_size, steps, warmup, top)
     resolve(workload.model)
     out_dir = out_dir or profiler.default_trace_dir(workload, batch_size)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from bench.hw import tracing
 from bench.measure.runner import NO_HOOKS, Hooks
 from bench.results.errors import BenchError
 
@@ -71,22 +72,15 @@ def _nvtx_backend() -> tuple[Callable[[str, int], None], Callable[[], None]] | N
         return push, nvtx.pop_range
     except ImportError:
         pass
-    try:
-        import torch
-
-        torch_push, torch_pop = torch.cuda.nvtx.range_push, torch.cuda.nvtx.range_pop
-
-        def push_plain(name: str, colour: int) -> None:  # torch.cuda.nvtx has no colour argument
-            torch_push(name)
-
-        def pop_plain() -> None:
-            torch_pop()
-
-        torch_push("bench-probe")  # a CPU-only build of torch raises here
-        torch_pop()
-        return push_plain, pop_plain
-    except Exception:  # noqa: BLE001 - no NVTX here is data, not a crash
+    ranges = tracing.torch_nvtx_ranges()
+    if ranges is None:
         return None
+    torch_push, torch_pop = ranges
+
+    def push_plain(name: str, colour: int) -> None:  # torch.cuda.nvtx has no colour argument
+        torch_push(name)
+
+    return push_plain, torch_pop
 
 
 class _Range:
@@ -169,9 +163,7 @@ class TraceHooks(Hooks):
         self._marks = _Marks(nvtx=nvtx, record_function=record_function)
         self._cuda_profiler = None
         if cuda_profiler_range:
-            import torch.cuda.profiler as cuda_profiler
-
-            self._cuda_profiler = cuda_profiler
+            self._cuda_profiler = tracing.cuda_profiler()
 
     def annotate(self, name: str) -> AbstractContextManager[Any]:
         """Same backends as the step ranges, for the phases inside a step."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.hw import tracing
 from bench.hw.device import open_device
 from bench.measure.annotate import PHASES, TraceHooks, nvtx_available
 from bench.measure.models import resolve
@@ -275,19 +276,14 @@ def record_memory_snapshot(
     Open it at https://pytorch.org/memory_viz. A separate run from the profiler trace: recording
     a stack per allocation would distort the operator times.
     """
-    import torch
-
     device = open_device(workload.device)
     if device.kind != "cuda":
         raise BenchError("--memory needs CUDA: the snapshot records the CUDA caching allocator")
     settings = fixed_step_settings(warmup_steps, measured_steps)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.cuda.memory._record_memory_history(max_entries=max_entries)
-    try:
+    with tracing.allocator_history(max_entries) as dump:
         point = run_point(workload, resolve(workload.model), batch_size, settings, device)
-        torch.cuda.memory._dump_snapshot(str(path))
-    finally:
-        torch.cuda.memory._record_memory_history(enabled=None)
+        dump(path)
     _point_or_raise(point, "the memory-snapshot run")
     return path
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,16 +27,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from bench._version import __version__
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
 from bench.analysis.stats import interval_label
+from bench.present.ab import side_sweeps
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
 from bench.results import files, units
+from bench.results.ab import ab_from_dict
 from bench.results.codec import result_from_dict
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
 from bench.results.schema import OK, OOM, Point, SweepResult
+from bench.results.store import load_run_data, matching_max_batch, same_workload
 
 GIB = 2**30
 MIB = 2**20
@@ -76,8 +82,6 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     """Resolve each ref (a JSON file, a history id, or ``latest``) to a run; max-batch results
     attach to the sweep of the same model and training workload. BenchError (one line) on a bad ref.
     """
-    from bench.results.store import load_run_data, matching_max_batch, same_workload
-
     sweeps: list[tuple[str, SweepResult]] = []
     searches: list[tuple[str, dict[str, Any], MaxBatchResult]] = []
     fixed: dict[int, str] = {}  # index in sweeps -> label (the sides of an A/B run are "A" and "B")
@@ -87,9 +91,6 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
             if data.get("kind") == "max_batch":
                 searches.append((source, data, maxbatch_from_dict(data)))
             elif data.get("kind") == "ab":  # both sides, overlaid
-                from bench.present.ab import side_sweeps
-                from bench.results.ab import ab_from_dict
-
                 for name, side in zip(("A", "B"), side_sweeps(ab_from_dict(data)), strict=True):
                     fixed[len(sweeps)] = f"{name} ({side.notices[0][3:]})"
                     sweeps.append((source, side))
@@ -323,8 +324,6 @@ def md_code(text: Any) -> str:
 
 def md_url(text: Any) -> str:
     """A path as a Markdown link destination: spaces, parentheses and the like percent-encoded."""
-    from urllib.parse import quote
-
     return quote(str(text), safe="/:.-_~")
 
 
@@ -349,7 +348,6 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
     """Write index.html, report.md and one PNG per plot into ``out_dir``; return their paths."""
     if not runs:
         raise BenchError("a report needs at least one run")
-    from bench._version import __version__
 
     out = Path(out_dir)
     try:
@@ -399,8 +397,6 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 
 def find_chromium() -> str | None:
-    import os
-
     explicit = os.environ.get("BENCH_CHROMIUM")
     if explicit:
         return explicit

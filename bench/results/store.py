@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.results.ab import load_ab
 from bench.results.codec import load_result, read_result_json, result_from_dict, to_dict
 from bench.results.errors import BenchError
+from bench.results.maxbatch import load_max_batch, maxbatch_from_dict
+from bench.results.noise import load_noise
 from bench.results.schema import SweepResult
 
 DEFAULT_DB = Path(".bench") / "results.db"
@@ -406,16 +409,10 @@ def import_file(db_path: Path | str, path: str) -> int:
     if data["kind"] == "sweep":
         load_result(path)  # full validation
     elif data["kind"] == "max_batch":
-        from bench.results.maxbatch import load_max_batch
-
         load_max_batch(path)  # full validation: a later report or sweep never meets a bad one
     elif data["kind"] == "ab":
-        from bench.results.ab import load_ab
-
         load_ab(path)
     elif data["kind"] == "noise":
-        from bench.results.noise import load_noise
-
         load_noise(path)
     else:
         raise BenchError(f"{path}: unknown result kind {data['kind']!r} (sweep, max_batch, ab or noise)")
@@ -541,8 +538,6 @@ def matching_max_batch(db_path: Path | str | None, result: SweepResult) -> dict[
 def _valid_search(data: dict[str, Any]) -> bool:
     """A stored max-batch search that loads (one imported before imports were checked may not):
     a bad one is skipped, never a crash in the sweep or report that looks it up."""
-    from bench.results.maxbatch import maxbatch_from_dict
-
     try:
         maxbatch_from_dict(data)
     except (BenchError, TypeError, ValueError, KeyError):
