@@ -12,8 +12,9 @@ from rich.markup import escape
 
 from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.cli.common import DEFAULT_DB, DbOpt, console
+from bench.jobs.report import write_report
 from bench.present.display import diagnosis_table
-from bench.present.report import build_report, load_runs
+from bench.present.report import load_runs
 from bench.present.report import screenshot as render_png
 from bench.present.tables import advice_lines
 from bench.results.store import load_run
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write an HTML page and a Markdown file with plots; several runs overlay on each plot."""
         loaded = load_runs(runs, db)
-        files = build_report(loaded, out, title=title)
+        files = write_report(loaded, out, title=title)
         console.print(
             f"report: [bold]{escape(str(files.html))}[/] (HTML) and [bold]{escape(str(files.markdown))}[/]"
             " (Markdown, PNG plots)"

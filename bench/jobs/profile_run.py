@@ -21,10 +21,11 @@ from typing import Any
 from bench.hw import env as env_mod
 from bench.jobs.maxbatch import find_max_batch
 from bench.jobs.profiles import Profile, ProfileEntry
+from bench.jobs.report import write_report
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
 from bench.jobs.trace import trace_batch
 from bench.present.display import profile_lines, profile_table, sweep_table
-from bench.present.report import ReportRun, build_report, run_labels
+from bench.present.report import ReportRun, run_labels
 from bench.results import files
 from bench.results.codec import load_result, to_dict
 from bench.results.errors import BenchError, failure_text
@@ -316,7 +317,7 @@ def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
         )
     profile = suite.profile
     title = f"bench run {profile.name}" + (f": {profile.description}" if profile.description else "")
-    files = build_report(runs, report_dir, title=title)
+    files = write_report(runs, report_dir, title=title)
     suite.report_paths[:] = [str(files.html), str(files.markdown)]
     return files
 

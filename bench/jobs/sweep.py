@@ -33,7 +33,7 @@ from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names liv
 from bench.measure.models import resolve
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
-from bench.results.schema import MeasureSettings, SweepResult, Workload
+from bench.results.schema import MeasureSettings, Recommendation, SweepResult, Workload
 from bench.results.store import matching_max_batch
 
 MAX_BATCH_SIZE = 2**63 - 1  # the largest integer the results history (SQLite) can hold
@@ -190,8 +190,24 @@ def finish_sweep(
         search = _history_search(db, result, emit)
     if advise and result.status == "complete":
         result = _with_measured_advice(result, emit)
-    rec = recommend(result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source)
+    rec = recommend_run(
+        result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source
+    )
     return replace(result, recommendation=rec)
+
+
+def recommend_run(
+    result: SweepResult,
+    search: MaxBatchResult | None = None,
+    base_batch: int | None = None,
+    base_lr: float | None = None,
+    *,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
+) -> Recommendation:
+    """The one call of ``bench.analysis.recommend.recommend``: a finishing sweep (``finish_sweep``)
+    and a report of a run stored without its picks (``bench.jobs.report``) both come here."""
+    return recommend(result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source)
 
 
 def _history_search(db: Path, result: SweepResult, emit: EventFn) -> MaxBatchResult | None:

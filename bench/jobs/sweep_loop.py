@@ -300,51 +300,18 @@ def measure_sweep(
     mid-sweep (a full disk) is a notice: measuring goes on (``ResultWriter.save``).
     """
     command_start = time.perf_counter()
-    settings = settings or MeasureSettings()
     emit = on_event or (lambda e: None)
-    check_device(workload.device)
-    spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
-    kind = device_kind(workload.device)
-    sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
-    if any((not isinstance(b, int)) or b <= 0 for b in sizes):
-        raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
-    if settings.sample_interval_seconds is None:  # recorded in the file as the value used
-        settings = replace(settings, sample_interval_seconds=default_sample_interval(workload.device))
-    isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
-    isolate = isolate and ranks is None  # a rank measures in its own process already
-    settings = replace(settings, isolate=isolate)
+    spec, kind, sizes, settings = _plan(workload, batch_sizes, settings or MeasureSettings(), ranks)
+    isolate = bool(settings.isolate)
     writer = (ResultWriter if ranks is None or ranks.is_main else NoWriter)(
         out_path or default_out_path(workload)
     )
-
-    notices: list[str] = []
-    if workload.h2d and kind == "cpu":
-        notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
-    if workload.precision == "tf32" and kind == "cpu":
-        notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
-    if kind == "cpu":
-        if busy := busy_cpu_notice(0.2):
-            notices.append(busy)
-
-    device = monitor = None
-    if not isolate:
-        device = open_device(workload.device) if ranks is None else ranks.device
-        monitor = open_monitor(device.index, device.uuid())
-    else:  # the children open their own; here only to learn whether NVML works
-        monitor = open_monitor(parse_device(workload.device)[1])
-    if not monitor.available:
-        notices.append(
-            f"GPU telemetry unavailable ({monitor.reason}): GPU utilisation, power and energy are null"
-        )
-    if isolate:
-        monitor.close()
-        monitor = None
-
-    started = _now()
+    notices = _start_notices(workload, kind)
+    device, monitor = _open_monitor(workload, isolate, ranks, notices)
     result = SweepResult(
         run_id=f"{writer.path.stem}-{uuid.uuid4().hex[:8]}",  # unique: re-runs to one path keep their history
         status="running",
-        started_at=started,
+        started_at=_now(),
         finished_at=None,
         environment=env.collect(),
         workload=replace(workload, model=spec.name),
@@ -379,63 +346,13 @@ def measure_sweep(
     # In-process: one model for the whole sweep, reset before every point (ModelCache): building
     # it again per batch size cost seconds a point on the H100 and measured nothing.
     model_cache = ModelCache() if not isolate and ranks is None else None
-
-    def measure(b: int, report: Callable[[Any], None]) -> Point:
-        """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
-        if isolate:
-            return _measure_point_isolated(workload, b, settings, report, annotate_steps)
-
-        annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-        if ranks is not None:
-            return ranks.run_point(
-                workload, spec, b, settings, device, monitor,
-                on_progress=report, annotate=annotate, hooks=hooks,
-            )  # fmt: skip
-        return run_point(
-            workload, spec, b, settings, device, monitor,
-            on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
-        )  # fmt: skip
-
+    measure = _point_measurer(workload, spec, settings, annotate_steps, device, monitor, ranks, model_cache)
     points: list[Point] = []
-    failures_in_row = 0
-    status = "complete"
     try:
         # the first build of the user's model: a factory that exits or hangs ends here, with the
         # file finalised (failed or interrupted) rather than left "running"
         flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
-        for b in sizes:
-            emit(SweepEvent("point_start", batch_size=b))
-
-            def report(progress: Any, b: int = b) -> None:
-                emit(SweepEvent("progress", batch_size=b, progress=progress))
-
-            point = measure(b, report)
-            points.append(point)
-            result = save(replace(result, points=tuple(points)))
-            emit(SweepEvent("point_done", batch_size=b, point=point))
-            if point.status == OOM and settings.stop_on_oom:
-                note = f"out of memory at batch {b}: stopped growing the batch there"
-                result = replace(result, notices=(*result.notices, note))
-                emit(SweepEvent("notice", message=note))
-                break
-            if point.status == ERROR:
-                # One size can fail where others work (BatchNorm at batch 1, a kernel without a
-                # path for one shape): record it and go on. Two failures in a row mean the
-                # workload itself is broken: stop rather than fail at every size.
-                failures_in_row += 1
-                stop = failures_in_row >= MAX_FAILURES_IN_ROW
-                then = (
-                    f"{failures_in_row} sizes in a row failed: stopped"
-                    if stop
-                    else "going on with the next size"
-                )
-                note = f"batch {b} failed ({point.error}); {then}"
-                result = replace(result, notices=(*result.notices, note))
-                emit(SweepEvent("notice", message=note))
-                if stop:
-                    break
-            else:
-                failures_in_row = 0
+        result = _measure_sizes(result, sizes, points, measure, save, emit)
         result = _repeat_rounds(
             result, points, settings.repeat, workload, measure, save, emit,
             new_round=model_cache.clear if model_cache is not None else lambda: None,
@@ -459,6 +376,125 @@ def measure_sweep(
             monitor.close()
         if model_cache is not None:
             model_cache.clear()
-    if status == "complete" and not any(p.status == OK for p in points):
-        status = "failed"
+    status = "complete" if any(p.status == OK for p in points) else "failed"
     return save(replace(result, status=status, finished_at=_now()))
+
+
+def _plan(
+    workload: Workload, batch_sizes: Sequence[int] | None, settings: MeasureSettings, ranks: Any
+) -> tuple[Any, str, tuple[int, ...], MeasureSettings]:
+    """(model spec, device kind, batch sizes, settings as recorded: the telemetry period and whether
+    points run isolated filled in); BenchError for bad input before anything runs."""
+    check_device(workload.device)
+    spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
+    kind = device_kind(workload.device)
+    sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
+    if any((not isinstance(b, int)) or b <= 0 for b in sizes):
+        raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
+    if settings.sample_interval_seconds is None:  # recorded in the file as the value used
+        settings = replace(settings, sample_interval_seconds=default_sample_interval(workload.device))
+    isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
+    isolate = isolate and ranks is None  # a rank measures in its own process already
+    return spec, kind, sizes, replace(settings, isolate=isolate)
+
+
+def _start_notices(workload: Workload, kind: str) -> list[str]:
+    """What the user should know before the first point: options without effect, a busy machine."""
+    notices: list[str] = []
+    if workload.h2d and kind == "cpu":
+        notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
+    if workload.precision == "tf32" and kind == "cpu":
+        notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
+    if kind == "cpu":
+        if busy := busy_cpu_notice(0.2):
+            notices.append(busy)
+    return notices
+
+
+def _open_monitor(workload: Workload, isolate: bool, ranks: Any, notices: list[str]) -> tuple[Any, Any]:
+    """(device, GPU monitor) for in-process points; (None, None) when isolated (the children open
+    their own; NVML is opened here only to learn whether it works). Missing telemetry is a notice."""
+    device = None
+    if not isolate:
+        device = open_device(workload.device) if ranks is None else ranks.device
+        monitor = open_monitor(device.index, device.uuid())
+    else:
+        monitor = open_monitor(parse_device(workload.device)[1])
+    if not monitor.available:
+        notices.append(
+            f"GPU telemetry unavailable ({monitor.reason}): GPU utilisation, power and energy are null"
+        )
+    if isolate:
+        monitor.close()
+        monitor = None
+    return device, monitor
+
+
+def _point_measurer(
+    workload: Workload, spec: Any, settings: MeasureSettings, annotate_steps: bool,
+    device: Any, monitor: Any, ranks: Any, model_cache: ModelCache | None,
+) -> Callable[[int, Callable[[Any], None]], Point]:  # fmt: skip
+    """``measure(b, report)``: one independent measurement of batch ``b``, in a fresh process
+    (isolated), on every rank (torchrun), or in this process with the cached model reset."""
+    kind = device_kind(workload.device)
+
+    def measure(b: int, report: Callable[[Any], None]) -> Point:
+        if settings.isolate:
+            return _measure_point_isolated(workload, b, settings, report, annotate_steps)
+        annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
+        if ranks is not None:
+            return ranks.run_point(
+                workload, spec, b, settings, device, monitor,
+                on_progress=report, annotate=annotate, hooks=hooks,
+            )  # fmt: skip
+        return run_point(
+            workload, spec, b, settings, device, monitor,
+            on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
+        )  # fmt: skip
+
+    return measure
+
+
+def _measure_sizes(
+    result: SweepResult,
+    sizes: Sequence[int],
+    points: list[Point],
+    measure: Callable[[int, Callable[[Any], None]], Point],
+    save: Callable[[SweepResult], SweepResult],
+    emit: EventFn,
+) -> SweepResult:
+    """Every batch size in turn, ``points`` and the file updated after each; stops at an OOM (when
+    ``stop_on_oom``) or after ``MAX_FAILURES_IN_ROW`` failed sizes in a row."""
+    failures_in_row = 0
+    for b in sizes:
+        emit(SweepEvent("point_start", batch_size=b))
+
+        def report(progress: Any, b: int = b) -> None:
+            emit(SweepEvent("progress", batch_size=b, progress=progress))
+
+        point = measure(b, report)
+        points.append(point)
+        result = save(replace(result, points=tuple(points)))
+        emit(SweepEvent("point_done", batch_size=b, point=point))
+        if point.status == OOM and result.settings.stop_on_oom:
+            note = f"out of memory at batch {b}: stopped growing the batch there"
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+            break
+        if point.status == ERROR:
+            # One size can fail where others work (BatchNorm at batch 1, a kernel without a
+            # path for one shape): record it and go on. Two failures in a row mean the
+            # workload itself is broken: stop rather than fail at every size.
+            failures_in_row += 1
+            stop = failures_in_row >= MAX_FAILURES_IN_ROW
+            then = (
+                f"{failures_in_row} sizes in a row failed: stopped" if stop else "going on with the next size"
+            )
+            note = f"batch {b} failed ({point.error}); {then}"
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+            if stop:
+                break
+        else:
+            failures_in_row = 0
+    return result

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from bench._version import __version__
 from bench.analysis.diagnose import diagnose_run, mfu_note
-from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
+from bench.analysis.recommend import KNEE_FRACTION, Recommendation
 from bench.analysis.stats import interval_label
 from bench.present.ab import side_sweeps
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
@@ -212,9 +212,8 @@ def _summarise(run: ReportRun) -> RunSummary:
     r = run.result
     env = r.environment
     wl = r.workload
-    stored = r.recommendation  # `--noise-scale` is kept in the run: its goodput pick is redrawn
-    noise = {"noise_scale": stored.noise_scale, "noise_source": stored.noise_scale_source} if stored else {}
-    rec = recommend(r, run.max_batch, **(noise if noise.get("noise_scale") else {}))
+    # the picks stored with the run (``bench.jobs.report`` fills in those of a run stored without)
+    rec = r.recommendation or Recommendation(best=None, knee=None, safe_max=None)
     gpu = bool(env.gpus)
     parts = [
         env.device_label if gpu else f"{env.cpu_model} ({env.cpu_logical_cores} threads)",
