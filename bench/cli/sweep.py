@@ -47,6 +47,9 @@ from bench.results.errors import BenchError
 from bench.results.noise import parse_noise_scale
 from bench.results.schema import SweepResult, Workload, device_kind
 
+# the options only this command has
+
+
 BatchSizesOpt = Annotated[
     str | None,
     typer.Option(
