@@ -27,11 +27,9 @@ environment where bench is installed.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +38,8 @@ import pytest
 
 from bench.analysis.gate import INCONCLUSIVE, REGRESSION, gate_values, parse_threshold
 from bench.hw.device import check_device, default_device, open_device
-from bench.measure.models import ModelSpec, resolve
+from bench.measure.models import resolve
+from bench.measure.module_copy import module_spec
 from bench.measure.step import precision_mode, prepare
 from bench.results.errors import BenchError
 from bench.results.schema import Workload
@@ -131,14 +130,7 @@ class ModelStepRunner:
             name = model
         else:
             name = type(model).__name__
-            frozen = copy.deepcopy(model).cpu()
-            unique = f"module:{name}#{uuid.uuid4().hex[:8]}"  # prepare() caches per-name facts
-            spec = ModelSpec(
-                name=unique,
-                source="module",
-                build=lambda: copy.deepcopy(frozen),
-                input_shape=tuple(input_shape) if input_shape else None,
-            )
+            spec = module_spec(model, input_shape, label=f"module:{name}")  # a CPU copy, never on the device
         workload = Workload(
             model=spec.name, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=dev, optimizer=optimizer, seq_len=seq_len,
