@@ -352,3 +352,25 @@ def test_light_commands_run_where_torch_cannot_be_imported(tmp_path, args):
     if args[0] == "import":
         history = bench("history", "--db", str(tmp_path / "h.db"))
         assert history.returncode == 0 and "resnet18" in history.stdout, history.stderr[-1500:]
+
+
+def test_the_readme_architecture_table_names_every_module_in_its_folder():
+    """The README's table and the folders match one to one: each module is named in its layer's row."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Architecture") : text.index("## Development")]
+    rows = {}
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) > 3:
+            for folder in re.findall(r"`bench/(\w+)/`|`(benchmarks)/`", cells[2]):
+                rows[folder[0] or folder[1]] = cells[3]
+    problems = []
+    for folder in ("cli", "jobs", "measure", "analysis", "results", "present", "hw", "benchmarks"):
+        for path in sorted((ROOT / "bench" / folder).glob("*.py")):
+            if (
+                path.stem != "__init__"
+                and f"{path.stem}.py" not in rows.get(folder, "")
+                and (f"`{path.stem}." not in rows.get(folder, ""))
+            ):
+                problems.append(f"bench/{folder}/{path.name}")
+    assert not problems, f"name these in the README's Architecture table: {problems}"
