@@ -11,8 +11,9 @@ Library use (the same job ``bench sweep`` runs: measure, recommend, write, store
 # Only the results layer at import: `import bench.present.report` runs this file first, and must load
 # neither torch nor the measuring modules (the functions below import them when called).
 from bench._version import __version__
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import MeasureSettings, Point, SweepResult, Workload, load_result
+from bench.results.schema import MeasureSettings, Point, SweepResult, Workload
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

@@ -178,8 +178,9 @@ def test_bad_sides_are_one_line_naming_the_side(tmp_path):
 
 
 def test_history_and_report_show_both_sides(tmp_path):
+    from bench.jobs.report import write_report
     from bench.present.ab import ab_markdown
-    from bench.present.report import build_report, load_runs
+    from bench.present.report import load_runs
     from bench.results.store import import_file, list_runs
 
     out = tmp_path / "ab.json"
@@ -192,7 +193,7 @@ def test_history_and_report_show_both_sides(tmp_path):
     assert [r.label[:3] for r in runs] == ["A (", "B ("]
     a_point = runs[0].result.points[0]
     assert len(a_point.repeats) == len(result.rounds)  # every round of the side
-    files = build_report(runs, tmp_path / "report")
+    files = write_report(runs, tmp_path / "report")
     assert "throughput" in files.plots
     md = ab_markdown(result)
     assert "REGRESSION" in md and f"seed {result.seed}" in md and "| 8 |" in md

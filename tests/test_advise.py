@@ -11,19 +11,9 @@ import pytest
 from bench.analysis.stats import summarize
 from bench.jobs import advise
 from bench.present.tables import advice_lines
+from bench.results.codec import dumps, load_result, result_from_dict
 from bench.results.errors import BenchError
-from bench.results.schema import (
-    ERROR,
-    OK,
-    OOM,
-    Point,
-    StepBreakdown,
-    Telemetry,
-    Workload,
-    dumps,
-    load_result,
-    result_from_dict,
-)
+from bench.results.schema import ERROR, OK, OOM, Point, StepBreakdown, Telemetry, Workload
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"
@@ -189,7 +179,7 @@ def test_sweep_advise_prints_and_stores_the_measured_gain(tmp_path, monkeypatch)
         return measure
 
     monkeypatch.setattr(advise, "changes_for", changes)
-    monkeypatch.setattr(advise, "sweep_measure", fake_sweep_measure)
+    monkeypatch.setattr("bench.jobs.sweep.sweep_measure", fake_sweep_measure)  # where the sweep job calls it
     out = tmp_path / "r.json"
     res = CliRunner().invoke(
         app,

@@ -77,7 +77,7 @@ def test_slow_loader_point_reads_input_bound():
     assert all(w == pytest.approx(0.048) for w in bd.data_wait_seconds)
     import dataclasses
 
-    from bench.results.schema import point_from_dict, to_dict
+    from bench.results.codec import point_from_dict, to_dict
 
     again = point_from_dict(to_dict(dataclasses.replace(point, breakdown=bd)))
     assert again.breakdown == bd

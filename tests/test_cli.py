@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.results.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.tiny_models:tiny_cnn"
@@ -26,7 +27,7 @@ def test_sweep_end_to_end_writes_valid_json(tmp_path):
     proc = run_cli("sweep", TINY, "-b", "1,2", *FAST, "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     assert data["kind"] == "sweep"
     assert data["status"] == "complete"
     assert data["workload"]["model"] == TINY

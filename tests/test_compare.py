@@ -8,8 +8,8 @@ from bench.analysis.gate import compare, parse_threshold
 from bench.analysis.stats import samples_per_sec, summarize
 from bench.cli import main
 from bench.present.tables import to_markdown
+from bench.results.codec import dumps, load_result
 from bench.results.errors import BenchError
-from bench.results.schema import dumps, load_result
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 

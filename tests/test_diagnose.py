@@ -10,18 +10,8 @@ import pytest
 
 from bench.analysis import diagnose
 from bench.analysis.stats import summarize
-from bench.results.schema import (
-    OK,
-    OOM,
-    Diagnosis,
-    MemoryStats,
-    Point,
-    StepBreakdown,
-    Telemetry,
-    dumps,
-    load_result,
-    result_from_dict,
-)
+from bench.results.codec import dumps, load_result, result_from_dict
+from bench.results.schema import OK, OOM, Diagnosis, MemoryStats, Point, StepBreakdown, Telemetry
 
 DATA = Path(__file__).parent / "data"
 H100 = DATA / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"
@@ -230,12 +220,13 @@ def test_sweep_table_has_a_verdict_column():
 
 
 def test_report_has_the_verdicts_mfu_note_and_breakdown_plot(tmp_path):
-    from bench.present.report import ReportRun, build_report
+    from bench.jobs.report import write_report
+    from bench.present.report import ReportRun
 
     run = load_result(str(H100))
     bd = StepBreakdown(forward_seconds=0.012, backward_seconds=0.025, optimizer_seconds=0.004, steps=20)
     points = tuple(dataclasses.replace(p, mfu=0.011, achieved_tflops=10.9, breakdown=bd) for p in run.points)
-    files = build_report([ReportRun("h100", dataclasses.replace(run, points=points))], tmp_path / "r")
+    files = write_report([ReportRun("h100", dataclasses.replace(run, points=points))], tmp_path / "r")
     md = files.markdown.read_text()
     assert md.count("**host-bound**") == 3
     assert "1.10%" in md and "depthwise" in md

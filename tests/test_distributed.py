@@ -14,6 +14,7 @@ import pytest
 from bench.analysis.scaling import efficiency, scaling_rows, single_device_rates, with_efficiency
 from bench.jobs import distributed as dd
 from bench.jobs.launch import click_args, launch_sweeps, out_path_for, parse_nproc, scaling_path
+from bench.results.codec import dumps, load_result, result_from_dict
 from bench.results.errors import BenchError
 from bench.results.schema import (
     ERROR,
@@ -26,9 +27,6 @@ from bench.results.schema import (
     PointDistributed,
     RankStats,
     Workload,
-    dumps,
-    load_result,
-    result_from_dict,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

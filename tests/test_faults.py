@@ -160,7 +160,7 @@ def _full_disk_after(monkeypatch, writes: int, *, also_fallback: bool):
     import errno
     import tempfile
 
-    from bench.jobs import sweep_loop as sweep  # where the results writer lives
+    from bench.results import files as sweep  # where the results writer lives
 
     real = sweep.write_json_atomic
     done = {"n": 0}
@@ -251,7 +251,7 @@ def test_truncated_max_batch_file_on_resume_is_one_line(tmp_path):
 
 def test_results_files_share_one_mode_under_the_umask(tmp_path, monkeypatch):
     import bench.jobs.maxbatch
-    from bench.jobs.sweep import write_json_atomic
+    from bench.results.files import write_json_atomic
     from bench.results.maxbatch import maxbatch_from_dict
 
     search = maxbatch_from_dict(_search_for(DATA / "cpu_resnet18.json"))
@@ -436,7 +436,9 @@ def test_ctrl_c_in_import_says_what_was_kept(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(db, path)
 
-    monkeypatch.setattr(bench.results.store, "import_file", import_then_interrupt)
+    monkeypatch.setattr(
+        "bench.cli.history.import_file", import_then_interrupt
+    )  # where `bench import` calls it
     files = [str(DATA / "cpu_resnet18.json"), str(DATA / "gpu_resnet50_fp32.json")]
     assert main(["import", *files, "--db", str(tmp_path / "h.db")]) == 130
     assert "1 of 2 file(s) imported" in capsys.readouterr().err
@@ -494,7 +496,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
     from dataclasses import replace
 
     from bench.analysis.recommend import recommend
-    from bench.results.schema import dumps, load_result, result_from_dict
+    from bench.results.codec import dumps, load_result, result_from_dict
     from tests.test_recommend import sweep_of
 
     noisy = sweep_of(
@@ -518,7 +520,7 @@ def test_the_recommendation_and_its_caveats_are_in_the_result_json(tmp_path):
 def test_a_finished_library_sweep_writes_its_recommendation(tmp_path):
     from bench import MeasureSettings, Workload, run_sweep
     from bench.analysis.recommend import recommend
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     settings = MeasureSettings(
         warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0, isolate=False

@@ -23,7 +23,7 @@ def test_a_full_disk_during_bench_run_is_one_line_and_loses_nothing(tmp_path, mo
     import tempfile
 
     from bench.cli import main
-    from bench.jobs import sweep_loop as sweep
+    from bench.results import files as sweep
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tmp").mkdir()

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.results import store
+from bench.results import history_db, store
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import load_result
 from bench.results.store import (
     connect,
     get_baseline,
@@ -70,7 +70,7 @@ def _sweep_data(run_id: str, started_at: str = "2026-11-01T00:00:00") -> dict:
 
 def _faulty_open(monkeypatch, fault: str) -> None:
     """Writers get a connection that refuses writes (read-only) or has no room (full disk)."""
-    real = store._open
+    real = history_db._open
 
     def opener(path, *, read_only):
         conn = real(path, read_only=read_only)
@@ -81,7 +81,7 @@ def _faulty_open(monkeypatch, fault: str) -> None:
             conn.execute(f"PRAGMA max_page_count = {max(pages, 1)}")
         return conn
 
-    monkeypatch.setattr(store, "_open", opener)
+    monkeypatch.setattr(history_db, "_open", opener)
 
 
 # ------------------------------------------------------------------ item 3: concurrent first writers
@@ -148,7 +148,7 @@ def test_concurrent_first_writers_on_a_new_history_lose_nothing(tmp_path):
         assert len(list_runs(db, limit=1000)) == workers * per_worker
         conn = connect(db)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(history_db.MIGRATIONS)
         conn.close()
 
 
@@ -446,7 +446,7 @@ def test_an_old_history_upgrades_in_place_and_keeps_its_rows(tmp_path):
     _v0_db(db)
     pk = save_run(db, _sweep_data("new", "2026-11-05T00:00:00"))
     conn = connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS) >= 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(history_db.MIGRATIONS) >= 2
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"runs", "points", "baselines"} <= tables
     assert conn.execute("SELECT COUNT(*) FROM points").fetchone()[0] == 1 + 3
@@ -459,7 +459,7 @@ def test_a_history_from_a_newer_bench_is_refused_for_writing(tmp_path):
     db = tmp_path / "h.db"
     save_run(db, _sweep_data("a"))
     conn = connect(db)
-    conn.execute(f"PRAGMA user_version = {len(store.MIGRATIONS) + 1}")
+    conn.execute(f"PRAGMA user_version = {len(history_db.MIGRATIONS) + 1}")
     conn.close()
     with pytest.raises(BenchError, match="newer"):
         save_run(db, _sweep_data("b"))
@@ -524,7 +524,7 @@ def test_an_old_history_holding_a_nan_run_migrates_and_takes_new_runs(tmp_path):
     db = tmp_path / "h.db"
     _v0_db(db)
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript(store.MIGRATIONS[1])
+    conn.executescript(history_db.MIGRATIONS[1])
     conn.execute("PRAGMA user_version = 2")
     nan_run = DATA.read_text().replace('"status": "complete"', '"status": "complete", "odd": NaN', 1)
     assert "NaN" in nan_run
@@ -541,7 +541,7 @@ def test_an_old_history_holding_a_nan_run_migrates_and_takes_new_runs(tmp_path):
     conn = sqlite3.connect(db)
     try:
         sizes = dict(conn.execute("SELECT run_id, world_size FROM runs"))
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(history_db.MIGRATIONS)
     finally:
         conn.close()
     assert sizes == {"old-run": 1, "nan-run": 1, "wide-run": 4, "new-run": 1}

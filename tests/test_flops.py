@@ -120,7 +120,7 @@ def test_a_sweep_records_flops_and_mfu_per_point():
     from dataclasses import replace as dc_replace
 
     from bench.jobs.sweep import with_analysis
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     run = load_result(str(Path(__file__).parent / "data" / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"))
     run = dc_replace(run, points=(*run.points, dc_replace(run.points[-1], batch_size=4096, status="oom",

@@ -19,16 +19,8 @@ from bench.analysis.stats import (
 )
 from bench.cli import main
 from bench.present.tables import to_markdown
-from bench.results.schema import (
-    MemoryStats,
-    RepeatSample,
-    Telemetry,
-    Timing,
-    dumps,
-    load_result,
-    result_from_dict,
-    to_dict,
-)
+from bench.results.codec import dumps, load_result, result_from_dict, to_dict
+from bench.results.schema import MemoryStats, RepeatSample, Telemetry, Timing
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from bench.analysis.goodput import goodput_best, goodput_rows
 from bench.analysis.recommend import recommend
 from bench.present.tables import recommendation_table as render
-from bench.results.schema import Point, load_result, result_from_dict, to_dict
+from bench.results.codec import load_result, result_from_dict, to_dict
+from bench.results.schema import Point
 
 DATA = Path(__file__).parent / "data"
 
@@ -92,14 +93,15 @@ def test_no_noise_scale_no_goodput():
 
 
 def test_report_plots_goodput_for_a_run_with_a_noise_scale(tmp_path):
-    from bench.present.report import build_report, load_runs
-    from bench.results.schema import dumps
+    from bench.jobs.report import write_report
+    from bench.present.report import load_runs
+    from bench.results.codec import dumps
 
     run = load_result(str(DATA / "cpu_resnet18.json"))
     run = dataclasses.replace(run, recommendation=recommend(run, noise_scale=50.0))
     path = tmp_path / "run.json"
     path.write_text(dumps(run))
-    files = build_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
+    files = write_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
     assert "goodput" in files.plots
     for text in (files.html.read_text(), files.markdown.read_text()):
         assert "goodput-optimal batch" in text and "B_noise 50" in text

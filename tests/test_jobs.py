@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.results.schema import dumps, load_result
+from bench.results.codec import dumps, load_result
 from bench.results.store import list_runs, save_run
 from tests.test_faults import SEARCH, _search_for
 

@@ -2,7 +2,8 @@ import gc
 import json
 
 from bench.jobs.sweep import run_sweep
-from bench.results.schema import ERROR, OK, OOM, MeasureSettings, Workload, load_result
+from bench.results.codec import load_result
+from bench.results.schema import ERROR, OK, OOM, MeasureSettings, Workload
 from tests import tiny_models
 
 FAST = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.2, min_time_seconds=0.0, isolate=False)

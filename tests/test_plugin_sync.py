@@ -46,7 +46,7 @@ def test_one_synchronise_per_round_not_per_step(monkeypatch):
         return devices[-1]
 
     original = hw_device.open_device
-    monkeypatch.setattr(hw_device, "open_device", open_counting)
+    monkeypatch.setattr("bench.jobs.plugin.open_device", open_counting)  # where the plugin calls it
     bm = FakeBenchmark()
     runner = ModelStepRunner(bm, "cpu")
     runner("tests.tiny_models:tiny_cnn", batch_size=2, image_size=8, warmup=2, rounds=5, steps_per_round=4)

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from bench.analysis.recommend import check_lr_reference, knee_point, recommend, scaled_lr
 from bench.present.tables import recommendation_table as render
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import Point, load_result
+from bench.results.schema import Point
 
 
 def pt(b, sps, status="ok"):

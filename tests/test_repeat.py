@@ -8,7 +8,8 @@ import statistics
 
 from bench.cli import main
 from bench.jobs.sweep import run_sweep
-from bench.results.schema import MeasureSettings, Workload, load_result
+from bench.results.codec import load_result
+from bench.results.schema import MeasureSettings, Workload
 from tests.tiny_models import tiny_cnn
 
 BUILDS: list[str] = []
@@ -75,7 +76,9 @@ def test_ctrl_c_in_round_four_keeps_rounds_one_to_three_in_the_file_and_the_hist
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_point", interrupted_in_round_four)
+    monkeypatch.setattr(
+        "bench.jobs.sweep_loop.run_point", interrupted_in_round_four
+    )  # where the sweep calls it
     out, db = tmp_path / "r.json", tmp_path / "h.db"
     code = main(["sweep", "tests.tiny_models:tiny_cnn", "-b", "2,4", "--image-size", "8", "--device", "cpu",
                  "--repeat", "5", "--no-isolate", "--warmup", "1", "--min-steps", "3", "--max-time", "0.2",

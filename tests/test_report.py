@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.jobs.report import write_report
 from bench.present.plots import PLOTS
-from bench.present.report import build_report, find_chromium, load_runs, run_labels, screenshot
+from bench.present.report import find_chromium, load_runs, run_labels, screenshot
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import load_result
 
 DATA = Path(__file__).parent / "data"
 FP32 = str(DATA / "gpu_resnet50_fp32.json")
@@ -100,7 +101,7 @@ def raw_best_and_knee(path: str) -> tuple[tuple[int, float], tuple[int, float]]:
 def gpu_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     runs = load_runs([FP32, BF16, CPU], out / "none.db")
-    return runs, build_report(runs, out / "page", title="fp32 vs bf16 vs CPU")
+    return runs, write_report(runs, out / "page", title="fp32 vs bf16 vs CPU")
 
 
 def test_every_plot_is_in_the_page_as_svg_and_beside_the_markdown_as_png(gpu_report):
@@ -149,7 +150,7 @@ def test_points_tables_carry_every_point_and_mark_the_oom(gpu_report):
 
 
 def test_cpu_only_report_leaves_out_gpu_plots_and_says_why(tmp_path):
-    files = build_report(load_runs([CPU], tmp_path / "none.db"), tmp_path / "cpu")
+    files = write_report(load_runs([CPU], tmp_path / "none.db"), tmp_path / "cpu")
     assert "power" not in files.plots and "energy" not in files.plots
     assert {"throughput", "step_time", "epoch_time", "memory", "utilisation"} <= set(files.plots)
     page_text = " ".join(parse(files.html).text)
@@ -186,7 +187,7 @@ def test_max_batch_result_adds_the_safe_max(tmp_path):
     path.write_text(json.dumps(search))
     runs = load_runs([CPU, str(path)], tmp_path / "none.db")
     assert len(runs) == 1 and runs[0].max_batch is not None
-    files = build_report(runs, tmp_path / "page")
+    files = write_report(runs, tmp_path / "page")
     row = parse(files.html).tables["recommendation"][1]
     assert row[5] == "36"
     assert "max batch: exact max 40, 41 ran out, safe 36, budget 1.00 GiB (memory limit), 0 probes" in (
@@ -311,7 +312,7 @@ def test_page_renders_in_headless_chromium_with_its_plots(gpu_report, tmp_path):
 
 
 def test_text_from_the_user_is_escaped_in_the_page(tmp_path):
-    files = build_report(
+    files = write_report(
         load_runs([CPU], tmp_path / "none.db"), tmp_path / "esc", title="<script>alert(1)</script>"
     )
     html = files.html.read_text()
@@ -339,7 +340,7 @@ def test_markdown_report_carries_user_text_literally(tmp_path):
         run_id="id`x",
         notices=("# shout\n- [link](http://x) <b>bold</b> `code` | pipe",),
     )
-    files = build_report([ReportRun(name, run, source="my `file`.json")], tmp_path / "r")
+    files = write_report([ReportRun(name, run, source="my `file`.json")], tmp_path / "r")
     tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(files.markdown.read_text())
 
     def walk(ts):
@@ -380,10 +381,10 @@ def test_the_recommendation_caveats_are_in_both_reports(tmp_path):
     }  # fmt: skip
     run = replace(run, points=tuple(twins.get(p.batch_size, p) for p in run.points), recommendation=None)
     path = tmp_path / "twins.json"
-    from bench.results.schema import dumps
+    from bench.results.codec import dumps
 
     path.write_text(dumps(run))
-    files = build_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
+    files = write_report(load_runs([str(path)], tmp_path / "none.db"), tmp_path / "rep")
     md, html = files.markdown.read_text(), files.html.read_text()
     for text in (md, html):
         assert f"batches {a.batch_size}, {b.batch_size} are indistinguishable" in text

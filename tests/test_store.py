@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
-from bench.results.schema import load_result
 from bench.results.store import connect, import_file, list_runs, load_run, save_run
 
 DATA = Path(__file__).parent / "data" / "cpu_resnet18.json"
 
 
 def _writer(db, base_json, worker, count):
-    from bench.results.schema import result_from_dict
+    from bench.results.codec import result_from_dict
     from bench.results.store import save_run
 
     base = result_from_dict(json.loads(base_json))

@@ -246,7 +246,8 @@ def test_recommendations_say_what_the_measurements_cannot_support(tmp_path):
     from rich.console import Console
 
     from bench.jobs.profile_run import CellOutcome, SuiteResult, finish_profile
-    from bench.results.schema import Recommendation, load_result
+    from bench.results.codec import load_result
+    from bench.results.schema import Recommendation
 
     data = Path(__file__).parent / "data" / "cpu_resnet18.json"
     rec = Recommendation(best=None, knee=None, safe_max=None, notes=("batches 4, 8 are indistinguishable",))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.measure import trace
+from bench.measure import annotate, nsys, profiler
 from bench.measure.runner import NO_HOOKS, measure
 from bench.present import ops_tables
 from bench.results.schema import MeasureSettings, Workload
@@ -31,7 +31,7 @@ def resnet_trace(tmp_path_factory):
     """resnet18 at 32 px, batch 2 on CPU: 2 warm-up steps, 3 recorded steps."""
     path = tmp_path_factory.mktemp("trace") / "pytorch" / "rank0.pt.trace.json.gz"
     workload = Workload(model="resnet18", image_size=32, device="cpu")
-    result = trace.record_torch_trace(workload, 2, 3, 2, path)
+    result = profiler.record_torch_trace(workload, 2, 3, 2, path)
     with gzip.open(result.trace_path, "rt", encoding="utf-8") as fh:
         return result, json.load(fh)
 
@@ -76,20 +76,20 @@ def test_operator_rows_are_real_ops_not_annotations(resnet_trace):
 
 
 def test_add_distributed_info_keeps_existing_fields():
-    data = trace.add_distributed_info({"distributedInfo": {"backend": "nccl", "rank": 3}})
+    data = profiler.add_distributed_info({"distributedInfo": {"backend": "nccl", "rank": 3}})
     assert data["distributedInfo"] == {"backend": "nccl", "rank": 3, "world_size": 1}
-    assert trace.add_distributed_info({})["distributedInfo"]["rank"] == 0
+    assert profiler.add_distributed_info({})["distributedInfo"]["rank"] == 0
 
 
 def test_profiler_schedule_skips_warmup():
-    assert trace.profiler_schedule_counts(5, 4) == (4, 1, 4)
-    assert trace.profiler_schedule_counts(0, 3) == (0, 0, 3)
+    assert profiler.profiler_schedule_counts(5, 4) == (4, 1, 4)
+    assert profiler.profiler_schedule_counts(0, 3) == (0, 0, 3)
 
 
 def test_ops_table_ranks_by_self_time_per_step():
     rows = [
-        trace.OpRow("aten::small", calls=4, self_host_us=1000, host_total_us=1000, self_device_us=9000),
-        trace.OpRow("aten::big", calls=2, self_host_us=8000, host_total_us=8000, self_device_us=1000),
+        profiler.OpRow("aten::small", calls=4, self_host_us=1000, host_total_us=1000, self_device_us=9000),
+        profiler.OpRow("aten::big", calls=2, self_host_us=8000, host_total_us=8000, self_device_us=1000),
     ]
     text = ops_tables.ops_table_markdown(rows, measured_steps=2, device_kind="cuda")
     device_part, host_part = text.split("### Host")
@@ -104,19 +104,19 @@ def test_ops_table_ranks_by_self_time_per_step():
 
 
 def test_sweep_instrumentation_disabled_is_the_default_hooks():
-    assert trace.sweep_instrumentation(False, "cuda") == (None, NO_HOOKS)
+    assert annotate.sweep_instrumentation(False, "cuda") == (None, NO_HOOKS)
     with pytest.raises(Exception, match="device kind"):
-        trace.sweep_instrumentation(True, "tpu")
+        annotate.sweep_instrumentation(True, "tpu")
 
 
 def test_cpu_instrumentation_emits_profiler_ranges_without_nvtx():
     import torch
 
-    annotate, hooks = trace.sweep_instrumentation(True, "cpu", batch_size=16)
+    mark, hooks = annotate.sweep_instrumentation(True, "cpu", batch_size=16)
     assert hooks._marks.push is None  # no NVTX on CPU
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         with hooks.step("measure", 7):
-            with annotate("forward"):
+            with mark("forward"):
                 torch.ones(4).add_(1)
     names = {e.key for e in prof.key_averages()}
     assert {"step b=16 i=7 measure", "forward"} <= names
@@ -126,7 +126,7 @@ def test_cuda_hooks_bracket_only_the_measured_window(monkeypatch):
     """NVTX per step and phase; cudaProfilerStart right after the synchronise that opens the window."""
     log: list[str] = []
     monkeypatch.setattr(
-        trace,
+        annotate,
         "_nvtx_backend",
         lambda: (lambda name, colour: log.append(f"push {name}"), lambda: log.append("pop")),
     )
@@ -142,12 +142,12 @@ def test_cuda_hooks_bracket_only_the_measured_window(monkeypatch):
         def synchronize(self):
             log.append("sync")
 
-    annotate, hooks = trace.sweep_instrumentation(True, "cuda", batch_size=4)
+    mark, hooks = annotate.sweep_instrumentation(True, "cuda", batch_size=4)
     hooks._cuda_profiler = FakeCudaProfiler()
     clock = FakeClock()
 
     def step():
-        with annotate("forward"):
+        with mark("forward"):
             clock.advance(0.01)
 
     settings = MeasureSettings(
@@ -168,7 +168,7 @@ def test_cuda_hooks_bracket_only_the_measured_window(monkeypatch):
 
 
 def test_nsys_command_for_a_current_release(tmp_path):
-    cmd = trace.build_nsys_command((2024, 5, 1), tmp_path / "nsys", CHILD)
+    cmd = nsys.build_nsys_command((2024, 5, 1), tmp_path / "nsys", CHILD)
     assert cmd[:2] == ["nsys", "profile"]
     assert "--trace=cuda,nvtx,osrt,cudnn,cublas" in cmd
     assert "--capture-range=cudaProfilerApi" in cmd
@@ -181,38 +181,38 @@ def test_nsys_command_for_a_current_release(tmp_path):
 
 
 def test_nsys_command_for_an_old_release_drops_newer_flags(tmp_path):
-    cmd = trace.build_nsys_command((2020, 5), tmp_path, CHILD, cpu_sampling=True)
+    cmd = nsys.build_nsys_command((2020, 5), tmp_path, CHILD, cpu_sampling=True)
     assert "--capture-range=cudaProfilerApi" in cmd
     assert not [a for a in cmd if a.startswith("--capture-range-end")]
     assert "--sample=cpu" in cmd  # before process-tree existed
-    new = trace.build_nsys_command((2021, 2), tmp_path, CHILD, cpu_sampling=True)
+    new = nsys.build_nsys_command((2021, 2), tmp_path, CHILD, cpu_sampling=True)
     assert "--capture-range-end=stop" in new and "--sample=process-tree" in new
 
 
 def test_nsys_command_on_cpu_records_the_whole_run_with_sampling(tmp_path):
-    cmd = trace.build_nsys_command(None, tmp_path, CHILD, device_kind="cpu")
+    cmd = nsys.build_nsys_command(None, tmp_path, CHILD, device_kind="cpu")
     assert "--trace=nvtx,osrt" in cmd
     assert not [a for a in cmd if a.startswith("--capture-range")]  # no CUDA range to wait for
     assert "--sample=process-tree" in cmd
 
 
 def test_parse_nsys_version():
-    assert trace.parse_nsys_version("NVIDIA Nsight Systems version 2023.4.4.54-234433681190v0") == (
+    assert nsys.parse_nsys_version("NVIDIA Nsight Systems version 2023.4.4.54-234433681190v0") == (
         2023,
         4,
         4,
         54,
     )
-    assert trace.parse_nsys_version("nsys 2020.5.1") == (2020, 5, 1)
-    assert trace.parse_nsys_version("garbage") is None
+    assert nsys.parse_nsys_version("nsys 2020.5.1") == (2020, 5, 1)
+    assert nsys.parse_nsys_version("garbage") is None
 
 
 def test_stats_report_names_follow_version_or_help_text():
-    assert trace.stats_report_names((2023, 2), "cuda")[:2] == ["cuda_gpu_kern_sum", "cuda_api_sum"]
-    assert trace.stats_report_names((2022, 4), "cuda")[:2] == ["gpukernsum", "cudaapisum"]
-    assert trace.stats_report_names((2024, 1), "cpu") == ["nvtx_sum", "osrt_sum"]
+    assert nsys.stats_report_names((2023, 2), "cuda")[:2] == ["cuda_gpu_kern_sum", "cuda_api_sum"]
+    assert nsys.stats_report_names((2022, 4), "cuda")[:2] == ["gpukernsum", "cudaapisum"]
+    assert nsys.stats_report_names((2024, 1), "cpu") == ["nvtx_sum", "osrt_sum"]
     help_text = "  gpukernsum -- CUDA GPU Kernel Summary\n  nvtx_sum -- NVTX Range Summary\n"
-    assert trace.stats_report_names((2023, 1), "cuda", help_text) == ["gpukernsum", "nvtx_sum"]
+    assert nsys.stats_report_names((2023, 1), "cuda", help_text) == ["gpukernsum", "nvtx_sum"]
 
 
 # --------------------------------------------------------------------------- CLI with a fake nsys
@@ -343,7 +343,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, extra, message):
 
 
 def test_script_is_runnable_shell(tmp_path):
-    path = trace.write_nsys_script(
+    path = nsys.write_nsys_script(
         tmp_path / "s.sh", ["echo", "profile it"], ["echo", "stats"], str(tmp_path), "note"
     )
     proc = subprocess.run([str(path)], capture_output=True, text=True)
@@ -378,7 +378,7 @@ def test_op_rows_tell_kernels_from_operators():
             self.self_cpu_time_total = self.cpu_time_total = 0.0
             self.self_device_time_total = 10.0
 
-    rows = trace.op_rows(
+    rows = profiler.op_rows(
         [Ev("aten::mul", "DeviceType.CPU"), Ev(ADD_KERNEL, "DeviceType.CUDA"), Ev("forward", "x")]
     )
     assert [(r.name, r.kind) for r in rows] == [("aten::mul", "operator"), (ADD_KERNEL, "kernel")]
@@ -388,11 +388,11 @@ def test_each_device_microsecond_is_counted_once_per_table_as_share_of_the_step(
     """The H100 trace at batch 128: native_batch_norm's 5.3 ms/step include its 3.3 ms kernel.
     Side by side they summed past the step; now each table holds one kind."""
     rows = [
-        trace.OpRow("aten::native_batch_norm", 49, 2156, 6543, 5335),
-        trace.OpRow("aten::mul", 67, 1352, 2038, 2426),
-        trace.OpRow(BN_KERNEL, 49, 0, 0, 3299, kind="kernel"),
-        trace.OpRow(ADD_KERNEL, 48, 0, 0, 2066, kind="kernel"),
-        trace.OpRow("cudaLaunchKernel", 1074, 10704, 10704, 0),
+        profiler.OpRow("aten::native_batch_norm", 49, 2156, 6543, 5335),
+        profiler.OpRow("aten::mul", 67, 1352, 2038, 2426),
+        profiler.OpRow(BN_KERNEL, 49, 0, 0, 3299, kind="kernel"),
+        profiler.OpRow(ADD_KERNEL, 48, 0, 0, 2066, kind="kernel"),
+        profiler.OpRow("cudaLaunchKernel", 1074, 10704, 10704, 0),
     ]
     text = ops_tables.ops_table_markdown(rows, measured_steps=1, device_kind="cuda", step_seconds=0.0295)
     by_op, by_kernel, host = text.split("### ")[1:]
@@ -417,12 +417,12 @@ def test_nsys_capture_without_nsys_writes_the_commands_as_a_script(tmp_path, mon
     monkeypatch.setenv("PATH", str(empty))
     workload = Workload(model=TINY, device="cpu", image_size=8)
     heard = []
-    lines = trace.nsys_capture(workload, 2, 3, 1, tmp_path, None, on_status=heard.append)
+    lines = nsys.nsys_capture(workload, 2, 3, 1, tmp_path, None, on_status=heard.append)
     script = tmp_path / "nsys_profile.sh"
     assert len(lines) == 1 and "nsys not found" in lines[0] and str(script) in lines[0]
     assert heard == []  # nothing ran
     text = script.read_text()
-    assert " ".join(trace.child_argv(workload, 2, 3, 1)[1:]) in text
+    assert " ".join(nsys.child_argv(workload, 2, 3, 1)[1:]) in text
     assert str(tmp_path / "nsys" / "profile") in text  # the capture goes under out_dir/nsys
     assert not (tmp_path / "nsys" / "profile.nsys-rep").exists()
-    assert trace.default_trace_dir(workload, 2).parts[0] == "bench_traces"
+    assert profiler.default_trace_dir(workload, 2).parts[0] == "bench_traces"

@@ -14,9 +14,11 @@ for Adam-type optimizers). They are starting points for tuning, not answers.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bench.analysis.contention import contended_label
+from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
 from bench.analysis.stats import rel_interval_text, relative_interval, throughput_interval
 from bench.results.errors import BenchError
 from bench.results.schema import OK, OOM, Choice, Point, Recommendation, SweepResult  # the records: schema
@@ -196,10 +198,6 @@ def _with_goodput(
     rec: Recommendation, ok: list[Point], noise_scale: float, source: str | None, choice: Any
 ) -> Recommendation:
     """The goodput-optimal pick, per-batch relative times, and what a bigger batch's speed buys."""
-    from dataclasses import replace
-
-    from bench.analysis.goodput import goodput_best, goodput_rows, lost_to_efficiency
-
     rows = goodput_rows(ok, noise_scale)
     top = goodput_best(rows)
     if top is None:

@@ -6,7 +6,7 @@ the median of the per-round ratios annotated / plain (1.000 = free; the bar for 
 annotations on by default in sweeps is >= 0.99), and the cost of one step's ranges measured
 directly in microseconds, which is what to compare with a GPU step time.
 
-The annotated variant is what a sweep runs: ``bench.measure.trace.sweep_instrumentation(True, kind)``
+The annotated variant is what a sweep runs: ``bench.measure.annotate.sweep_instrumentation(True, kind)``
 (NVTX + record_function ranges on CUDA, + cudaProfilerStart/Stop on the window; record_function
 ranges on CPU) and the step breakdown's phase timing (reused CUDA events per phase on GPU, the
 host clock on CPU and for the data wait). The plain variant has neither. No profiler is attached,
@@ -23,10 +23,10 @@ import statistics
 import time
 
 from bench.hw.device import Device, open_device
+from bench.measure.annotate import PHASES, step_range_name, sweep_instrumentation
 from bench.measure.breakdown import PhaseTimes
 from bench.measure.models import resolve
 from bench.measure.runner import run_point
-from bench.measure.trace import PHASES, step_range_name, sweep_instrumentation
 from bench.results.schema import MeasureSettings, Workload
 
 

@@ -18,8 +18,14 @@ read from the result file, measured over the same fixed number of steps.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -91,9 +97,6 @@ def bench_point(args: argparse.Namespace, device_name: str) -> float:
 def _child_env() -> dict[str, str]:
     """A child's environment that resolves `package.module:factory` names as this process does
     (it may run in another folder): this process's import path on PYTHONPATH."""
-    import os
-    import sys
-
     here = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     installed = tuple(os.path.abspath(p) for p in {sys.prefix, sys.base_prefix})
     here += [p for p in sys.path if p and os.path.isdir(p) and not os.path.abspath(p).startswith(installed)]
@@ -102,12 +105,6 @@ def _child_env() -> dict[str, str]:
 
 def cli_point(args: argparse.Namespace, device_name: str, isolate: bool | None = None) -> float:
     """The same point through ``bench sweep`` as a user runs it. Returns samples/sec."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sweep.json"
         cmd = [
@@ -140,9 +137,6 @@ def _hand_precision(args: argparse.Namespace) -> None:
 def hand_process(args: argparse.Namespace, device_name: str) -> float:
     """The hand-written loop in a fresh process of its own, as a user's script would run: the
     reference for the `bench sweep` arm, which also measures in a fresh process. Returns samples/sec."""
-    import subprocess
-    import sys
-
     cmd = [
         sys.executable, "-m", "bench.benchmarks.fidelity", "--emit-hand", "--model", args.model,
         "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--device", device_name,

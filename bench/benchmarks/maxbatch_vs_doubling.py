@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench.hw.device import open_device
 from bench.jobs.maxbatch import find_max_batch, probe_in_process, probe_isolated
 from bench.results.schema import Workload
 
@@ -25,8 +26,6 @@ def doubling_bisection(
     workload: Workload, budget: int | None, isolate: bool
 ) -> tuple[int | None, int, float, list[tuple[int, str]]]:
     """(max batch, probes, seconds, [(batch, outcome)]) by growth x2 then bisection (granularity 1)."""
-    from bench.hw.device import open_device
-
     device = None if isolate else open_device(workload.device)
     probes: list[tuple[int, str]] = []
     start = time.perf_counter()

@@ -16,30 +16,31 @@ to exercise this script without a GPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from typing import Any
+
+from bench import find_max_batch
+from bench.hw.device import open_device
+from bench.measure.models import resolve
+from bench.measure.step import _autocast, precision_mode
+from bench.results import files
+from bench.results.schema import Workload
 
 PRECISION_TO_LIGHTNING = {"fp32": "32-true", "tf32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
 def _sync(torch: Any, device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    open_device(device).synchronize()
 
 
 def _clean(torch: Any, device: str) -> None:
-    import gc
-
     gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    open_device(device).empty_cache()
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from bench import find_max_batch
-    from bench.results.schema import Workload
-
     workload = Workload(
         model=args.model, device=args.device, precision=args.precision,
         channels_last=args.channels_last, image_size=args.image_size,
@@ -63,8 +64,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from bench.measure.models import resolve
-
     return resolve(args.model)
 
 
@@ -153,8 +152,6 @@ def run_accelerate(args: argparse.Namespace, start: int) -> dict[str, Any]:
         return {"finder": "Accelerate find_executable_batch_size", "error": "accelerate is not installed"}
     import torch
 
-    from bench.measure.step import _autocast, precision_mode
-
     spec = _spec(args)
     dev = torch.device(args.device)
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -235,9 +232,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{len(row['sizes_run']):>10} {row['seconds']:>8.1f}"
         )
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"model": args.model, "device": args.device, "precision": args.precision,
-                       "image_size": args.image_size, "rows": rows}, fh, indent=2)  # fmt: skip
+        doc = {"model": args.model, "device": args.device, "precision": args.precision,
+               "image_size": args.image_size, "rows": rows}  # fmt: skip
+        files.write_atomic(args.json, json.dumps(doc, indent=2))
     return rows
 
 

@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.live import Live
 from rich.markup import escape
+from rich.text import Text
 
+from bench.analysis.gate import INCONCLUSIVE, parse_threshold
 from bench.cli.common import (
     DEFAULT_DB,
     WORKLOAD,
@@ -22,103 +25,113 @@ from bench.cli.common import (
     err_console,
     store_in_history,
 )
-from bench.jobs.ab import DEFAULT_SETTINGS, MAX_ROUNDS, MAX_TIME_SECONDS, MIN_ROUNDS
+from bench.jobs.ab import (
+    DEFAULT_SETTINGS,
+    MAX_ROUNDS,
+    MAX_TIME_SECONDS,
+    MIN_ROUNDS,
+    ABSideFailed,
+    default_out_path,
+    run_ab,
+    side,
+)
+from bench.jobs.sweep import parse_batch_sizes
+from bench.present.ab import ab_markdown, ab_table, progress_line, summary
+from bench.results.store import check_history_path
+
+# the options only this command has
+ModelOpt = Annotated[
+    str, typer.Argument(help="model name as in bench sweep (e.g. resnet18, pkg.mod:factory)")
+]
+BatchSizesOpt = Annotated[str, typer.Option("--batch-sizes", "-b", help="e.g. 8,32")]
+AOpt = Annotated[str | None, typer.Option("--a", help="side A's directory, first on its PYTHONPATH")]
+BOpt = Annotated[str | None, typer.Option("--b", help="side B's directory, first on its PYTHONPATH")]
+APythonOpt = Annotated[str | None, typer.Option("--a-python", help="side A's interpreter")]
+BPythonOpt = Annotated[str | None, typer.Option("--b-python", help="side B's interpreter")]
+ThresholdOpt = Annotated[str, typer.Option("--threshold", help="e.g. 10% or 0.1")]
+MinRoundsOpt = Annotated[int, typer.Option("--min-rounds", help="rounds before any verdict")]
+MaxRoundsOpt = Annotated[int, typer.Option("--max-rounds", help="stop INCONCLUSIVE after this many")]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds for the whole comparison at most")]
+WindowOpt = Annotated[float, typer.Option("--window", help="seconds of timed steps per child and batch size")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed steps per child")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="of the random side order (recorded)")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="also fail (exit 1) when a batch size is INCONCLUSIVE")
+]
+MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="print a pull-request comment")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="results JSON (default bench_results/ab-*.json)")
+]
+NoHistoryOpt = Annotated[bool, typer.Option("--no-history", help="do not store in the history")]
+
+
+def ab_cmd(
+    model: ModelOpt,
+    batch_sizes: BatchSizesOpt = "8,32",
+    a: AOpt = None,
+    b: BOpt = None,
+    a_python: APythonOpt = None,
+    b_python: BPythonOpt = None,
+    threshold: ThresholdOpt = "10%",
+    min_rounds: MinRoundsOpt = MIN_ROUNDS,
+    max_rounds: MaxRoundsOpt = MAX_ROUNDS,
+    max_time: MaxTimeOpt = MAX_TIME_SECONDS,
+    window: WindowOpt = DEFAULT_SETTINGS.max_time_seconds,
+    warmup: WarmupOpt = DEFAULT_SETTINGS.warmup_steps,
+    seed: SeedOpt = None,
+    mode: ModeOpt = WORKLOAD.mode,
+    precision: PrecisionOpt = WORKLOAD.precision,
+    image_size: ImageSizeOpt = WORKLOAD.image_size,
+    device: DeviceOpt = None,
+    strict: StrictOpt = False,
+    markdown: MarkdownOpt = False,
+    out: OutOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    no_history: NoHistoryOpt = False,
+) -> None:
+    """Does B change the speed of MODEL against A? Exit 1 on a REGRESSION (B slower beyond the threshold).
+
+    Each round measures both sides once, each in a fresh process, in a random order; rounds go on
+    until, per batch size, the interval of the paired change lies inside +-threshold, or wholly beyond it."""
+    limit = parse_threshold(threshold)
+    sizes = parse_batch_sizes(batch_sizes)
+    sides = side("A", a, a_python), side("B", b, b_python)
+    workload = build_workload(model, mode=mode, precision=precision, image_size=image_size, device=device)
+    settings = build_settings(
+        warmup_steps=warmup, min_steps=DEFAULT_SETTINGS.min_steps, max_time_seconds=window,
+        min_time_seconds=window, isolate=True,
+    )  # fmt: skip
+    history = None if no_history else db
+    if history is not None:
+        check_history_path(history)
+    out_path = out or default_out_path(workload)
+    try:
+        with _Live() as live:
+            result = run_ab(
+                workload, sizes, *sides, threshold=limit, settings=settings, min_rounds=min_rounds,
+                max_rounds=max_rounds, max_time_seconds=max_time, seed=seed, out_path=out_path, on_event=live,
+            )  # fmt: skip
+    except (ABSideFailed, KeyboardInterrupt) as exc:
+        partial = getattr(exc, "partial_result", None)
+        if partial is not None:
+            store_in_history(history, partial)
+            err_console.print(f"[yellow]kept[/]: {len(partial.rounds)} round(s) in {out_path}")
+        if isinstance(exc, KeyboardInterrupt):
+            raise typer.Exit(130) from None
+        raise
+    store_in_history(history, result)
+    if markdown:
+        print(ab_markdown(result))
+    else:
+        console.print(ab_table(result))
+        colour = "red" if result.regressions else "green"
+        console.print(f"[{colour}]{escape(summary(result).replace('**', ''))}[/]  results: {out_path}")
+    if result.regressions or (strict and any(v.verdict == INCONCLUSIVE for v in result.verdicts)):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def ab(
-        model: Annotated[
-            str, typer.Argument(help="model name as in bench sweep (e.g. resnet18, pkg.mod:factory)")
-        ],
-        batch_sizes: Annotated[str, typer.Option("--batch-sizes", "-b", help="e.g. 8,32")] = "8,32",
-        a: Annotated[
-            str | None, typer.Option("--a", help="side A's directory, first on its PYTHONPATH")
-        ] = None,
-        b: Annotated[
-            str | None, typer.Option("--b", help="side B's directory, first on its PYTHONPATH")
-        ] = None,
-        a_python: Annotated[str | None, typer.Option("--a-python", help="side A's interpreter")] = None,
-        b_python: Annotated[str | None, typer.Option("--b-python", help="side B's interpreter")] = None,
-        threshold: Annotated[str, typer.Option("--threshold", help="e.g. 10% or 0.1")] = "10%",
-        min_rounds: Annotated[
-            int, typer.Option("--min-rounds", help="rounds before any verdict")
-        ] = MIN_ROUNDS,
-        max_rounds: Annotated[
-            int, typer.Option("--max-rounds", help="stop INCONCLUSIVE after this many")
-        ] = MAX_ROUNDS,
-        max_time: Annotated[
-            float, typer.Option("--max-time", help="seconds for the whole comparison at most")
-        ] = MAX_TIME_SECONDS,
-        window: Annotated[
-            float, typer.Option("--window", help="seconds of timed steps per child and batch size")
-        ] = DEFAULT_SETTINGS.max_time_seconds,
-        warmup: Annotated[
-            int, typer.Option("--warmup", help="untimed steps per child")
-        ] = DEFAULT_SETTINGS.warmup_steps,
-        seed: Annotated[
-            int | None, typer.Option("--seed", help="of the random side order (recorded)")
-        ] = None,
-        mode: ModeOpt = WORKLOAD.mode,
-        precision: PrecisionOpt = WORKLOAD.precision,
-        image_size: ImageSizeOpt = WORKLOAD.image_size,
-        device: DeviceOpt = None,
-        strict: Annotated[
-            bool, typer.Option("--strict", help="also fail (exit 1) when a batch size is INCONCLUSIVE")
-        ] = False,
-        markdown: Annotated[bool, typer.Option("--markdown", help="print a pull-request comment")] = False,
-        out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="results JSON (default bench_results/ab-*.json)")
-        ] = None,
-        db: DbOpt = DEFAULT_DB,
-        no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
-    ) -> None:
-        """Does B change the speed of MODEL against A? Exit 1 on a REGRESSION (B slower beyond the threshold).
-
-        Each round measures both sides once, each in a fresh process, in a random order; rounds go on
-        until, per batch size, the interval of the paired change lies inside +-threshold, or wholly beyond it."""
-        from bench.analysis.gate import INCONCLUSIVE, parse_threshold
-        from bench.jobs.ab import ABSideFailed, default_out_path, run_ab, side
-        from bench.jobs.sweep import parse_batch_sizes
-        from bench.present.ab import ab_markdown, ab_table, summary
-
-        limit = parse_threshold(threshold)
-        sizes = parse_batch_sizes(batch_sizes)
-        sides = side("A", a, a_python), side("B", b, b_python)
-        workload = build_workload(model, mode=mode, precision=precision, image_size=image_size, device=device)
-        settings = build_settings(
-            warmup_steps=warmup, min_steps=DEFAULT_SETTINGS.min_steps, max_time_seconds=window,
-            min_time_seconds=window, isolate=True,
-        )  # fmt: skip
-        history = None if no_history else db
-        if history is not None:
-            from bench.results.store import check_history_path
-
-            check_history_path(history)
-        out_path = out or default_out_path(workload)
-        try:
-            with _Live() as live:
-                result = run_ab(
-                    workload, sizes, *sides, threshold=limit, settings=settings, min_rounds=min_rounds,
-                    max_rounds=max_rounds, max_time_seconds=max_time, seed=seed, out_path=out_path, on_event=live,
-                )  # fmt: skip
-        except (ABSideFailed, KeyboardInterrupt) as exc:
-            partial = getattr(exc, "partial_result", None)
-            if partial is not None:
-                store_in_history(history, partial)
-                err_console.print(f"[yellow]kept[/]: {len(partial.rounds)} round(s) in {out_path}")
-            if isinstance(exc, KeyboardInterrupt):
-                raise typer.Exit(130) from None
-            raise
-        store_in_history(history, result)
-        if markdown:
-            print(ab_markdown(result))
-        else:
-            console.print(ab_table(result))
-            colour = "red" if result.regressions else "green"
-            console.print(f"[{colour}]{escape(summary(result).replace('**', ''))}[/]  results: {out_path}")
-        if result.regressions or (strict and any(v.verdict == INCONCLUSIVE for v in result.verdicts)):
-            raise typer.Exit(1)
+    app.command("ab")(ab_cmd)
 
 
 class _Live:
@@ -126,9 +139,6 @@ class _Live:
     the change so far and its interval); in a CI log one line per finished round."""
 
     def __enter__(self) -> Any:
-        from rich.live import Live
-        from rich.text import Text
-
         self._line = ""
         self._live = None
         if err_console.is_terminal:
@@ -137,10 +147,6 @@ class _Live:
         return self
 
     def __call__(self, event: Any) -> None:
-        from rich.text import Text
-
-        from bench.present.ab import progress_line
-
         if event.kind == "round" and event.result is not None:
             self._line = progress_line(event.result)
             if self._live is None:

@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.cli.help import DATA_PANEL, OUTPUT_PANEL, WORKLOAD_PANEL
+from bench.hw.device import check_device, default_device
+from bench.measure.models import resolve
 from bench.results.errors import BenchError
 from bench.results.schema import MeasureSettings, Workload, default_min_time
-from bench.results.store import DEFAULT_DB  # noqa: F401 - the commands take the default from here
+from bench.results.store import DEFAULT_DB, import_file, save_run  # noqa: F401 - the commands take the default from here
 from bench.results.units import fmt_bytes, fmt_seconds  # noqa: F401 - the commands format through these
 
 DB_ENV = "BENCH_DB"  # overrides the default history path (tests point it into a temp folder)
@@ -166,8 +168,6 @@ DatasetSizeOpt = Annotated[
 def build_workload(model: str, *, device: str | None = None, **flags: Any) -> Workload:
     """Flags -> validated Workload (BenchError with one line on bad input). A flag left out takes
     Workload's default; ``device=None`` is CUDA when there is one, else the CPU."""
-    from bench.hw.device import check_device, default_device
-
     device = default_device() if device is None else device  # '' is a mistake, not "the default"
     check_device(device)
     for name in ("mode", "precision", "optimizer", "data"):  # the choices are lower case
@@ -178,9 +178,6 @@ def build_workload(model: str, *, device: str | None = None, **flags: Any) -> Wo
 
 def check_workload(workload: Workload) -> None:
     """Device and model are the user's to fix: say so in one line before any display or banner."""
-    from bench.hw.device import check_device
-    from bench.measure.models import resolve
-
     check_device(workload.device)
     resolve(workload.model)
 
@@ -198,7 +195,6 @@ def store_in_history(db: Path | None, result: object) -> bool:
     True when stored."""
     if db is None:
         return False
-    from bench.results.store import import_file, save_run
 
     try:
         if isinstance(result, str):

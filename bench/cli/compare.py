@@ -9,7 +9,11 @@ import typer
 from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
+from bench.jobs.compare import compare_runs
+from bench.present.display import baselines_table
+from bench.present.tables import summary, to_markdown, to_table
 from bench.results.errors import BenchError
+from bench.results.store import import_file, list_baselines, set_baseline
 
 
 def compare(
@@ -41,9 +45,6 @@ def compare(
 
     The noise comes from --repeat measurements, else from stored runs of the same
     configuration in the history. Exit 2 when the runs are not like with like."""
-    from bench.jobs.compare import compare_runs
-    from bench.present.tables import summary, to_markdown, to_table
-
     cmp = compare_runs(
         runs, db=db, threshold=threshold, baseline_name=baseline_name, allow_mismatch=allow_mismatch
     )
@@ -73,8 +74,6 @@ def baseline_cmd(
     """Name a stored run as a baseline (`set NAME RUN`), or list the baselines (`list`).
 
     A CI job then gates with `bench compare --baseline NAME CURRENT`."""
-    from bench.results.store import import_file, list_baselines, set_baseline
-
     if action == "set":
         if not name or not run:
             raise BenchError("usage: bench baseline set NAME RUN (RUN: file, history id, or 'latest')")
@@ -85,7 +84,6 @@ def baseline_cmd(
     elif action == "list":
         if name or run:
             raise BenchError("usage: bench baseline list")
-        from bench.present.display import baselines_table
 
         console.print(baselines_table(db, list_baselines(db)))
     else:

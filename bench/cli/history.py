@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from bench.cli.common import DEFAULT_DB, DbOpt, console, err_console
+from bench.present.display import history_table
 from bench.results.errors import BenchError
+from bench.results.store import import_file, list_runs
 
 
 def history(
@@ -19,11 +22,6 @@ def history(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """List stored runs, newest first."""
-    import datetime as dt
-
-    from bench.present.display import history_table
-    from bench.results.store import list_runs
-
     if since is not None:
         try:
             dt.datetime.fromisoformat(since)
@@ -37,8 +35,6 @@ def import_cmd(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Import JSON result files into the history."""
-    from bench.results.store import import_file
-
     done = 0
     try:
         for f in files:

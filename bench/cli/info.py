@@ -8,6 +8,10 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import console, err_console
+from bench.hw import env
+from bench.measure.models import timm_models, torchvision_models, zoo_models
+from bench.present.display import environment_table
+from bench.results.codec import to_dict
 from bench.results.errors import BenchError
 
 
@@ -15,14 +19,10 @@ def env_cmd(
     json_only: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the machine and software environment results are recorded with."""
-    from bench.hw import env
-    from bench.results.schema import to_dict
-
     info = env.collect()
     if json_only:
         print(json.dumps(to_dict(info), indent=2))
         return
-    from bench.present.display import environment_table
 
     console.print(environment_table(info))
 
@@ -32,8 +32,6 @@ def models(
     timm: Annotated[bool, typer.Option("--timm", help="also list timm models")] = False,
 ) -> None:
     """List model names bench can build (torchvision, bench's own; timm with --timm)."""
-    from bench.measure.models import timm_models, torchvision_models, zoo_models
-
     names = torchvision_models() + zoo_models()
     if timm:
         extra = timm_models()

@@ -6,9 +6,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.markup import escape
 
+from bench.cli.common import console, err_console
+from bench.jobs.launch import (
+    click_args,
+    finish_scaling,
+    launch_sweeps,
+    parse_nproc,
+    run_torchrun,
+    scaling_path,
+)
+from bench.present.display import scaling_table
+from bench.results.codec import dumps
 from bench.results.errors import BenchError
+from bench.results.store import save_run
 
 
 def launch_sweep(
@@ -22,17 +35,6 @@ def launch_sweep(
     under_torchrun: Any,
 ) -> None:
     """Run the sweep of ``ctx`` through torchrun once per process count in ``nproc``."""
-    from bench.cli.common import console, err_console
-    from bench.jobs.launch import (
-        click_args,
-        finish_scaling,
-        launch_sweeps,
-        parse_nproc,
-        run_torchrun,
-        scaling_path,
-    )
-    from bench.results.schema import dumps
-
     if under_torchrun is not None:
         raise BenchError(
             "--nproc starts torchrun itself: leave it out when bench already runs under torchrun"
@@ -51,14 +53,11 @@ def launch_sweep(
         runs = launch_sweeps(counts, args_for, out_path, run=run)
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted[/]: finished runs are saved next to {out_path}")
-        import typer
 
         raise typer.Exit(130) from None
     summary = scaling_path(out_path) if len(counts) > 1 else None
     results, rows = finish_scaling(runs, summary)
     if history is not None:  # each run stored itself; store again with its efficiency filled in
-        from bench.results.store import save_run
-
         for r in results:
             try:
                 save_run(history, r)
@@ -72,7 +71,6 @@ def launch_sweep(
         return
     if 1 not in counts:
         err_console.print("[dim]no 1-process run in --nproc: no scaling efficiency (add 1, e.g. 1,2,4)[/]")
-    from bench.present.display import scaling_table
 
     console.print(scaling_table(rows))
     where = f"{summary} (runs: " + ", ".join(str(p) for _, p in runs) + ")" if summary else str(runs[0][1])

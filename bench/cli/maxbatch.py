@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from bench.analysis.accounting import first_step_label, summary_line
 from bench.cli.common import (
     DEFAULT_DB,
     DEFAULT_MODEL,
@@ -28,12 +29,30 @@ from bench.cli.common import (
     err_console,
     fmt_bytes,
 )
+from bench.jobs.maxbatch import PROBE_STEPS, find_max_batch
+from bench.jobs.maxbatch import check_inputs as check_search_inputs
+from bench.jobs.recommend import recommend_for
+from bench.jobs.sweep import check_inputs as check_sweep_inputs
+from bench.jobs.sweep import default_out_path
+from bench.present.display import LiveSweep, sweep_table
+from bench.present.tables import recommendation_table
 from bench.results.errors import BenchError
-from bench.results.schema import device_kind
+from bench.results.schema import MeasureSettings, device_kind
 
 if TYPE_CHECKING:
     from bench.jobs.maxbatch import MaxBatchResult, ProbeRecord
     from bench.results.schema import Workload
+
+# the options only this command has
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")]
+DdpOpt = Annotated[
+    bool, typer.Option("--ddp", help="probe with the model in DistributedDataParallel (its gradient buckets)")
+]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds of timed steps per point")]
+BaseBatchOpt = Annotated[int | None, typer.Option("--base-batch", help="your reference batch")]
+BaseLrOpt = Annotated[float | None, typer.Option("--base-lr", help="its learning rate")]
+_OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="sweep JSON (default: bench_results/...)")]
+
 
 GranularityOpt = Annotated[
     int | None,
@@ -77,8 +96,6 @@ def _workload(model: str, mode: str, **flags: Any) -> Workload:
 
 def print_probe(rec: ProbeRecord) -> None:
     """One live line per probe (stderr), soak runs marked."""
-    from bench.jobs.maxbatch import PROBE_STEPS
-
     colour = "green" if rec.fits else "red"
     what = ("repeat" if rec.repeat else "probe") if rec.steps == PROBE_STEPS else f"soak {rec.steps} steps"
     why = f"  [dim]{escape(rec.detail)}[/]" if rec.detail and not rec.fits else ""
@@ -133,7 +150,6 @@ def print_summary(res: MaxBatchResult) -> None:
             f"memory model: {fmt_bytes(int(m.fixed_bytes))} fixed + {fmt_bytes(int(m.per_sample_bytes))} "
             f"per sample (fits the probes within {m.max_relative_error:.1%})"
         )
-    from bench.analysis.accounting import first_step_label, summary_line
 
     soaks = len(res.soak.probes) if res.soak is not None else 0
     what = f"{res.probe_count} probe{'s' if res.probe_count != 1 else ''}" + (
@@ -153,113 +169,97 @@ def print_summary(res: MaxBatchResult) -> None:
 
 def _start_search(workload: Workload, **kwargs: Any) -> None:
     """Bad input is one line before anything starts; then the line that says what is searched."""
-    from bench.jobs.maxbatch import check_inputs
-
-    check_inputs(workload, **kwargs)
+    check_search_inputs(workload, **kwargs)
     err_console.print(f"searching the largest training batch of {workload.model} on {workload.device}")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("max-batch")
-    def max_batch_cmd(
-        model: ModelArg = DEFAULT_MODEL,
-        mode: ModeOpt = WORKLOAD.mode,
-        precision: PrecisionOpt = WORKLOAD.precision,
-        channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
-        compile: CompileOpt = WORKLOAD.compile,
-        image_size: ImageSizeOpt = WORKLOAD.image_size,
-        device: DeviceOpt = None,
-        optimizer: OptimizerOpt = WORKLOAD.optimizer,
-        cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
-        cudnn_benchmark_limit: CudnnBenchmarkLimitOpt = WORKLOAD.cudnn_benchmark_limit,
-        autotune_probes: AutotuneProbesOpt = False,
-        granularity: GranularityOpt = None,
-        memory_limit: MemoryLimitOpt = None,
-        isolate: IsolateOpt = False,
-        cap: CapOpt = None,
-        soak_steps: SoakOpt = 20,
-        max_seconds: MaxSecondsOpt = None,
-        out: Annotated[Path | None, typer.Option("--out", "-o", help="write the result JSON here")] = None,
-        db: DbOpt = DEFAULT_DB,
-        ddp: Annotated[
-            bool,
-            typer.Option(
-                "--ddp", help="probe with the model in DistributedDataParallel (its gradient buckets)"
-            ),
-        ] = False,
-    ) -> None:
-        """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
-        from bench.jobs.maxbatch import find_max_batch
-
-        workload = _workload(
-            model, mode, precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, optimizer=optimizer,
-            cudnn_benchmark=cudnn_benchmark, cudnn_benchmark_limit=cudnn_benchmark_limit,
+def max_batch_cmd(
+    model: ModelArg = DEFAULT_MODEL,
+    mode: ModeOpt = WORKLOAD.mode,
+    precision: PrecisionOpt = WORKLOAD.precision,
+    channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+    compile: CompileOpt = WORKLOAD.compile,
+    image_size: ImageSizeOpt = WORKLOAD.image_size,
+    device: DeviceOpt = None,
+    optimizer: OptimizerOpt = WORKLOAD.optimizer,
+    cudnn_benchmark: CudnnBenchmarkOpt = WORKLOAD.cudnn_benchmark,
+    cudnn_benchmark_limit: CudnnBenchmarkLimitOpt = WORKLOAD.cudnn_benchmark_limit,
+    autotune_probes: AutotuneProbesOpt = False,
+    granularity: GranularityOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    isolate: IsolateOpt = False,
+    cap: CapOpt = None,
+    soak_steps: SoakOpt = 20,
+    max_seconds: MaxSecondsOpt = None,
+    out: OutOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    ddp: DdpOpt = False,
+) -> None:
+    """Find the largest training batch that fits, exactly, in few probes; and a safe one."""
+    workload = _workload(
+        model, mode, precision=precision, channels_last=channels_last, compile=compile,
+        image_size=image_size, device=device, optimizer=optimizer,
+        cudnn_benchmark=cudnn_benchmark, cudnn_benchmark_limit=cudnn_benchmark_limit,
+    )  # fmt: skip
+    options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+    _start_search(workload, out_path=out, store=db, soak_steps=soak_steps, max_seconds=max_seconds, **options)
+    try:
+        res = find_max_batch(
+            workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,
+            max_seconds=max_seconds, autotune_probes=autotune_probes, **options,
         )  # fmt: skip
-        options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
-        _start_search(
-            workload, out_path=out, store=db, soak_steps=soak_steps, max_seconds=max_seconds, **options
+    except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
+        err_console.print(
+            "[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)"
         )
-        try:
-            res = find_max_batch(
-                workload, out_path=out, store=db, ddp=ddp, on_probe=print_probe, soak_steps=soak_steps,
-                max_seconds=max_seconds, autotune_probes=autotune_probes, **options,
-            )  # fmt: skip
-        except KeyboardInterrupt:  # an unfinished search proves nothing: the probe lines above are all
-            err_console.print(
-                "[yellow]interrupted[/]: search stopped; nothing stored (the probes are listed above)"
-            )
-            raise typer.Exit(130) from None
-        print_summary(res)
-        if out is not None:
-            console.print(f"results: {out}")
-        if res.max_batch_size is None:  # recorded, but a script must not read it as an answer
-            raise typer.Exit(1)
+        raise typer.Exit(130) from None
+    print_summary(res)
+    if out is not None:
+        console.print(f"results: {out}")
+    if res.max_batch_size is None:  # recorded, but a script must not read it as an answer
+        raise typer.Exit(1)
 
-    @app.command()
-    def recommend(
-        model: ModelArg = DEFAULT_MODEL,
-        mode: ModeOpt = WORKLOAD.mode,
-        precision: PrecisionOpt = WORKLOAD.precision,
-        channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
-        compile: CompileOpt = WORKLOAD.compile,
-        image_size: ImageSizeOpt = WORKLOAD.image_size,
-        device: DeviceOpt = None,
-        optimizer: OptimizerOpt = WORKLOAD.optimizer,
-        granularity: GranularityOpt = None,
-        memory_limit: MemoryLimitOpt = None,
-        isolate: IsolateOpt = False,
-        cap: CapOpt = None,
-        max_time: Annotated[float, typer.Option("--max-time", help="seconds of timed steps per point")] = 5.0,
-        base_batch: Annotated[int | None, typer.Option("--base-batch", help="your reference batch")] = None,
-        base_lr: Annotated[float | None, typer.Option("--base-lr", help="its learning rate")] = None,
-        out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="sweep JSON (default: bench_results/...)")
-        ] = None,
-        db: DbOpt = DEFAULT_DB,
-    ) -> None:
-        """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
-        from bench.jobs.recommend import recommend_for
-        from bench.jobs.sweep import check_inputs, default_out_path
-        from bench.present.display import LiveSweep, sweep_table
-        from bench.present.tables import recommendation_table
-        from bench.results.schema import MeasureSettings
 
-        settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
-        workload = _workload(
-            model, mode, precision=precision, channels_last=channels_last, compile=compile,
-            image_size=image_size, device=device, optimizer=optimizer,
-        )  # fmt: skip
-        check_inputs(workload, store=db, base_batch=base_batch, base_lr=base_lr)
-        options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
-        _start_search(workload, **options)
-        run = recommend_for(
-            workload, settings, out_path=out or default_out_path(workload), base_batch=base_batch,
-            base_lr=base_lr, store=db, on_search=print_summary, sweep_display=lambda: LiveSweep(err_console),
-            on_probe=print_probe, **options,
-        )  # fmt: skip
-        for warning in run.warnings:
-            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-        console.print(sweep_table(run.sweep))
-        console.print(recommendation_table(run.recommendation))
-        console.print(f"results: {run.sweep_path}")
+def recommend_cmd(
+    model: ModelArg = DEFAULT_MODEL,
+    mode: ModeOpt = WORKLOAD.mode,
+    precision: PrecisionOpt = WORKLOAD.precision,
+    channels_last: ChannelsLastOpt = WORKLOAD.channels_last,
+    compile: CompileOpt = WORKLOAD.compile,
+    image_size: ImageSizeOpt = WORKLOAD.image_size,
+    device: DeviceOpt = None,
+    optimizer: OptimizerOpt = WORKLOAD.optimizer,
+    granularity: GranularityOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    isolate: IsolateOpt = False,
+    cap: CapOpt = None,
+    max_time: MaxTimeOpt = 5.0,
+    base_batch: BaseBatchOpt = None,
+    base_lr: BaseLrOpt = None,
+    out: _OutOpt = None,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Max batch, then a sweep of powers of two up to the safe batch, then the batch to pick."""
+    settings = MeasureSettings(max_time_seconds=max_time, min_time_seconds=min(1.0, max_time))
+    workload = _workload(
+        model, mode, precision=precision, channels_last=channels_last, compile=compile,
+        image_size=image_size, device=device, optimizer=optimizer,
+    )  # fmt: skip
+    check_sweep_inputs(workload, store=db, base_batch=base_batch, base_lr=base_lr)
+    options = {"granularity": granularity, "memory_limit": memory_limit, "cap": cap, "isolate": isolate}
+    _start_search(workload, **options)
+    run = recommend_for(
+        workload, settings, out_path=out or default_out_path(workload), base_batch=base_batch,
+        base_lr=base_lr, store=db, on_search=print_summary, sweep_display=lambda: LiveSweep(err_console),
+        on_probe=print_probe, **options,
+    )  # fmt: skip
+    for warning in run.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    console.print(sweep_table(run.sweep))
+    console.print(recommendation_table(run.recommendation))
+    console.print(f"results: {run.sweep_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("max-batch")(max_batch_cmd)
+    app.command("recommend")(recommend_cmd)

@@ -13,12 +13,56 @@ from bench.cli.common import (
     DeviceOpt,
     ImageSizeOpt,
     ModelArg,
+    build_workload,
     check_workload,
     console,
     err_console,
     store_in_history,
 )
-from bench.jobs.noise import NoiseSettings
+from bench.jobs.distributed import detect
+from bench.jobs.noise import NoiseSettings, default_noise_path, measure_noise
+from bench.results.store import check_history_path
+
+# the options only this command has
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset", help="package.module:factory returning a map-style data set of (input, target)"
+    ),
+]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir", help="an ImageFolder tree, read with --data loader's decoding and augmentation"
+    ),
+]
+CheckpointOpt = Annotated[
+    str | None, typer.Option("--checkpoint", help="a state dict to load (default: the model's own weights)")
+]
+TrainStepsOpt = Annotated[
+    int, typer.Option("--train-steps", help="SGD steps before measuring: the noise scale at a later stage")
+]
+LrOpt = Annotated[float, typer.Option("--lr", help="learning rate of those steps")]
+SmallBatchOpt = Annotated[
+    int, typer.Option("--small-batch", help="examples per micro-batch (torchrun: per rank)")
+]
+BigBatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--big-batch",
+        help="examples per draw, a multiple of --small-batch (default 1024, or the data set if smaller)",
+    ),
+]
+TargetCiOpt = Annotated[
+    float, typer.Option("--target-ci", help="stop when the 95% CI half-width is within this fraction")
+]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds of measuring at most")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seeds the draws and the training steps")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="result JSON (default: bench_results/noise-*.json)")
+]
+NoHistoryOpt = Annotated[bool, typer.Option("--no-history", help="do not store in the history")]
+
 
 DEFAULTS = NoiseSettings()
 
@@ -53,59 +97,23 @@ def describe(est: Any) -> str:
 
 def noise(
     model: ModelArg,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset", help="package.module:factory returning a map-style data set of (input, target)"
-        ),
-    ] = None,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--data-dir", help="an ImageFolder tree, read with --data loader's decoding and augmentation"
-        ),
-    ] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
     image_size: ImageSizeOpt = 224,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option("--checkpoint", help="a state dict to load (default: the model's own weights)"),
-    ] = None,
-    train_steps: Annotated[
-        int,
-        typer.Option("--train-steps", help="SGD steps before measuring: the noise scale at a later stage"),
-    ] = DEFAULTS.train_steps,
-    lr: Annotated[float, typer.Option("--lr", help="learning rate of those steps")] = DEFAULTS.train_lr,
-    small_batch: Annotated[
-        int, typer.Option("--small-batch", help="examples per micro-batch (torchrun: per rank)")
-    ] = DEFAULTS.small_batch,
-    big_batch: Annotated[
-        int | None,
-        typer.Option(
-            "--big-batch",
-            help="examples per draw, a multiple of --small-batch (default 1024, or the data set if smaller)",
-        ),
-    ] = DEFAULTS.big_batch,
-    target_ci: Annotated[
-        float, typer.Option("--target-ci", help="stop when the 95% CI half-width is within this fraction")
-    ] = DEFAULTS.target_rel_ci,
-    max_time: Annotated[float, typer.Option("--max-time", help="seconds of measuring at most")] = (
-        DEFAULTS.max_time_seconds
-    ),
-    seed: Annotated[
-        int, typer.Option("--seed", help="seeds the draws and the training steps")
-    ] = DEFAULTS.seed,
+    checkpoint: CheckpointOpt = None,
+    train_steps: TrainStepsOpt = DEFAULTS.train_steps,
+    lr: LrOpt = DEFAULTS.train_lr,
+    small_batch: SmallBatchOpt = DEFAULTS.small_batch,
+    big_batch: BigBatchOpt = DEFAULTS.big_batch,
+    target_ci: TargetCiOpt = DEFAULTS.target_rel_ci,
+    max_time: MaxTimeOpt = (DEFAULTS.max_time_seconds),
+    seed: SeedOpt = DEFAULTS.seed,
     device: DeviceOpt = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="result JSON (default: bench_results/noise-*.json)")
-    ] = None,
+    out: OutOpt = None,
     db: DbOpt = DEFAULT_DB,
-    no_history: Annotated[bool, typer.Option("--no-history", help="do not store in the history")] = False,
+    no_history: NoHistoryOpt = False,
 ) -> None:
     """Estimate the gradient noise scale B_noise = tr(Σ)/|G|² at given weights on your data."""
-    from bench.cli.common import build_workload
-    from bench.jobs.distributed import detect
-    from bench.jobs.noise import default_noise_path, measure_noise
-
     settings = NoiseSettings(
         small_batch=small_batch, big_batch=big_batch, target_rel_ci=target_ci, max_time_seconds=max_time,
         train_steps=train_steps, train_lr=lr, seed=seed,
@@ -116,8 +124,6 @@ def noise(
     check_workload(workload)
     history = None if no_history else db
     if history is not None:
-        from bench.results.store import check_history_path
-
         check_history_path(history)
     out_path = out or default_noise_path(model)
     is_main = rank_env is None or rank_env.is_main

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from bench.analysis.accounting import first_step_label, summary_line
 from bench.cli.common import (
     DEFAULT_DB,
     DEFAULT_MODEL,
@@ -37,8 +38,20 @@ from bench.cli.common import (
     err_console,
 )
 from bench.cli.help import ADVICE_PANEL, DIST_PANEL, MEASURE_PANEL, OUTPUT_PANEL
+from bench.cli.launch import launch_sweep
+from bench.jobs.distributed import detect, maybe_ranks, parse_timeout
+from bench.jobs.sweep import check_inputs, default_out_path, parse_batch_sizes, run_sweep
+from bench.measure.data import parse_workers
+from bench.present.display import LiveSweep, sweep_table, workers_table
+from bench.present.goodput import goodput_table
+from bench.present.tables import advice_lines, recommendation_table
+from bench.results.codec import dumps, load_result
 from bench.results.errors import BenchError
+from bench.results.noise import parse_noise_scale
 from bench.results.schema import SweepResult, Workload, device_kind
+
+# the options only this command has
+
 
 BatchSizesOpt = Annotated[
     str | None,
@@ -224,10 +237,6 @@ def sweep(
     ctx: typer.Context = None,  # type: ignore[assignment]  # typer fills it in
 ) -> None:
     """Measure samples/sec, step time, memory and utilisation across batch sizes."""
-    from bench.jobs.distributed import detect
-    from bench.jobs.sweep import check_inputs, default_out_path, parse_batch_sizes
-    from bench.measure.data import parse_workers
-
     sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
     noise = _noise_scale(noise_scale)
     worker_counts = parse_workers(workers)
@@ -250,8 +259,6 @@ def sweep(
     check_inputs(workload, store=history, base_batch=base_batch, base_lr=base_lr)  # before any display
     rank_env = detect()  # under torchrun: this process is one rank
     if nproc is not None:
-        from bench.cli.launch import launch_sweep
-
         return launch_sweep(
             ctx, nproc, workload, out_path, history, json_only=json_only, under_torchrun=rank_env
         )
@@ -273,10 +280,6 @@ def _measure(
 ) -> tuple[SweepResult, Path | None]:  # fmt: skip
     """The job (``bench.jobs.sweep.run_sweep``) under the live display; returns the result and
     where its file is now. Ctrl-C is exit 130; a hard failure after some points says what was kept."""
-    from bench.jobs.distributed import maybe_ranks, parse_timeout
-    from bench.jobs.sweep import run_sweep
-    from bench.present.display import LiveSweep
-
     saved: list[Path | None] = [out_path]  # where the results are: a failed write moves them
 
     def track(live: Any) -> Any:
@@ -313,11 +316,6 @@ def _measure(
 
 def _show(result: SweepResult, saved: Path | None, json_only: bool) -> None:
     """The table, the recommendation, the advice and the time summary (or the JSON)."""
-    from bench.present.display import sweep_table
-    from bench.present.goodput import goodput_table
-    from bench.present.tables import advice_lines, recommendation_table
-    from bench.results.schema import dumps
-
     if json_only:
         print(dumps(result))
     else:
@@ -356,7 +354,6 @@ def _noise_scale(text: str | None) -> dict[str, Any]:
     """``--noise-scale``: the job's keyword arguments, parsed before anything is measured."""
     if text is None:
         return {}
-    from bench.results.noise import parse_noise_scale
 
     value, source = parse_noise_scale(text)
     return {"noise_scale": value, "noise_source": source}
@@ -373,10 +370,6 @@ def _sweep_per_worker_count(
     """``--workers 0,2,4``: the whole sweep once per worker count, one result file each (the worker
     count is part of the workload, so `bench compare` and `bench report` tell the runs apart), then
     samples/sec side by side."""
-    from bench.jobs.sweep import default_out_path
-    from bench.present.display import workers_table
-    from bench.results.schema import load_result
-
     if workload.data != "loader":
         raise BenchError("a list of --workers needs --data loader")
     if json_only:
@@ -401,8 +394,6 @@ def _sweep_per_worker_count(
 
 def _print_time_summary(result: SweepResult) -> None:
     """ "7 points in 84 s: 21 s measuring, 48 s first steps (cuDNN autotune), 15 s building"."""
-    from bench.analysis.accounting import first_step_label, summary_line
-
     kind = device_kind(result.workload.device)
     line = summary_line(
         [p.timing for p in result.points],

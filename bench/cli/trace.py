@@ -37,13 +37,13 @@ from bench.cli.common import (
     console,
     err_console,
 )
+from bench.jobs.trace import check_inputs, trace_batch
+from bench.measure.models import resolve
+from bench.measure.profiler import run_annotated
 from bench.results.schema import Workload
 
 
 def _inside_nsys(workload: Workload, batch_size: int, steps: int, warmup: int) -> None:
-    from bench.measure.models import resolve
-    from bench.measure.trace import run_annotated
-
     resolve(workload.model)  # an unknown model: one line
 
     point = run_annotated(workload, batch_size, steps, warmup)
@@ -79,8 +79,6 @@ def trace_cmd(
     inside_nsys: Annotated[bool, typer.Option("--inside-nsys", hidden=True)] = False,
 ) -> None:
     """Trace one batch size: PyTorch profiler trace (Perfetto/HTA), top-operator table, nsys capture."""
-    from bench.jobs.trace import check_inputs, trace_batch
-
     check_inputs(batch_size, steps, warmup, top)
     workload = build_workload(
         model, mode=mode, precision=precision, channels_last=channels_last, compile=compile,

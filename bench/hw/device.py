@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
+from bench.hw import fake_cuda
 from bench.results.errors import BenchError
 
 
@@ -209,8 +212,6 @@ def _torch() -> Any:
     """torch, with ``bench.hw.fake_cuda``'s fake over torch.cuda when ``BENCH_FAKE_CUDA`` asks for it."""
     import torch
 
-    from bench.hw import fake_cuda
-
     try:
         fake_cuda.install_from_env()
     except ValueError as exc:
@@ -225,7 +226,6 @@ def cuda_device_count() -> int:
 
 def host_available_bytes() -> int:
     """RAM a new allocation can have now without swapping, in bytes (psutil's ``available``)."""
-    import psutil
 
     return int(psutil.virtual_memory().available)
 
@@ -246,7 +246,6 @@ def open_device(spec: str) -> Device:
     count = torch.cuda.device_count()
     if index is None or index >= count:
         raise BenchError(f"--device {spec}: only {count} CUDA device(s) visible")
-    from bench.hw import fake_cuda
 
     return CudaDevice(torch, index, "cpu" if fake_cuda.active() is not None else None)
 

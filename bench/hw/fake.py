@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from bench.hw.device import StepTimer
+
 
 class FakeNVMLError(Exception):
     """Raised for a sensor the fake was told is unsupported (like NVMLError_NotSupported)."""
@@ -384,8 +386,6 @@ class FakeCudaDevice:
         self.syncs += 1
 
     def make_timer(self) -> Any:
-        from bench.hw.device import StepTimer
-
         return StepTimer(self.clock)
 
     def reset_peak(self) -> None:

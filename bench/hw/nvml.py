@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.hw import fake_cuda
+from bench.hw.fake import FakeNvml
+
 # NVML constants, spelled out so the fake needs no pynvml and old pynvml versions still work.
 NVML_FI_DEV_POWER_INSTANT = 186  # instantaneous power draw, mW (Hopper+ drivers)
 NVML_CLOCK_SM = 1
@@ -314,13 +317,9 @@ def _own_pids(status_path: str = "/proc/self/status") -> list[int]:
 
 def _fake_nvml() -> Any | None:
     """The fake NVML that goes with ``bench.hw.fake_cuda``'s fake GPU, when one is installed."""
-    from bench.hw import fake_cuda
-
     fake = fake_cuda.active()
     if fake is None:
         return None
-    from bench.hw.fake import FakeNvml
-
     return FakeNvml(**fake.nvml_script())
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -37,9 +36,17 @@ from typing import Any, Protocol
 
 from bench._version import __version__
 from bench.analysis.paired import all_settled, settle
+from bench.hw import env
+from bench.hw.device import open_device
+from bench.jobs.isolate import Interpreter, run_isolated
+from bench.measure.models import resolve
+from bench.measure.runner import run_point
+from bench.measure.step import ModelCache
+from bench.results import files
 from bench.results.ab import ERROR, OK, SIDES, ABResult, Round, Side, SidePoint, SideRun
+from bench.results.codec import dumps, to_dict
 from bench.results.errors import BenchError, failure_text
-from bench.results.schema import MeasureSettings, Workload, dumps, to_dict
+from bench.results.schema import MeasureSettings, Workload
 
 DEFAULT_SETTINGS = MeasureSettings(
     warmup_steps=3, min_steps=3, max_time_seconds=1.0, min_time_seconds=1.0, isolate=True
@@ -107,11 +114,6 @@ def measure_in_child(
     so the two sides' bench versions need only agree on this dictionary."""
     import torch
 
-    from bench.hw.device import open_device
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-    from bench.measure.step import ModelCache
-
     wl, st = Workload(**workload), MeasureSettings(**settings)
     device, cache, points = open_device(wl.device), ModelCache(), []
     spec = resolve(wl.model)
@@ -140,8 +142,6 @@ class ChildSideRunner:
         self.timeout_seconds = timeout_seconds  # a hung child is killed then: a failed side, not a hung job
 
     def interpreter(self, s: Side) -> Any:
-        from bench.jobs.isolate import Interpreter
-
         env = dict(os.environ)
         parts = [p for p in (s.path, self.shim, env.get("PYTHONPATH")) if p]
         env["PYTHONPATH"] = os.pathsep.join(parts)
@@ -150,8 +150,6 @@ class ChildSideRunner:
     def __call__(
         self, side: Side, workload: Workload, batch_sizes: Sequence[int], settings: MeasureSettings
     ) -> SideRun:
-        from bench.jobs.isolate import run_isolated
-
         start = time.perf_counter()
         try:
             outcome = run_isolated(
@@ -189,7 +187,7 @@ def _now() -> str:
 
 
 def default_out_path(workload: Workload) -> Path:
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    model = files.slug(workload.model)
     return Path("bench_results") / f"ab-{model}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
 
 
@@ -237,7 +235,6 @@ def run_ab(
         raise BenchError("need 2 <= --min-rounds <= --max-rounds")
     if not max_time_seconds > 0:
         raise BenchError("--max-time must be > 0 seconds")
-    from bench.hw import env
 
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
@@ -246,7 +243,7 @@ def run_ab(
     wall0 = time.perf_counter()
     out = Path(out_path) if out_path is not None else None
     result = ABResult(
-        run_id=f"ab-{re.sub(r'[^A-Za-z0-9_.-]+', '_', workload.model)}-{uuid.uuid4().hex[:8]}",
+        run_id=f"ab-{files.slug(workload.model)}-{uuid.uuid4().hex[:8]}",
         status="running", started_at=_now(), finished_at=None, environment=env.collect(),
         workload=workload, settings=settings, batch_sizes=tuple(batch_sizes), threshold=threshold,
         a=a, b=b, seed=seed, min_rounds=min_rounds, max_rounds=max_rounds,
@@ -256,10 +253,8 @@ def run_ab(
     def save(r: ABResult) -> ABResult:
         r = replace(r, wall_seconds=time.perf_counter() - wall0)
         if out is not None:
-            from bench.jobs.sweep_loop import write_json_atomic
-
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out, dumps(r))
+            files.write_json_atomic(out, dumps(r))
         return r
 
     try:

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.analysis.diagnose import diagnose_run
+from bench.jobs.sweep_loop import measure_sweep
 from bench.results.errors import BenchError, first_line
 from bench.results.schema import ERROR, OK, Advice, MeasureSettings, Point, SweepResult, Workload
 
@@ -142,8 +143,6 @@ def sweep_measure(settings: MeasureSettings, *, annotate_steps: bool = False) ->
     on CPU, as the sweep's points were), with the sweep's settings; its file goes to a temp folder."""
 
     def measure(workload: Workload, batch_size: int) -> Point:
-        from bench.jobs.sweep_loop import measure_sweep  # the job (jobs.sweep) imports this module
-
         with tempfile.TemporaryDirectory(prefix="bench-advise-") as tmp:
             result = measure_sweep(
                 workload,

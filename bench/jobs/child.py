@@ -22,12 +22,17 @@ dies. Processes the work started (DataLoader workers) are killed before the chil
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 import os
 import pickle
 import signal
 import sys
 import threading
 from typing import Any, BinaryIO
+
+from bench.hw import host
+from bench.results.errors import BenchError, first_line
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -37,8 +42,6 @@ def _die_with_parent(parent_pid: int) -> None:
     parent died before the request was made."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):  # no libc/prctl: the pipe watchdog still covers it
@@ -50,13 +53,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _kill_descendants() -> None:
     """SIGKILL every process this child started (DataLoader workers): none may outlive it."""
     try:
-        import psutil
-
-        for proc in psutil.Process().children(recursive=True):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        host.kill_all(host.descendants())
     except Exception:  # noqa: BLE001 - best effort on the way out
         pass
 
@@ -92,11 +89,7 @@ def _serve(work_fd: int, out: BinaryIO) -> None:
     sys.path[:0] = [p for p in parent_path if p not in sys.path]  # the caller's modules resolve here too
     threading.Thread(target=_watch_parent, args=(work_fd,), daemon=True, name="bench-parent-watch").start()
 
-    from bench.results.errors import BenchError, first_line
-
     try:
-        import importlib
-
         target, args = pickle.loads(inner)
         module_name, _, fn_name = target.partition(":")
         fn = getattr(importlib.import_module(module_name), fn_name)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.gate import Comparison, NoiseFloor, compare, noise_floor, parse_threshold
+from bench.results.codec import result_from_dict
 from bench.results.errors import BenchError
-from bench.results.schema import SweepResult, result_from_dict
+from bench.results.schema import SweepResult
 from bench.results.store import DEFAULT_DB, get_baseline, list_runs, load_run, load_run_data
 
 HISTORY_NOISE_RUNS = 200  # newest stored sweeps of the model looked at for the noise floor

@@ -34,7 +34,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.analysis import stats
-from bench.measure.runner import Sync
+from bench.hw.device import open_device, parse_device
+from bench.measure.runner import Sync, run_point
 from bench.results.errors import BenchError, first_line
 from bench.results.schema import (
     ERROR,
@@ -98,8 +99,6 @@ def detect(environ: Mapping[str, str] | None = None) -> RankEnv | None:
 
 def rank_device(spec: str, env: RankEnv) -> str:
     """The device this rank measures on: its local GPU (``cuda:LOCAL_RANK``), or the CPU."""
-    from bench.hw.device import parse_device
-
     kind, index = parse_device(spec)
     if kind == "cpu":
         return "cpu"
@@ -415,8 +414,6 @@ class Ranks:
         Every rank returns the same combined point. A point that failed here but not on every
         rank is a BenchError naming this rank (the others are stuck in an all-reduce).
         """
-        from bench.measure.runner import run_point
-
         train = workload.mode == "train"
         self.comm.reset()
         point = run_point(
@@ -504,7 +501,6 @@ def maybe_ranks(
     if env is None:
         yield workload, None
         return
-    from bench.hw.device import open_device
 
     device = open_device(rank_device(workload.device, env))
     with open_ranks(env, device, parse_timeout(timeout_seconds)) as ranks:

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import psutil
-
+from bench.hw import host
 from bench.results.errors import BenchError, first_line
 
 _EOF = ("eof", None)  # the reader thread's last message: the child closed its end
@@ -37,16 +36,6 @@ class ChildOutcome:
     message: str | None = None
     peak_rss_bytes: int | None = None
     exitcode: int | None = None
-
-
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def over_budget_message(rss_bytes: int, limit_bytes: int) -> str:
@@ -145,16 +134,9 @@ def _start_child(
 
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the child and every process it started (DataLoader workers): none is left behind."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
+    family = host.descendants(proc.pid)
     proc.kill()
-    for p in family:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
+    host.kill_all(family)
 
 
 def _stop(proc: subprocess.Popen, work: BinaryIO, timeout: float) -> None:
@@ -194,7 +176,7 @@ def run_isolated(
     """
     deadline = time.monotonic() + timeout_seconds if timeout_seconds is not None else None
     proc, inbox, work = _start_child(target, args, where)
-    ps = psutil.Process(proc.pid)
+    ps = host.ProcessProbe(proc.pid)
     peak = 0
     result: tuple[str, Any] | None = None
     try:
@@ -215,7 +197,7 @@ def run_isolated(
                             "died", message=f"child process still running after {timeout_seconds:g} s: killed"
                         )
                     if rss_limit_bytes is not None:
-                        rss = _tree_rss(ps)
+                        rss = ps.tree_rss_bytes()
                         peak = max(peak, rss)
                         if rss > rss_limit_bytes:
                             _stop(proc, work, timeout=0)

@@ -7,17 +7,20 @@ runs call torchrun directly with its rendezvous flags (README); nothing here re-
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.analysis.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
+from bench.hw.device import cuda_device_count
+from bench.jobs.sweep import ResultWriter
+from bench.results import files
+from bench.results.codec import load_result
 from bench.results.errors import BenchError
 from bench.results.schema import device_kind
 
@@ -37,8 +40,6 @@ def parse_nproc(text: str, device: str, available: int | None = None) -> tuple[i
     cuda = device_kind(device) == "cuda"
     if available is None:
         if cuda:
-            from bench.hw.device import cuda_device_count
-
             available = cuda_device_count()
         else:
             available = os.cpu_count() or 1
@@ -109,18 +110,6 @@ def click_args(ctx: Any, drop: Sequence[str]) -> list[str]:
     return positional + out
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def launch_sweeps(
     counts: Sequence[int],
     args_for: Callable[[int, Path], list[str]],
@@ -149,10 +138,6 @@ def finish_scaling(
 ) -> tuple[list[Any], list[Any]]:
     """Load each world size's result, fill in scaling efficiency against the 1-process run,
     rewrite the files, and write the summary; returns (results, rows)."""
-    from bench.analysis.scaling import scaling_rows, scaling_to_dict, single_device_rates, with_efficiency
-    from bench.jobs.sweep import ResultWriter
-    from bench.results.schema import load_result
-
     results = [load_result(str(path)) for _, path in runs]
     single = single_device_rates(results)
     if single:
@@ -161,7 +146,7 @@ def finish_scaling(
             ResultWriter(path).write(r)
     rows = scaling_rows(results)
     if summary_path is not None:
-        write_json(
+        files.dump_json_atomic(
             summary_path,
             scaling_to_dict(
                 rows,

@@ -48,6 +48,9 @@ from bench.analysis.headroom import (  # noqa: F401 - re-exported: tests and use
     soak_steps_for,
 )
 from bench.analysis.maxbatch_search import ProbeResult, search_down, search_max_batch
+from bench.hw import env as env_mod
+from bench.hw.device import check_device, default_device, open_device
+from bench.jobs.distributed import check_ddp_probes
 from bench.jobs.history import StoreArg, history_path, store_run
 from bench.jobs.maxbatch_probes import (  # probe_in_process and probe_isolated: re-exported
     _allocated,
@@ -57,7 +60,11 @@ from bench.jobs.maxbatch_probes import (  # probe_in_process and probe_isolated:
     probe_in_process,
     probe_isolated,
 )
+from bench.jobs.sweep_loop import ResultWriter
+from bench.measure.models import resolve
+from bench.measure.probe import classes_in_main, spec_for_module
 from bench.results.errors import STICKY, BenchError, StickyCudaError, classify_message, sticky_stop
+from bench.results.files import write_json_atomic
 from bench.results.maxbatch import (  # the results live in the results layer; re-exported here
     ERROR,
     FIT,  # noqa: F401 - re-exported
@@ -134,8 +141,6 @@ def find_max_batch(
     and is neither written nor stored. A sticky CUDA error raises ``StickyCudaError`` (one line:
     the batch, and ``--isolate``) after the probes that finished are written and stored.
     """
-    from bench.jobs.distributed import check_ddp_probes
-    from bench.jobs.sweep_loop import ResultWriter
 
     db = history_path(store)
     if out_path is not None:  # an unwritable output is bad input: said before minutes of probing
@@ -153,7 +158,6 @@ def find_max_batch(
 
 def _keep(result: MaxBatchResult, db: Path | None, out_path: Path | str | None, ddp: bool) -> MaxBatchResult:
     """Store the result in the history and write its file; the result with any notice about it."""
-    from bench.jobs.sweep_loop import write_json_atomic
 
     if ddp:
         note = "probes ran the model in DistributedDataParallel (one-process group): buckets allocated"
@@ -182,8 +186,6 @@ def check_inputs(
 ) -> None:
     """Bad input to ``find_max_batch`` as one BenchError line before anything starts (the command
     calls it before it says what it searches): options, device, model, output file, history."""
-    from bench.hw.device import check_device
-    from bench.measure.models import resolve
 
     g = granularity
     if g is None:
@@ -195,8 +197,6 @@ def check_inputs(
     check_device(workload.device)
     resolve(workload.model)
     if out_path is not None:
-        from bench.jobs.sweep_loop import ResultWriter
-
         ResultWriter(out_path)
     history_path(store)
 
@@ -213,8 +213,6 @@ def _workload_and_spec(
     model_or_workload: Any, input_shape: tuple[int, ...] | None, options: dict[str, Any]
 ) -> tuple[Workload, Any]:
     """The workload to search and, for a caller's ``nn.Module``, the spec that builds copies of it."""
-    from bench.hw.device import default_device
-    from bench.measure.probe import spec_for_module
 
     spec = None
     try:
@@ -280,10 +278,6 @@ def _search(
     The result proves the answer: ``max_batch_size`` was run and fit, ``failed_batch_size`` (max +
     granularity) was run and did not. The soak is time-boxed to ``headroom.SOAK_SHARE`` of the search.
     """
-    from bench.hw import env as env_mod
-    from bench.hw.device import check_device, open_device
-    from bench.measure.models import resolve
-    from bench.measure.probe import classes_in_main
 
     started_wall = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()

@@ -10,6 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from bench.hw.device import host_available_bytes, open_device
+from bench.jobs.distributed import probe_wrap
+from bench.jobs.isolate import run_isolated
+from bench.measure.probe import run_probe
+from bench.measure.runner import own_peak_rss_bytes
 from bench.results.errors import BenchError
 from bench.results.maxbatch import ERROR, FIT, OOM, OVER_BUDGET, PROBE_STEPS, ProbeRecord
 from bench.results.schema import Timing, Workload, device_kind
@@ -32,12 +37,9 @@ def probe_in_process(
 ) -> ProbeRecord:
     """One probe in this process (``bench.measure.probe.run_probe``), with the model in DDP when
     ``ddp`` (a one-process group: its gradient buckets allocated)."""
-    from bench.measure.probe import run_probe
 
     wrap = None
     if ddp:
-        from bench.jobs.distributed import probe_wrap
-
         wrap = probe_wrap(device)
     return run_probe(
         workload, batch_size, device, steps, spec=spec, previous_allocated_bytes=previous_allocated_bytes,
@@ -58,8 +60,6 @@ def _probe_child(
 ) -> dict[str, Any]:
     """Child-process body: one probe (under the parent's allocator cap), then this process's own
     lifetime peak RSS."""
-    from bench.hw.device import open_device
-    from bench.measure.runner import own_peak_rss_bytes
 
     device = open_device(workload.device)
     if memory_fraction is not None:
@@ -84,7 +84,6 @@ def probe_isolated(
     """One probe in a fresh child. On CPU the parent kills the child past ``budget_bytes`` of RSS,
     and a child that finished fits only if its own peak RSS stayed within the budget. On a GPU
     ``memory_fraction`` caps the child's caching allocator (``--memory-limit``)."""
-    from bench.jobs.isolate import run_isolated
 
     start = time.perf_counter()
     cpu = device_kind(workload.device) == "cpu"
@@ -144,7 +143,6 @@ def _budget(device: Any, memory_limit: str | int | None) -> tuple[int, str, list
         if limit > free:
             notices.append(f"the memory limit {limit} bytes is above the {free} bytes free")
         return limit, "memory limit", notices
-    from bench.hw.device import host_available_bytes
 
     available = host_available_bytes()
     if memory_limit is None:

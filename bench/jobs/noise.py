@@ -15,7 +15,6 @@ The result is frozen (``bench.results.noise.NoiseResult``), written atomically a
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.noise_scale import estimate
+from bench.hw.device import default_device, open_device
+from bench.hw.env import collect
+from bench.jobs.distributed import detect, open_ranks, parse_timeout, rank_device
+from bench.measure.data import image_folder, train_transform
+from bench.measure.models import resolve
+from bench.measure.noise import (
+    GradientSource,
+    LocalNormHook,
+    check_fits,
+    draw_indices,
+    frozen_buffers,
+    load_checkpoint,
+    load_dataset,
+    local_norm_allreduce_hook,
+    loss_function,
+    rank_draw,
+    train_steps,
+)
+from bench.results import files
 from bench.results.errors import BenchError
 from bench.results.noise import NoiseDraw, NoiseEstimate, NoiseResult
 
@@ -70,18 +88,14 @@ class NoiseProgress:
 
 def default_noise_path(model: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("bench_results") / f"noise-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}-{stamp}.json"
+    return Path("bench_results") / f"noise-{files.slug(model)}-{stamp}.json"
 
 
 def open_dataset(dataset: Any, data_dir: str | None, image_size: int) -> tuple[Any, str]:
     """(the data set, its description): a factory spec or object, or an ImageFolder tree."""
-    from bench.measure.noise import load_dataset
-
     if (dataset is None) == (data_dir is None):
         raise BenchError("give one data set: --dataset package.module:factory or --data-dir FOLDER")
     if data_dir is not None:
-        from bench.measure.data import image_folder, train_transform
-
         return image_folder(data_dir, train_transform(image_size)), data_dir
     if isinstance(dataset, str):
         return load_dataset(dataset), dataset
@@ -91,9 +105,6 @@ def open_dataset(dataset: Any, data_dir: str | None, image_size: int) -> tuple[A
 def _source(model: Any, dataset: Any, device: str, checkpoint: str | None) -> tuple[Any, str]:
     """(GradientSource on the device, the model's name)."""
     import torch
-
-    from bench.measure.models import resolve
-    from bench.measure.noise import GradientSource, load_checkpoint, loss_function
 
     if isinstance(model, torch.nn.Module):
         module, loss, name = model, torch.nn.functional.cross_entropy, type(model).__name__
@@ -121,9 +132,6 @@ def measure_noise(
     """The simple noise scale of ``model`` (a bench model name or an ``nn.Module``) on ``dataset``
     (``package.module:factory`` or a map-style data set of (input, target)) or ``data_dir``.
     Bad input is a BenchError before any measuring; the result file is written when ``out_path``."""
-    from bench.hw.device import default_device
-    from bench.jobs.distributed import detect
-
     t_wall = clock()
     started = dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
     rank_env = detect()
@@ -149,8 +157,6 @@ DEFAULT_BIG_BATCH = 1024
 
 def _checked(source: Any, settings: NoiseSettings) -> tuple[int, NoiseSettings]:
     """(data set size, the settings with the big batch decided) once the data set fits the model."""
-    from bench.measure.noise import check_fits
-
     small, big = settings.small_batch, settings.big_batch
     check_fits(source, small)
     n = len(source.dataset)
@@ -171,8 +177,6 @@ def _measure(
     """Train (if asked), then draw until the interval is narrow enough or the time is up:
     (draws, seconds, converged, interrupted). Ctrl-C after a draw keeps the draws so far."""
     import torch
-
-    from bench.measure.noise import draw_indices, frozen_buffers, train_steps
 
     gen = torch.Generator().manual_seed(settings.seed)
     train_steps(source, settings.train_steps, settings.big_batch, settings.train_lr, gen)
@@ -201,7 +205,6 @@ def _finish(
     draws: list[NoiseDraw], population: int | None, seconds: float, converged: bool, started: str,
     wall: float, out_path: Any, small: int, big: int, world_size: int = 1, interrupted: bool = False,
 ) -> NoiseResult:  # fmt: skip
-    from bench.hw.env import collect
 
     est = estimate(draws, small, big, population)
     notices = []
@@ -231,13 +234,9 @@ def _finish(
 
 
 def write_noise(result: NoiseResult, path: Path) -> None:
-    import json
-
-    from bench.jobs.sweep import write_json_atomic
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        files.dump_json_atomic(path, result.to_dict())
     except OSError as exc:
         raise BenchError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -251,10 +250,6 @@ def measure_on_ranks(
     t_wall: float,
 ) -> NoiseResult:  # fmt: skip
     """``bench.jobs.noise.measure_noise`` on this rank; every rank returns the same estimate."""
-    from bench.hw.device import open_device
-    from bench.jobs.distributed import open_ranks, parse_timeout, rank_device
-    from bench.measure.noise import check_fits, train_steps
-
     dev = open_device(rank_device(device, env))
     dev_name = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
     small, big = settings.small_batch, settings.small_batch * env.world_size
@@ -286,14 +281,6 @@ def _draw_loop(
 ) -> tuple[list[NoiseDraw], float, bool]:  # fmt: skip
     import torch
     from torch.nn.parallel import DistributedDataParallel
-
-    from bench.measure.noise import (
-        GradientSource,
-        LocalNormHook,
-        frozen_buffers,
-        local_norm_allreduce_hook,
-        rank_draw,
-    )
 
     ids = [ranks.device.index] if ranks.device.kind == "cuda" else None
     ddp = DistributedDataParallel(source.model, device_ids=ids)

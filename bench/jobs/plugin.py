@@ -27,14 +27,22 @@ environment where bench is installed.
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 import time
-import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from bench.analysis.gate import INCONCLUSIVE, REGRESSION, gate_values, parse_threshold
+from bench.hw.device import check_device, default_device, open_device
+from bench.measure.models import resolve
+from bench.measure.module_copy import module_spec
+from bench.measure.step import precision_mode, prepare
+from bench.results.errors import BenchError
+from bench.results.schema import Workload
 
 
 @dataclass(frozen=True)
@@ -112,12 +120,6 @@ class ModelStepRunner:
         ``pkg.module:factory``) or an ``nn.Module`` (a copy is measured; yours is not touched).
         ``input_shape``: the per-sample input of an ``nn.Module`` that is not a 3xSxS image classifier
         (a float tensor; labels come from the output's last dimension)."""
-        from bench.hw.device import check_device, default_device, open_device
-        from bench.measure.models import ModelSpec, resolve
-        from bench.measure.step import precision_mode, prepare
-        from bench.results.errors import BenchError
-        from bench.results.schema import Workload
-
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise BenchError(f"batch_size must be a positive integer, got {batch_size!r}")
         if warmup < 0 or rounds < 1 or steps_per_round < 1 or repeat < 1:
@@ -128,14 +130,7 @@ class ModelStepRunner:
             name = model
         else:
             name = type(model).__name__
-            frozen = copy.deepcopy(model).cpu()
-            unique = f"module:{name}#{uuid.uuid4().hex[:8]}"  # prepare() caches per-name facts
-            spec = ModelSpec(
-                name=unique,
-                source="module",
-                build=lambda: copy.deepcopy(frozen),
-                input_shape=tuple(input_shape) if input_shape else None,
-            )
+            spec = module_spec(model, input_shape, label=f"module:{name}")  # a CPU copy, never on the device
         workload = Workload(
             model=spec.name, mode=mode, precision=precision, channels_last=channels_last, compile=compile,
             image_size=image_size, device=dev, optimizer=optimizer, seq_len=seq_len,
@@ -188,8 +183,6 @@ class ModelStepRunner:
 
     def _check_gate(self, result: StepBenchmark) -> None:
         """--bench-gate: this test's repeats against the saved run's, with bench compare's test."""
-        from bench.analysis.gate import INCONCLUSIVE, REGRESSION, gate_values, parse_threshold
-
         name = getattr(self._benchmark, "name", None)
         saved = next((b for b in self._gate.get("benchmarks", []) if b.get("name") == name), None)
         if saved is None:
@@ -203,7 +196,6 @@ class ModelStepRunner:
             pytest.fail(line, pytrace=False)
         if v.verdict == INCONCLUSIVE:
             more = f"; ~{v.repeats_needed} repeats would settle it" if v.repeats_needed else ""
-            import warnings
 
             warnings.warn(f"{line}{more}", stacklevel=2)
 
@@ -242,8 +234,6 @@ def bench_model(benchmark: Any, request: Any) -> Any:
     gate_path = request.config.getoption("--bench-gate", default=None)
     gate = None
     if gate_path:
-        import json
-
         with open(gate_path, encoding="utf-8") as fh:
             gate = json.load(fh)
     runner = ModelStepRunner(

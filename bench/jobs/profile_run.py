@@ -12,18 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.hw import env as env_mod
+from bench.jobs.maxbatch import find_max_batch
 from bench.jobs.profiles import Profile, ProfileEntry
+from bench.jobs.report import write_report
 from bench.jobs.sweep import powers_of_two_up_to, run_sweep
+from bench.jobs.trace import trace_batch
+from bench.present.display import profile_lines, profile_table, sweep_table
+from bench.present.report import ReportRun, run_labels
+from bench.results import files
+from bench.results.codec import load_result, to_dict
 from bench.results.errors import BenchError, StickyCudaError, failure_text
 from bench.results.maxbatch import MaxBatchResult, load_max_batch
-from bench.results.schema import Environment, SweepResult, load_result, to_dict
+from bench.results.schema import Environment, SweepResult
+from bench.results.store import import_file, save_run
 
 MANIFEST_DIR = Path(".bench") / "profiles"
 
@@ -107,14 +115,14 @@ class Manifest:
 
     def record(self, key: str, sweep: str | None, max_batch: str | None) -> None:
         self.cells[key] = {"sweep": sweep, "max_batch": max_batch}
-        from bench.jobs.sweep_loop import write_json_atomic  # no temp file left behind, even on a full disk
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, json.dumps(self.cells, indent=2))
+        files.write_json_atomic(
+            self.path, json.dumps(self.cells, indent=2)
+        )  # no temp file left, even on a full disk
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+    return files.slug(text).strip("_")
 
 
 EventFn = Callable[[str, dict[str, Any]], None]
@@ -136,8 +144,6 @@ def run_profile(
     ``db_path``: store each run in the history as soon as its cell finishes (resumed cells too, if
     they are not there yet), so an interruption or a later failure loses nothing.
     """
-    from bench.hw import env as env_mod
-
     environment = env_mod.collect()
     manifest = Manifest(profile.name, manifest_dir)
     out_dir = Path(results_dir) / slug(profile.name)
@@ -204,8 +210,6 @@ def run_profile(
             sticky = sticky or isinstance(exc, StickyCudaError)
         except KeyboardInterrupt:  # the points finished so far are in the file: keep them in the history
             if db_path is not None and sweep_path.is_file() and suite.history_warning is None:
-                from bench.results.store import import_file
-
                 try:
                     import_file(db_path, str(sweep_path))
                 except BenchError as exc:
@@ -268,7 +272,6 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
     warning and not tried again: measuring goes on, the result files keep every run."""
     if db_path is None or suite.history_warning is not None:
         return cell
-    from bench.results.store import save_run
 
     try:
         for run in (cell.sweep, cell.search):
@@ -282,8 +285,6 @@ def _stored(cell: CellOutcome, db_path: Path | str | None, suite: SuiteResult) -
 
 def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResult, str]:
     """Max-batch search for one cell; its JSON beside the sweep's (stored with the cell, later)."""
-    from bench.jobs.maxbatch import find_max_batch  # noqa: PLC0415 - torch, only when searching
-
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = find_max_batch(
         entry.workload, out_path=out_path, granularity=entry.granularity, memory_limit=entry.memory_limit
@@ -294,8 +295,6 @@ def _search_max_batch(entry: ProfileEntry, out_path: Path) -> tuple[MaxBatchResu
 def _trace_best(entry: ProfileEntry, batch_size: int, out_dir: Path) -> str:
     """A PyTorch profiler trace (Perfetto/HTA) and top-operator table of the best batch; the Nsight
     Systems capture of the same workload is ``bench trace`` (it needs nsys on the machine)."""
-    from bench.jobs.trace import trace_batch  # noqa: PLC0415 - torch.profiler: an optional step
-
     return str(trace_batch(entry.workload, batch_size, out_dir=out_dir, capture_nsys=False).out_dir)
 
 
@@ -312,8 +311,6 @@ def _copy_beside(path: str | None, report_dir: Path | str) -> str:
 
 def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
     """One report over every cell of the matrix (resumed cells included), max batches attached."""
-    from bench.present.report import ReportRun, build_report, run_labels
-
     cells = [c for c in suite.cells if c.sweep is not None]
     if not cells:
         return None
@@ -330,7 +327,7 @@ def write_profile_report(suite: SuiteResult, report_dir: Path | str) -> Any:
         )
     profile = suite.profile
     title = f"bench run {profile.name}" + (f": {profile.description}" if profile.description else "")
-    files = build_report(runs, report_dir, title=title)
+    files = write_report(runs, report_dir, title=title)
     suite.report_paths[:] = [str(files.html), str(files.markdown)]
     return files
 
@@ -340,8 +337,6 @@ def finish_profile(
 ) -> SuiteResult:
     """Store every measured run in the history, write the report (``report_dir``, else the
     profile's ``report``), and print the tables, the recommendations and what failed."""
-    from bench.present.display import profile_lines, profile_table, sweep_table
-
     suite.cells[:] = [cell if cell.stored else _stored(cell, db_path, suite) for cell in suite.cells]
     for cell in suite.cells:
         if cell.sweep is not None and not cell.skipped:

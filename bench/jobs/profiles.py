@@ -51,9 +51,13 @@ from typing import Any
 
 import tomllib
 
+from bench.hw.device import check_device, default_device
 from bench.jobs.sweep import parse_batch_sizes
+from bench.measure.models import resolve
 from bench.results.errors import BenchError
+from bench.results.noise import parse_noise_scale
 from bench.results.schema import DATA_SOURCES, MODES, PRECISIONS, MeasureSettings, Workload, default_min_time
+from bench.results.units import parse_bytes
 
 
 def shipped_profiles_dir() -> Path:
@@ -225,10 +229,6 @@ def load_profile(name_or_path: str, device_override: str | None = None) -> Profi
 
 
 def parse_profile(data: dict[str, Any], where: str, name: str, device_override: str | None = None) -> Profile:
-    from bench.hw.device import check_device, default_device
-    from bench.measure.models import resolve
-    from bench.results.units import parse_bytes
-
     c = _Checker(where, data)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -362,8 +362,6 @@ def parse_profile(data: dict[str, Any], where: str, name: str, device_override: 
 def _noise_scale(c: Any, where: str) -> tuple[float, str] | None:
     """``noise_scale = 230`` or ``noise_scale = "noise.json"`` (a `bench noise` result, relative
     to the profile's folder) -> (B_noise, its source)."""
-    from bench.results.noise import parse_noise_scale
-
     value = c.get("noise_scale", (float, str), None)
     if value is None:
         return None

@@ -55,7 +55,7 @@ def recommend_for(
     check_lr_reference(base_batch, base_lr)
     db = history_path(store)
     if find is None:
-        from bench.jobs.maxbatch import find_max_batch as find  # torch: only when searching
+        pass
     search = find(workload, **search_options)
     warning = store_run(db, search)
     if on_search is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.recommend import check_lr_reference, recommend
+from bench.hw.device import check_device
+from bench.jobs.advise import sweep_measure, with_advice
 from bench.jobs.history import StoreArg, history_path, store_run
 from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names live here
     DEFAULT_BATCH_SIZES,
@@ -28,9 +30,11 @@ from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names liv
     with_analysis,
     write_json_atomic,
 )
+from bench.measure.models import resolve
+from bench.present.display import PlainProgress
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
-from bench.results.schema import MeasureSettings, SweepResult, Workload
+from bench.results.schema import MeasureSettings, Recommendation, SweepResult, Workload
 from bench.results.store import matching_max_batch
 
 MAX_BATCH_SIZE = 2**63 - 1  # the largest integer the results history (SQLite) can hold
@@ -130,8 +134,6 @@ def run_sweep(
     out_path = Path(out_path) if out_path is not None else default_out_path(workload)
     emit = on_event or (lambda e: None)
     if progress or (progress is None and on_event is None and main):
-        from bench.present.display import PlainProgress
-
         emit = _both(on_event, PlainProgress())
         stored = f"; history {db}" if db is not None else ""
         emit(SweepEvent("notice", message=f"results in {out_path}{stored}"))
@@ -182,9 +184,6 @@ def check_inputs(
     """Bad input as one BenchError line before anything runs (the command calls it before its live
     display starts): the device, the model, the learning-rate reference, the history's folder.
     Returns the history path (None: not stored)."""
-    from bench.hw.device import check_device
-    from bench.measure.models import resolve
-
     check_device(workload.device)
     resolve(workload.model)
     check_lr_reference(base_batch, base_lr)
@@ -210,8 +209,24 @@ def finish_sweep(
         search = _history_search(db, result, emit)
     if advise and result.status == "complete":
         result = _with_measured_advice(result, emit)
-    rec = recommend(result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source)
+    rec = recommend_run(
+        result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source
+    )
     return replace(result, recommendation=rec)
+
+
+def recommend_run(
+    result: SweepResult,
+    search: MaxBatchResult | None = None,
+    base_batch: int | None = None,
+    base_lr: float | None = None,
+    *,
+    noise_scale: float | None = None,
+    noise_source: str | None = None,
+) -> Recommendation:
+    """The one call of ``bench.analysis.recommend.recommend``: a finishing sweep (``finish_sweep``)
+    and a report of a run stored without its picks (``bench.jobs.report``) both come here."""
+    return recommend(result, search, base_batch, base_lr, noise_scale=noise_scale, noise_source=noise_source)
 
 
 def _history_search(db: Path, result: SweepResult, emit: EventFn) -> MaxBatchResult | None:
@@ -227,7 +242,6 @@ def _history_search(db: Path, result: SweepResult, emit: EventFn) -> MaxBatchRes
 
 def _with_measured_advice(result: SweepResult, emit: EventFn) -> SweepResult:
     """Re-measure the flagged points with the change each verdict points to (``bench.jobs.advise``)."""
-    from bench.jobs.advise import sweep_measure, with_advice  # advise measures through sweep_loop
 
     def say(batch_size: int, change: str) -> None:
         emit(SweepEvent("advice", batch_size=batch_size, message=f"batch {batch_size} again with {change}"))

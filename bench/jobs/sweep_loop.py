@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import re
 import tempfile
 import time
 import uuid
@@ -21,10 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from bench._version import __version__
+from bench.analysis.contention import assess, cores_needed
 from bench.analysis.diagnose import with_diagnoses
+from bench.analysis.stats import combine_repeats
+from bench.hw import cpu_load, env
+from bench.hw.device import check_device, open_device, parse_device
+from bench.hw.nvml import open_monitor
+from bench.jobs.isolate import run_isolated
+from bench.measure.annotate import sweep_instrumentation
 from bench.measure.flops import count_flops_per_sample, peak_notice
 from bench.measure.flops import figures as flop_figures
+from bench.measure.models import resolve
+from bench.measure.runner import run_point
+from bench.measure.step import ModelCache
+from bench.measure.telemetry import busy_cpu_notice
+from bench.results import files
+from bench.results.codec import dumps
 from bench.results.errors import STICKY, BenchError, classify_message, failure_text, sticky_stop
+from bench.results.files import slug
 from bench.results.schema import (
     ERROR,
     OK,
@@ -36,7 +48,6 @@ from bench.results.schema import (
     Workload,
     default_sample_interval,
     device_kind,
-    dumps,
 )
 
 DEFAULT_BATCH_SIZES = {
@@ -55,38 +66,16 @@ def _now() -> str:
 def default_out_path(workload: Workload, started: dt.datetime | None = None) -> Path:
     """bench_results/sweep-<model>-<device>-<precision>-<mode>-<timestamp>.json in the cwd."""
     started = started or dt.datetime.now()
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload.model)
+    model = slug(workload.model)
     device = workload.device.replace(":", "")
     stamp = started.strftime("%Y%m%d-%H%M%S")
     return Path("bench_results") / f"sweep-{model}-{device}-{workload.precision}-{workload.mode}-{stamp}.json"
 
 
-def _file_mode() -> int:
-    """0644 under the usual umask: what ``open()`` would give a new file (mkstemp gives 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_json_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename): a reader,
-    or a resume after a crash, never sees half a file. Every results file (sweep, max-batch,
-    profile cell) is written here, with one file mode. Raises OSError."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``bench.results.files.write_json_atomic``, looked up at call time (so a test that fills the
+    disk there reaches every writer): the name ``jobs.maxbatch`` imports from here."""
+    files.write_json_atomic(path, text)
 
 
 class ResultWriter:
@@ -106,7 +95,7 @@ class ResultWriter:
             raise BenchError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
 
     def write(self, result: SweepResult) -> None:
-        write_json_atomic(self.path, dumps(result))
+        files.write_json_atomic(self.path, dumps(result))
 
     @property
     def where(self) -> Path | None:
@@ -123,14 +112,14 @@ class ResultWriter:
             return None
         target = self.fallback or self.path
         try:
-            write_json_atomic(target, dumps(result))
+            files.write_json_atomic(target, dumps(result))
             return None
         except OSError as exc:
             why = f"{target}: {exc.strerror or exc}"
         if self.fallback is None:
             fallback = Path(tempfile.gettempdir()) / self.path.name
             try:
-                write_json_atomic(fallback, dumps(result))
+                files.write_json_atomic(fallback, dumps(result))
                 self.fallback = fallback
                 return f"cannot write {why}; every point is saved in {fallback} instead"
             except OSError:
@@ -180,12 +169,6 @@ def _point_in_child(
     emit: Callable[[Any], None],
 ) -> Point:
     """Child-process body: a fresh interpreter measures one point and returns it."""
-    from bench.hw.device import open_device
-    from bench.hw.nvml import open_monitor
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-    from bench.measure.trace import sweep_instrumentation
-
     device = open_device(workload.device)
     monitor = open_monitor(device.index, device.uuid())
     annotate, hooks = sweep_instrumentation(annotate_steps, device.kind, batch_size=batch_size)
@@ -213,8 +196,6 @@ def _measure_point_isolated(
     report: Callable[[Any], None],
     annotate_steps: bool,
 ) -> Point:
-    from bench.jobs.isolate import run_isolated
-
     start = time.perf_counter()
     outcome = run_isolated(
         "bench.jobs.sweep_loop:_point_in_child",
@@ -249,8 +230,6 @@ def _repeat_rounds(
     order (b1, b2, ..., b1, b2, ...), so drift over the run hits every size alike. ``points`` (one
     per size) is updated in place with ``combine_repeats``; the file is rewritten after each.
     ``new_round`` runs before each round (an in-process sweep builds its model anew there)."""
-    from bench.analysis.stats import combine_repeats
-
     runs = {p.batch_size: [p] for p in points}
     again = [p.batch_size for p in points if p.status == OK]
     for r in range(2, repeat + 1):
@@ -283,9 +262,6 @@ def _contention_watch(
     """Runs one measurement and marks its point with other processes' share of the CPU over it
     (``settings.check_contention``; off, or one rank of several (``single`` False): the point as
     measured)."""
-    from bench.analysis.contention import assess, cores_needed
-    from bench.hw import cpu_load
-
     if not settings.check_contention or not single:
         return lambda run: run()
     meter = cpu_load.default_meter()
@@ -357,7 +333,7 @@ def measure_sweep(
     (its recommendation, its advice) before the file's last write; the job supplies it.
 
     ``annotate_steps``: NVTX (CUDA) and profiler ranges per step and phase, and
-    cudaProfilerStart/Stop around each timed window (``bench.measure.trace``); their cost measured
+    cudaProfilerStart/Stop around each timed window (``bench.measure.annotate``); their cost measured
     0.04% of a CPU step (``bench.benchmarks.annotation_overhead``).
 
     ``ranks``: a ``bench.jobs.distributed.Ranks`` when this process is one rank of a torchrun job:
@@ -369,64 +345,22 @@ def measure_sweep(
     carries the final result as ``exc.partial_result``. A results file that cannot be written
     mid-sweep (a full disk) is a notice: measuring goes on (``ResultWriter.save``).
     """
-    from bench.hw import env
-    from bench.hw.device import check_device, open_device, parse_device
-    from bench.hw.nvml import open_monitor
-    from bench.measure.models import resolve
-    from bench.measure.runner import run_point
-    from bench.measure.step import ModelCache
-
     command_start = time.perf_counter()
-    settings = settings or MeasureSettings()
     emit = on_event or (lambda e: None)
-    check_device(workload.device)
-    spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
-    kind = device_kind(workload.device)
-    sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
-    if any((not isinstance(b, int)) or b <= 0 for b in sizes):
-        raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
-    if settings.sample_interval_seconds is None:  # recorded in the file as the value used
-        settings = replace(settings, sample_interval_seconds=default_sample_interval(workload.device))
-    isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
-    isolate = isolate and ranks is None  # a rank measures in its own process already
-    settings = replace(settings, isolate=isolate)
+    spec, kind, sizes, settings = _plan(workload, batch_sizes, settings or MeasureSettings(), ranks)
+    isolate = bool(settings.isolate)
     writer = (ResultWriter if ranks is None or ranks.is_main else NoWriter)(
         out_path or default_out_path(workload)
     )
-
-    notices: list[str] = []
-    if workload.h2d and kind == "cpu":
-        notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
-    if workload.precision == "tf32" and kind == "cpu":
-        notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
-    if kind == "cpu":
-        from bench.measure.telemetry import busy_cpu_notice
-
-        if busy := busy_cpu_notice(0.2):
-            notices.append(busy)
-
-    device = monitor = None
-    if not isolate:
-        device = open_device(workload.device) if ranks is None else ranks.device
-        monitor = open_monitor(device.index, device.uuid())
-    else:  # the children open their own; here only to learn whether NVML works
-        monitor = open_monitor(parse_device(workload.device)[1])
-    if not monitor.available:
-        notices.append(
-            f"GPU telemetry unavailable ({monitor.reason}): GPU utilisation, power and energy are null"
-        )
-    if isolate:
-        monitor.close()
-        monitor = None
-
-    started = _now()
+    notices = _start_notices(workload, kind)
+    device, monitor = _open_monitor(workload, isolate, ranks, notices)
     environment = env.collect()
     if note := peak_notice(gpu_in_use(workload, environment), workload.precision):
         notices.append(note)
     result = SweepResult(
         run_id=f"{writer.path.stem}-{uuid.uuid4().hex[:8]}",  # unique: re-runs to one path keep their history
         status="running",
-        started_at=started,
+        started_at=_now(),
         finished_at=None,
         environment=environment,
         workload=replace(workload, model=spec.name),
@@ -461,74 +395,22 @@ def measure_sweep(
     # In-process: one model for the whole sweep, reset before every point (ModelCache): building
     # it again per batch size cost seconds a point on the H100 and measured nothing.
     model_cache = ModelCache() if not isolate and ranks is None else None
-
+    measure = _point_measurer(workload, spec, settings, annotate_steps, device, monitor, ranks, model_cache)
     # under torchrun the other ranks share the cores by design: they would read as a neighbour
     watch = _contention_watch(settings, kind, result.environment, workload, ranks is None)
 
-    def measure(b: int, report: Callable[[Any], None]) -> Point:
+    def measure_watched(b: int, report: Callable[[Any], None]) -> Point:
         """One measurement of batch ``b``, with other processes' share of the CPU over it."""
-        return watch(lambda: _measure_once(b, report))
-
-    def _measure_once(b: int, report: Callable[[Any], None]) -> Point:
-        """One independent measurement of batch ``b``: a fresh process (isolated) or a reset model."""
-        if isolate:
-            return _measure_point_isolated(workload, b, settings, report, annotate_steps)
-        from bench.measure.trace import sweep_instrumentation
-
-        annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
-        point = (ranks.run_point if ranks is not None else run_point)(
-            workload, spec, b, settings, device, monitor, on_progress=report, annotate=annotate, hooks=hooks,
-            **({"model_cache": model_cache} if ranks is None else {}),
-        )  # fmt: skip
-        if point.status == ERROR and classify_message(point.error or "") == STICKY:  # the context is dead
-            raise sticky_stop(b, point.error or "", "sweep", "the finished points are kept")
-        return point
+        return watch(lambda: measure(b, report))
 
     points: list[Point] = []
-    failures_in_row = 0
-    status = "complete"
     try:
         # the first build of the user's model: a factory that exits or hangs ends here, with the
         # file finalised (failed or interrupted) rather than left "running"
         flops_per_sample = count_flops_per_sample(spec, workload.mode, workload.image_size, workload.seq_len)
-        for b in sizes:
-            emit(SweepEvent("point_start", batch_size=b))
-
-            def report(progress: Any, b: int = b) -> None:
-                emit(SweepEvent("progress", batch_size=b, progress=progress))
-
-            point = measure(b, report)
-            points.append(point)
-            if (note := _process_memory_note(monitor, point)) and note not in result.notices:
-                result = replace(result, notices=(*result.notices, note))
-                emit(SweepEvent("notice", message=note))
-            result = save(replace(result, points=tuple(points)))
-            emit(SweepEvent("point_done", batch_size=b, point=point))
-            if point.status == OOM and settings.stop_on_oom:
-                note = f"out of memory at batch {b}: stopped growing the batch there"
-                result = replace(result, notices=(*result.notices, note))
-                emit(SweepEvent("notice", message=note))
-                break
-            if point.status == ERROR:
-                # One size can fail where others work (BatchNorm at batch 1, a kernel without a
-                # path for one shape): record it and go on. Two failures in a row mean the
-                # workload itself is broken: stop rather than fail at every size.
-                failures_in_row += 1
-                stop = failures_in_row >= MAX_FAILURES_IN_ROW
-                then = (
-                    f"{failures_in_row} sizes in a row failed: stopped"
-                    if stop
-                    else "going on with the next size"
-                )
-                note = f"batch {b} failed ({point.error}); {then}"
-                result = replace(result, notices=(*result.notices, note))
-                emit(SweepEvent("notice", message=note))
-                if stop:
-                    break
-            else:
-                failures_in_row = 0
+        result = _measure_sizes(result, sizes, points, measure_watched, save, emit, monitor)
         result = _repeat_rounds(
-            result, points, settings.repeat, workload, measure, save, emit,
+            result, points, settings.repeat, workload, measure_watched, save, emit,
             new_round=model_cache.clear if model_cache is not None else lambda: None,
         )  # fmt: skip
     except KeyboardInterrupt as exc:
@@ -550,6 +432,133 @@ def measure_sweep(
             monitor.close()
         if model_cache is not None:
             model_cache.clear()
-    if status == "complete" and not any(p.status == OK for p in points):
-        status = "failed"
+    status = "complete" if any(p.status == OK for p in points) else "failed"
     return save(replace(result, status=status, finished_at=_now()))
+
+
+def _plan(
+    workload: Workload, batch_sizes: Sequence[int] | None, settings: MeasureSettings, ranks: Any
+) -> tuple[Any, str, tuple[int, ...], MeasureSettings]:
+    """(model spec, device kind, batch sizes, settings as recorded: the telemetry period and whether
+    points run isolated filled in); BenchError for bad input before anything runs."""
+    check_device(workload.device)
+    spec = resolve(workload.model)  # fail fast on unknown models, before writing anything
+    kind = device_kind(workload.device)
+    sizes = tuple(batch_sizes) if batch_sizes else DEFAULT_BATCH_SIZES[kind]
+    if any((not isinstance(b, int)) or b <= 0 for b in sizes):
+        raise BenchError(f"batch sizes must be positive integers, got {list(sizes)}")
+    if settings.sample_interval_seconds is None:  # recorded in the file as the value used
+        settings = replace(settings, sample_interval_seconds=default_sample_interval(workload.device))
+    isolate = settings.isolate if settings.isolate is not None else kind == "cpu"
+    isolate = isolate and ranks is None  # a rank measures in its own process already
+    return spec, kind, sizes, replace(settings, isolate=isolate)
+
+
+def _start_notices(workload: Workload, kind: str) -> list[str]:
+    """What the user should know before the first point: options without effect, a busy machine."""
+    notices: list[str] = []
+    if workload.h2d and kind == "cpu":
+        notices.append("--h2d has no effect on CPU: the batch already lives in host memory")
+    if workload.precision == "tf32" and kind == "cpu":
+        notices.append("tf32 only changes GPU math; on CPU it runs as fp32")
+    if kind == "cpu":
+        if busy := busy_cpu_notice(0.2):
+            notices.append(busy)
+    return notices
+
+
+def _open_monitor(workload: Workload, isolate: bool, ranks: Any, notices: list[str]) -> tuple[Any, Any]:
+    """(device, GPU monitor) for in-process points; (None, None) when isolated (the children open
+    their own; NVML is opened here only to learn whether it works). Missing telemetry is a notice."""
+    device = None
+    if not isolate:
+        device = open_device(workload.device) if ranks is None else ranks.device
+        monitor = open_monitor(device.index, device.uuid())
+    else:
+        monitor = open_monitor(parse_device(workload.device)[1])
+    if not monitor.available:
+        notices.append(
+            f"GPU telemetry unavailable ({monitor.reason}): GPU utilisation, power and energy are null"
+        )
+    if isolate:
+        monitor.close()
+        monitor = None
+    return device, monitor
+
+
+def _point_measurer(
+    workload: Workload, spec: Any, settings: MeasureSettings, annotate_steps: bool,
+    device: Any, monitor: Any, ranks: Any, model_cache: ModelCache | None,
+) -> Callable[[int, Callable[[Any], None]], Point]:  # fmt: skip
+    """``measure(b, report)``: one independent measurement of batch ``b``, in a fresh process
+    (isolated), on every rank (torchrun), or in this process with the cached model reset."""
+    kind = device_kind(workload.device)
+
+    def measure(b: int, report: Callable[[Any], None]) -> Point:
+        if settings.isolate:
+            return _measure_point_isolated(workload, b, settings, report, annotate_steps)
+        annotate, hooks = sweep_instrumentation(annotate_steps, kind, batch_size=b)
+        if ranks is not None:
+            point = ranks.run_point(
+                workload, spec, b, settings, device, monitor,
+                on_progress=report, annotate=annotate, hooks=hooks,
+            )  # fmt: skip
+        else:
+            point = run_point(
+                workload, spec, b, settings, device, monitor,
+                on_progress=report, annotate=annotate, hooks=hooks, model_cache=model_cache,
+            )  # fmt: skip
+        if point.status == ERROR and classify_message(point.error or "") == STICKY:  # the context is dead
+            raise sticky_stop(b, point.error or "", "sweep", "the finished points are kept")
+        return point
+
+    return measure
+
+
+def _measure_sizes(
+    result: SweepResult,
+    sizes: Sequence[int],
+    points: list[Point],
+    measure: Callable[[int, Callable[[Any], None]], Point],
+    save: Callable[[SweepResult], SweepResult],
+    emit: EventFn,
+    monitor: Any = None,
+) -> SweepResult:
+    """Every batch size in turn, ``points`` and the file updated after each; stops at an OOM (when
+    ``stop_on_oom``) or after ``MAX_FAILURES_IN_ROW`` failed sizes in a row."""
+    failures_in_row = 0
+    for b in sizes:
+        emit(SweepEvent("point_start", batch_size=b))
+
+        def report(progress: Any, b: int = b) -> None:
+            emit(SweepEvent("progress", batch_size=b, progress=progress))
+
+        point = measure(b, report)
+        points.append(point)
+        if (note := _process_memory_note(monitor, point)) and note not in result.notices:
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+        result = save(replace(result, points=tuple(points)))
+        emit(SweepEvent("point_done", batch_size=b, point=point))
+        if point.status == OOM and result.settings.stop_on_oom:
+            note = f"out of memory at batch {b}: stopped growing the batch there"
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+            break
+        if point.status == ERROR:
+            # One size can fail where others work (BatchNorm at batch 1, a kernel without a
+            # path for one shape): record it and go on. Two failures in a row mean the
+            # workload itself is broken: stop rather than fail at every size.
+            failures_in_row += 1
+            stop = failures_in_row >= MAX_FAILURES_IN_ROW
+            then = (
+                f"{failures_in_row} sizes in a row failed: stopped" if stop else "going on with the next size"
+            )
+            note = f"batch {b} failed ({point.error}); {then}"
+            result = replace(result, notices=(*result.notices, note))
+            emit(SweepEvent("notice", message=note))
+            if stop:
+                break
+        else:
+            failures_in_row = 0
+    return result

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.measure import trace
+from bench.measure import profiler
+from bench.measure.models import resolve
+from bench.measure.nsys import nsys_capture, resolve_nsys
 from bench.present.ops_tables import ops_json, ops_table_markdown
+from bench.results import files
 from bench.results.errors import BenchError
 from bench.results.schema import Workload, device_kind
 
@@ -63,20 +66,18 @@ def trace_batch(
     ``memory_snapshot.pickle`` under ``out_dir`` (default ``bench_traces/trace-*``); then the nsys
     capture (``capture_nsys``) in a child, the two profilers being unable to share a process.
     ``on_status`` sees progress lines. Bad input is a BenchError before any folder is made."""
-    from bench.measure.models import resolve
-
     check_inputs(batch_size, steps, warmup, top)
     resolve(workload.model)
-    out_dir = out_dir or trace.default_trace_dir(workload, batch_size)
+    out_dir = out_dir or profiler.default_trace_dir(workload, batch_size)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     if nsys is not None:
-        trace.resolve_nsys(nsys)  # a bad --nsys is the user's to fix before anything runs
+        resolve_nsys(nsys)  # a bad --nsys is the user's to fix before anything runs
     status = on_status or (lambda line: None)
     status(f"tracing {workload.model} batch {batch_size}: {warmup} warm-up + {steps} recorded steps...")
-    recorded = trace.record_torch_trace(
+    recorded = profiler.record_torch_trace(
         workload, batch_size, steps, warmup, out_dir / "pytorch" / "rank0.pt.trace.json.gz"
     )
     w = workload
@@ -87,17 +88,19 @@ def trace_batch(
     if memory and device_kind(workload.device) != "cuda":
         lines.append("--memory needs CUDA (it snapshots the CUDA caching allocator); skipped on CPU")
     elif memory:
-        snapshot = trace.record_memory_snapshot(
+        snapshot = profiler.record_memory_snapshot(
             workload, batch_size, steps, warmup, out_dir / "memory_snapshot.pickle"
         )
     if capture_nsys:
-        lines += trace.nsys_capture(workload, batch_size, steps, warmup, out_dir, nsys, on_status=status)
+        lines += nsys_capture(workload, batch_size, steps, warmup, out_dir, nsys, on_status=status)
     return TraceRun(
         out_dir, recorded.trace_path, ops_path, table, recorded.samples_per_sec, snapshot, tuple(lines)
     )
 
 
-def write_ops_tables(result: trace.TorchTrace, out_dir: Path, title: str, top: int = 15) -> tuple[Path, str]:
+def write_ops_tables(
+    result: profiler.TorchTrace, out_dir: Path, title: str, top: int = 15
+) -> tuple[Path, str]:
     """``ops.md`` (the top operators and kernels, shares of the measured step) and ``ops.json``
     (every operator and kernel) of a recorded trace into ``out_dir``; returns the Markdown path and
     the table. One writer for `bench trace` and a profile's ``trace = true`` cells."""
@@ -105,7 +108,7 @@ def write_ops_tables(result: trace.TorchTrace, out_dir: Path, title: str, top: i
         result.ops, result.measured_steps, result.device_kind, top=top, step_seconds=result.step_seconds
     )
     ops_path = out_dir / "ops.md"
-    ops_path.write_text(f"# {title}\n\n{table}\n", encoding="utf-8")
+    files.write_atomic(ops_path, f"# {title}\n\n{table}\n")
     doc = ops_json(result.ops, result.measured_steps, result.step_seconds)
-    (out_dir / "ops.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    files.write_atomic(out_dir / "ops.json", json.dumps(doc, indent=1))
     return ops_path, table

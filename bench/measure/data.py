@@ -19,6 +19,7 @@ a timed window.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -105,8 +106,6 @@ class JpegDataset:
 
 def image_folder(data_dir: str, transform: Any) -> Any:
     """An ImageFolder tree (one folder per class) decoded with torchvision.io, as JpegDataset does."""
-    import os
-
     from torchvision.datasets import ImageFolder
     from torchvision.io import ImageReadMode, decode_image, read_file
 

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bench.measure.models import _first_output
 from bench.results.errors import BenchError
 
 # Dense peak TFLOP/s by precision. "fp32" is the non-tensor FP32 rate (bench's fp32 turns TF32 off);
@@ -211,8 +212,6 @@ def _conv_backward_flop(
 
 def _count(torch: Any, spec: Any, mode: str, image_size: int, seq_len: int | None, device: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
-
-    from bench.measure.models import _first_output
 
     tdev = torch.device(device)
     torch.manual_seed(0)

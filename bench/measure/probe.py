@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.measure.attempt import Attempt
-from bench.measure.models import ModelSpec
+from bench.measure.models import ModelSpec, resolve
+from bench.measure.step import precision_mode, prepare
 from bench.results.errors import BenchError, first_line
 from bench.results.maxbatch import ERROR, FIT, OOM, PROBE_STEPS, ProbeRecord
 from bench.results.schema import Timing, Workload
@@ -91,8 +92,6 @@ def _run_steps(
 ) -> None:
     """Build, run ``steps`` training steps. ``seen`` collects timings as they happen, so a probe
     that runs out of memory half-way still says what it got to."""
-    from bench.measure.step import precision_mode, prepare
-
     clock = time.perf_counter
     with precision_mode(workload.precision, device.kind, cudnn_benchmark, workload.cudnn_benchmark_limit):
         t = clock()
@@ -131,7 +130,6 @@ def run_probe(
     soak passes the workload's setting). A sticky CUDA error is an ERROR outcome whose ``detail``
     says so (``errors.classify_message``): the caller ends the search on it.
     """
-    from bench.measure.models import resolve
 
     spec = spec if spec is not None else resolve(workload.model)
     start = time.perf_counter()

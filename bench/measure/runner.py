@@ -32,7 +32,7 @@ from bench.hw.nvml import GpuMonitor, NullMonitor
 from bench.measure.attempt import Attempt, Failure, read_safely
 from bench.measure.breakdown import PhaseTimes
 from bench.measure.models import ModelSpec
-from bench.measure.step import ModelCache
+from bench.measure.step import ModelCache, precision_mode, prepare
 from bench.measure.telemetry import Sampler
 from bench.results.schema import (
     ERROR,
@@ -314,7 +314,6 @@ def run_point(
     The point's ``timing`` says where its wall time went (build, first step, warm-up, window,
     teardown).
     """
-    from bench.measure.step import precision_mode, prepare
 
     monitor = monitor or NullMonitor("no GPU")
     report = on_progress or (lambda p: None)

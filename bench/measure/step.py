@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.hw.device import Device
 from bench.measure.attempt import release_memory
+from bench.measure.data import open_feed
 from bench.measure.models import ModelSpec, _first_output
 from bench.results.errors import BenchError, first_line, is_oom
 from bench.results.schema import Workload
@@ -281,8 +282,6 @@ def prepare(
     refs: dict[str, Any] = {"model": model, "net": net, "x": x, "y": y}
     feed = None
     if loader:
-        from bench.measure.data import open_feed
-
         feed = open_feed(
             batch_size=batch_size,
             image_size=workload.image_size,

@@ -7,14 +7,12 @@ synchronously at each window edge so even a short window has readings.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psutil
-
+from bench.hw import host
 from bench.hw.nvml import GpuMonitor, GpuSample, NullMonitor, decode_clock_event_reasons
 from bench.results.schema import Telemetry
 
@@ -46,25 +44,21 @@ class Sampler:
         monitor: GpuMonitor | None = None,
         interval_seconds: float = 0.05,
         clock: Callable[[], float] = time.perf_counter,
-        process: psutil.Process | None = None,
+        process: host.ProcessProbe | None = None,
         cpu_percent: Callable[[], float] | None = None,
     ) -> None:
         self.monitor = monitor or NullMonitor("no GPU in use")
         self.interval_seconds = interval_seconds
         self.clock = clock
-        self._proc = process or psutil.Process(os.getpid())
-        self._system_cpu = cpu_percent or (lambda: psutil.cpu_percent(interval=None))
+        self._proc = process or host.ProcessProbe()
+        self._system_cpu = cpu_percent or host.system_cpu_percent
         self.readings: list[Reading] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _read(self) -> Reading:
-        try:
-            proc_cpu: float | None = self._proc.cpu_percent(interval=None)
-            rss: int | None = self._proc.memory_info().rss
-        except psutil.Error:
-            proc_cpu, rss = None, None
+        proc_cpu, rss = self._proc.cpu_and_rss()
         try:
             sys_cpu: float | None = self._system_cpu()
         except Exception:
@@ -143,7 +137,7 @@ def busy_cpu_notice(
     spinning worker threads that can slow steps down several-fold: the numbers would measure the
     neighbour, not the model. ``cpu_percent(interval)`` is psutil's system-wide reading (0-100).
     """
-    read = cpu_percent or (lambda s: psutil.cpu_percent(interval=s))
+    read = cpu_percent or host.system_cpu_percent
     busy = read(interval_seconds)
     if busy is None or busy <= BUSY_CPU_PERCENT:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +28,8 @@ from bench.analysis.diagnose import diagnose_run, mfu_note
 from bench.analysis.recommend import knee_point
 from bench.analysis.stats import interval_label, rel_interval_text
 from bench.present.tables import words_whole
-from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind, to_dict
+from bench.results.codec import to_dict
+from bench.results.schema import OK, Diagnosis, Point, SweepResult, device_kind
 from bench.results.units import fmt_bytes, fmt_seconds
 
 
@@ -118,7 +120,6 @@ class PlainProgress:
         self.stream = stream
 
     def _say(self, text: str) -> None:
-        import sys
 
         print(f"bench: {text}", file=self.stream or sys.stderr, flush=True)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
+
 from bench.results.schema import Recommendation
 
 CAPTION = (
@@ -16,8 +18,6 @@ CAPTION = (
 
 def goodput_table(rec: Recommendation) -> Any:
     """Per measured batch: samples/s, the examples it needs, and its time to the same loss."""
-    from rich.table import Table
-
     src = (
         f", {rec.noise_scale_source}" if rec.noise_scale_source and rec.noise_scale_source != "given" else ""
     )

@@ -1,7 +1,7 @@
 """The operator tables of a recorded trace (``bench trace``, a profile's traced cells): Markdown
 tables of the top operators and kernels per measured step, and the JSON of all of them.
 
-Rows are ``bench.measure.trace.OpRow`` (name, calls, self/total host and self device
+Rows are ``bench.measure.profiler.OpRow`` (name, calls, self/total host and self device
 microseconds, kind "operator" or "kernel"). Pure formatting; no torch.
 """
 

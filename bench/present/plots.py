@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.recommend import KNEE_FRACTION, knee_point
+from bench.analysis.scaling import scaling_rows
 from bench.present.goodput import CAPTION as GOODPUT_CAPTION
 from bench.results.maxbatch import MaxBatchResult
 from bench.results.schema import OOM, SweepResult
@@ -306,8 +307,6 @@ def plot_energy(runs: Sequence[ReportRun]) -> Any | None:
 
 def plot_scaling(runs: Sequence[ReportRun]) -> Any | None:
     """Global samples/sec against world size, one line per per-rank batch; efficiency beside it."""
-    from bench.analysis.scaling import scaling_rows
-
     results = [run.result for run in runs]
     if len({r.world_size for r in results}) < 2:
         return None

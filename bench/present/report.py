@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,16 +27,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from bench._version import __version__
 from bench.analysis.diagnose import diagnose_run, mfu_note
-from bench.analysis.recommend import KNEE_FRACTION, Recommendation, recommend
+from bench.analysis.recommend import KNEE_FRACTION, Recommendation
 from bench.analysis.stats import interval_label
+from bench.present.ab import side_sweeps
 from bench.present.display import point_status
 from bench.present.plots import Plot, ReportRun, make_plots  # noqa: F401 - the report's input and its plots
-from bench.results import units
+from bench.results import files, units
+from bench.results.ab import ab_from_dict
+from bench.results.codec import result_from_dict
 from bench.results.errors import BenchError
 from bench.results.maxbatch import MaxBatchResult, maxbatch_from_dict
-from bench.results.schema import OK, OOM, Point, SweepResult, result_from_dict
+from bench.results.schema import OK, OOM, Point, SweepResult
+from bench.results.store import load_run_data, matching_max_batch, same_workload
 
 GIB = 2**30
 MIB = 2**20
@@ -76,8 +83,6 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
     """Resolve each ref (a JSON file, a history id, or ``latest``) to a run; max-batch results
     attach to the sweep of the same model and training workload. BenchError (one line) on a bad ref.
     """
-    from bench.results.store import load_run_data, matching_max_batch, same_workload
-
     sweeps: list[tuple[str, SweepResult]] = []
     searches: list[tuple[str, dict[str, Any], MaxBatchResult]] = []
     fixed: dict[int, str] = {}  # index in sweeps -> label (the sides of an A/B run are "A" and "B")
@@ -87,9 +92,6 @@ def load_runs(refs: Sequence[str], db_path: Path | str) -> list[ReportRun]:
             if data.get("kind") == "max_batch":
                 searches.append((source, data, maxbatch_from_dict(data)))
             elif data.get("kind") == "ab":  # both sides, overlaid
-                from bench.present.ab import side_sweeps
-                from bench.results.ab import ab_from_dict
-
                 for name, side in zip(("A", "B"), side_sweeps(ab_from_dict(data)), strict=True):
                     fixed[len(sweeps)] = f"{name} ({side.notices[0][3:]})"
                     sweeps.append((source, side))
@@ -211,9 +213,8 @@ def _summarise(run: ReportRun) -> RunSummary:
     r = run.result
     env = r.environment
     wl = r.workload
-    stored = r.recommendation  # `--noise-scale` is kept in the run: its goodput pick is redrawn
-    noise = {"noise_scale": stored.noise_scale, "noise_source": stored.noise_scale_source} if stored else {}
-    rec = recommend(r, run.max_batch, **(noise if noise.get("noise_scale") else {}))
+    # the picks stored with the run (``bench.jobs.report`` fills in those of a run stored without)
+    rec = r.recommendation or Recommendation(best=None, knee=None, safe_max=None)
     gpu = bool(env.gpus)
     parts = [
         env.device_label if gpu else f"{env.cpu_model} ({env.cpu_logical_cores} threads)",
@@ -323,8 +324,6 @@ def md_code(text: Any) -> str:
 
 def md_url(text: Any) -> str:
     """A path as a Markdown link destination: spaces, parentheses and the like percent-encoded."""
-    from urllib.parse import quote
-
     return quote(str(text), safe="/:.-_~")
 
 
@@ -349,7 +348,6 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
     """Write index.html, report.md and one PNG per plot into ``out_dir``; return their paths."""
     if not runs:
         raise BenchError("a report needs at least one run")
-    from bench._version import __version__
 
     out = Path(out_dir)
     try:
@@ -378,11 +376,11 @@ def build_report(runs: Sequence[ReportRun], out_dir: Path | str, *, title: str |
     env = _templates()
     html_path = out / "index.html"
     md_path = out / "report.md"
-    html_path.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
-    md_path.write_text(env.get_template("report.md.j2").render(**context), encoding="utf-8")
-    (out / "runs.json").write_text(
+    files.write_atomic(html_path, env.get_template("report.html.j2").render(**context))
+    files.write_atomic(md_path, env.get_template("report.md.j2").render(**context))
+    files.write_atomic(
+        out / "runs.json",
         json.dumps([{"label": s.label, "run_id": s.run_id, "source": s.source} for s in summaries], indent=2),
-        encoding="utf-8",
     )
     return ReportFiles(
         html=html_path,
@@ -399,8 +397,6 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 
 def find_chromium() -> str | None:
-    import os
-
     explicit = os.environ.get("BENCH_CHROMIUM")
     if explicit:
         return explicit

@@ -19,17 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results.codec import _build, _type_ok, environment_from_dict, load_checked, to_dict
 from bench.results.errors import BenchError
-from bench.results.schema import (
-    Environment,
-    MeasureSettings,
-    Workload,
-    _build,
-    _type_ok,
-    environment_from_dict,
-    load_checked,
-    to_dict,
-)
+from bench.results.schema import Environment, MeasureSettings, Workload
+from bench.results.upgrade import upgrade
 
 OK, ERROR = "ok", "error"  # a side run's status
 SIDES = ("A", "B")
@@ -163,15 +156,13 @@ def _side_run(d: Any, where: str) -> SideRun:
 
 
 def ab_from_dict(d: dict[str, Any]) -> ABResult:
-    """An A/B result from its JSON, every field type-checked (``schema._build``); a malformed file
+    """An A/B result from its JSON, every field type-checked (``codec._build``); a malformed file
     is one BenchError line. Fields from newer versions are ignored."""
     if not isinstance(d, dict) or "schema_version" not in d:
         raise BenchError("not a bench result (no schema_version)")
     if d.get("kind") != "ab":
         raise BenchError(f"expected an ab result, got kind {d.get('kind')!r}")
-    version = d["schema_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version > 1:
-        raise BenchError(f"ab schema_version {version!r} is newer than this bench understands")
+    d = upgrade(d, "ab")
     d = dict(d)
     d["environment"] = environment_from_dict(d.get("environment") or {})
     d["workload"] = _build(Workload, d.get("workload") or {}, "workload")

@@ -10,16 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results.codec import _build, environment_from_dict, load_checked, to_dict
 from bench.results.errors import BenchError
-from bench.results.schema import (
-    Environment,
-    Timing,
-    Workload,
-    _build,
-    environment_from_dict,
-    load_checked,
-    to_dict,
-)
+from bench.results.schema import Environment, Timing, Workload
+from bench.results.upgrade import upgrade
 
 PROBE_STEPS = 3  # steps per probe: optimizer state appears at step 1, the peak is steady by step 3
 FIT, OOM, OVER_BUDGET, ERROR = "fit", "oom", "over_budget", "error"  # a probe's outcome
@@ -124,15 +118,13 @@ class MaxBatchResult:
 
 def maxbatch_from_dict(d: dict[str, Any]) -> MaxBatchResult:
     """A max-batch result from its JSON, every field type-checked as sweeps are
-    (``schema._build``): a malformed file is one BenchError line here, not a crash in a later
+    (``codec._build``): a malformed file is one BenchError line here, not a crash in a later
     report or sweep. Fields from newer versions are ignored; ``probe_count`` is derived."""
     if not isinstance(d, dict) or "schema_version" not in d:
         raise BenchError("not a bench result (no schema_version)")
     if d.get("kind") != "max_batch":
         raise BenchError(f"expected a max_batch result, got kind {d.get('kind')!r}")
-    version = d["schema_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version > 1:
-        raise BenchError(f"max-batch schema_version {version!r} is newer than this bench understands")
+    d = upgrade(d, "max_batch")
 
     def probes(items: Any, where: str) -> tuple[ProbeRecord, ...]:
         if not isinstance(items, list):

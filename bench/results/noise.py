@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results.codec import _build, environment_from_dict, load_checked, to_dict
 from bench.results.errors import BenchError
-from bench.results.schema import Environment, _build, environment_from_dict, load_checked, to_dict
+from bench.results.schema import Environment
+from bench.results.upgrade import upgrade
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,7 @@ def noise_from_dict(d: dict[str, Any]) -> NoiseResult:
         raise BenchError("not a bench result (no schema_version)")
     if d.get("kind") != "noise":
         raise BenchError(f"expected a noise result, got kind {d.get('kind')!r}")
-    version = d["schema_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version > 1:
-        raise BenchError(f"noise schema_version {version!r} is newer than this bench understands")
+    d = upgrade(d, "noise")
     d = dict(d)
     d["estimate"] = _build(NoiseEstimate, d.get("estimate") or {}, "estimate")
     draws = d.get("draws") or []

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.analysis.stats import epoch_seconds, samples_per_sec, summarize
-from bench.results.schema import OK, OOM, GpuInfo, MemoryStats, Point, Telemetry, dumps, load_result
+from bench.results.codec import dumps, load_result
+from bench.results.schema import OK, OOM, GpuInfo, MemoryStats, Point, Telemetry
 
 HERE = Path(__file__).parent
 GPU_TOTAL_BYTES = 80 * 2**30
