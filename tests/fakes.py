@@ -42,3 +42,15 @@ class ScriptedStep:
         d = self.durations[min(self.calls, len(self.durations) - 1)]
         self.calls += 1
         self.clock.advance(d)
+
+
+def patch_everywhere(monkeypatch, module, name: str, replacement) -> None:
+    """Replace ``module.name`` and every bench module's own binding of it (``from x import name``
+    at the top binds the function where it is used): the seam the device and model fakes use."""
+    import sys
+
+    original = getattr(module, name)
+    monkeypatch.setattr(module, name, replacement)
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.startswith("bench.") and mod is not module and getattr(mod, name, None) is original:
+            monkeypatch.setattr(mod, name, replacement)

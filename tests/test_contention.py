@@ -19,7 +19,8 @@ from bench.hw import cpu_load
 from bench.hw.cpu_load import CpuLoadReading, FakeCpuLoad, PsutilCpuLoad, others_cores
 from bench.hw.env import collect as _real_collect
 from bench.present.display import LiveSweep, sweep_table
-from bench.results.schema import Contention, MeasureSettings, StepStats, Workload, load_result
+from bench.results.codec import load_result
+from bench.results.schema import Contention, MeasureSettings, StepStats, Workload
 from tests.test_faults import _noisy
 from tests.test_recommend import sweep_of
 

@@ -162,7 +162,7 @@ def test_peaks_of_h200_nvl_gb200_and_mig_slices():
 
 
 def _fixture_run():
-    from bench.results.schema import load_result
+    from bench.results.codec import load_result
 
     return load_result(str(Path(__file__).parent / "data" / "h100_sweep_efficientnet_b0_bf16_cl_b16-64.json"))
 

@@ -16,9 +16,10 @@ from bench.jobs.maxbatch import find_max_batch
 from bench.jobs.sweep import run_sweep
 from bench.measure.models import ModelSpec
 from bench.measure.runner import run_point
+from bench.results.codec import load_result, point_from_dict, to_dict
 from bench.results.errors import StickyCudaError
-from bench.results.schema import ERROR, OK, MeasureSettings, Workload, load_result, point_from_dict, to_dict
-from tests.fakes import FakeClock
+from bench.results.schema import ERROR, OK, MeasureSettings, Workload
+from tests.fakes import FakeClock, patch_everywhere
 
 MiB = 2**20
 GiB = 2**30
@@ -38,12 +39,15 @@ def on_fake(monkeypatch):
     name "gpu_like" build its network."""
 
     def use(dev: FakeCudaDevice) -> FakeCudaDevice:
-        monkeypatch.setattr(hw_device, "check_device", lambda spec: None)
-        monkeypatch.setattr(hw_device, "open_device", lambda spec: dev)
+        patch_everywhere(monkeypatch, hw_device, "check_device", lambda spec: None)
+        patch_everywhere(monkeypatch, hw_device, "open_device", lambda spec: dev)
         original = bench.measure.models.resolve
         spec = spec_for(dev, f"gpu_like_{id(dev)}")
-        monkeypatch.setattr(
-            bench.measure.models, "resolve", lambda name: spec if name == "gpu_like" else original(name)
+        patch_everywhere(
+            monkeypatch,
+            bench.measure.models,
+            "resolve",
+            lambda name: spec if name == "gpu_like" else original(name),
         )
         return dev
 

@@ -20,7 +20,7 @@ from bench.measure.models import ModelSpec
 from bench.measure.runner import run_point
 from bench.measure.step import ModelCache
 from bench.results.schema import OK, OOM, MeasureSettings, Workload
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, patch_everywhere
 
 MiB = 2**20
 GiB = 2**30
@@ -124,13 +124,13 @@ def fake_gpu(monkeypatch):
     clock = FakeClock()
     dev = gpu(clock, total_bytes=22 * GiB, fixed_bytes=300 * MiB, per_sample_bytes=40 * MiB,
               autotune_spike_bytes=900 * MiB, spike_until=32)  # fmt: skip
-    monkeypatch.setattr(hw_device, "check_device", lambda spec: None)
-    monkeypatch.setattr(hw_device, "open_device", lambda spec: dev)
+    patch_everywhere(monkeypatch, hw_device, "check_device", lambda spec: None)
+    patch_everywhere(monkeypatch, hw_device, "open_device", lambda spec: dev)
     return dev
 
 
 @pytest.mark.parametrize("autotune_probes", [False, True])
-def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu, autotune_probes):
+def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu, autotune_probes, monkeypatch):
     dev = fake_gpu
     truth = max(
         b for b in range(1, 2000) if int((dev.fixed + dev.per_sample * b) * (1 + dev.overhead)) <= dev.total
@@ -140,11 +140,13 @@ def test_max_batch_on_a_gpu_shaped_device_is_exact_in_few_probes(fake_gpu, autot
     import bench.measure.models
 
     original = bench.measure.models.resolve
-    bench.measure.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
-    try:
-        res = find_max_batch(wl, soak_steps=5, autotune_probes=autotune_probes)
-    finally:
-        bench.measure.models.resolve = original
+    patch_everywhere(
+        monkeypatch,
+        bench.measure.models,
+        "resolve",
+        lambda name: spec if name == "gpu_like" else original(name),
+    )
+    res = find_max_batch(wl, soak_steps=5, autotune_probes=autotune_probes)
     assert res.granularity == 1 and res.exact
     assert res.max_batch_size == truth and res.failed_batch_size == truth + 1
     assert res.probe_count <= 9, [p.batch_size for p in res.probes]
@@ -221,7 +223,7 @@ def test_a_model_class_from_main_is_probed_in_process_on_a_gpu(fake_gpu, monkeyp
     )
 
 
-def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu):
+def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu, monkeypatch):
     """The memory model's error is measured against the steady peaks it is fitted to: the autotune
     spike of small batches (first step only) must not widen the safe batch's headroom."""
     dev = fake_gpu
@@ -229,11 +231,13 @@ def test_headroom_is_not_inflated_by_the_first_step_spike(fake_gpu):
 
     spec = spec_for(dev, "gpu_like_headroom")
     original = bench.measure.models.resolve
-    bench.measure.models.resolve = lambda name: spec if name == "gpu_like" else original(name)
-    try:
-        res = find_max_batch(Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0)
-    finally:
-        bench.measure.models.resolve = original
+    patch_everywhere(
+        monkeypatch,
+        bench.measure.models,
+        "resolve",
+        lambda name: spec if name == "gpu_like" else original(name),
+    )
+    res = find_max_batch(Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0)
     assert res.memory_model.max_relative_error < 0.01
     assert res.headroom_fraction < 0.10  # the allocator's 5% overhead, not the 900 MiB spike
     assert res.safe_batch_size >= 0.85 * res.max_batch_size
@@ -269,8 +273,11 @@ def test_a_boundary_that_does_not_repeat_is_a_band_never_exact(fake_gpu, monkeyp
     monkeypatch.setattr(mb, "probe_in_process", flaky)
     spec = spec_for(dev, "gpu_like_band")
     original = bench.measure.models.resolve
-    monkeypatch.setattr(
-        bench.measure.models, "resolve", lambda name: spec if name == "gpu_like" else original(name)
+    patch_everywhere(
+        monkeypatch,
+        bench.measure.models,
+        "resolve",
+        lambda name: spec if name == "gpu_like" else original(name),
     )
     res = find_max_batch(
         Workload(model="gpu_like", device="cuda", image_size=8), soak_steps=0, repeat_boundary=True

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from bench.cli import app, main
-from bench.results.schema import load_result
+from bench.results.codec import load_result
 
 
 def _squash(text: str) -> str:

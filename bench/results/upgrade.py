@@ -35,8 +35,12 @@ _SWEEP_1_WORKLOAD = {
     "data_dir": None,
     "cudnn_benchmark": True,  # always on before the option existed
     "compile_mode": None,  # --compile-mode came later: no torch.compile
+    "cudnn_benchmark_limit": None,  # torch's own default limit
 }
-_SWEEP_1_SETTINGS = {"repeat": 1}  # one measurement per point before --repeat
+_SWEEP_1_SETTINGS = {
+    "repeat": 1,  # one measurement per point before --repeat
+    "check_contention": False,  # nothing watched other processes' use of the CPU
+}
 _SWEEP_1_POINT = {
     "timing": dict.fromkeys(  # no time accounting yet: every part unknown
         (
@@ -57,7 +61,10 @@ _SWEEP_1_POINT = {
     "mfu": None,
     "breakdown": None,
     "num_alloc_retries": None,
+    "contention": None,  # not watched
 }
+# version 1 kept no first-step peaks apart: its device peaks include the first step's
+_SWEEP_1_MEMORY = {"first_step_peak_allocated_bytes": None, "first_step_peak_reserved_bytes": None}
 _SWEEP_1_TELEMETRY = {
     "gpm_sm_active_percent": None,
     "gpm_tensor_active_percent": None,
@@ -87,6 +94,8 @@ def sweep_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
             p = _filled(p, _SWEEP_1_POINT)
             if isinstance(p, dict) and isinstance(p.get("telemetry"), dict):
                 p["telemetry"] = _filled(p["telemetry"], _SWEEP_1_TELEMETRY)
+            if isinstance(p, dict) and isinstance(p.get("memory"), dict):
+                p["memory"] = _filled(p["memory"], _SWEEP_1_MEMORY)
             upgraded.append(p)
         d["points"] = upgraded
     return {**d, "schema_version": 2}
