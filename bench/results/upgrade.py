@@ -39,7 +39,9 @@ _SWEEP_1_WORKLOAD = {
 }
 _SWEEP_1_SETTINGS = {
     "repeat": 1,  # one measurement per point before --repeat
-    "check_contention": False,  # nothing watched other processes' use of the CPU
+    # the setting's default, as a run measured again from this file would take it; that nothing
+    # was watched then is each point's contention None
+    "check_contention": True,
 }
 _SWEEP_1_POINT = {
     "timing": dict.fromkeys(  # no time accounting yet: every part unknown
