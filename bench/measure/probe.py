@@ -17,55 +17,29 @@ what its outcome means for the search; this module only measures one.
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from bench.measure.attempt import Attempt
 from bench.measure.models import ModelSpec, resolve
+from bench.measure.module_copy import ModuleBytes
 from bench.measure.step import precision_mode, prepare
-from bench.results.errors import BenchError, first_line
 from bench.results.maxbatch import ERROR, FIT, OOM, PROBE_STEPS, ProbeRecord
 from bench.results.schema import Timing, Workload
 
 
-@dataclass(frozen=True)
-class ModuleBytes:
-    """A caller's model, serialised once: every call builds an independent copy on the CPU.
-
-    Picklable, so a child process can build copies too; the caller's module is never touched (no
-    deepcopy of a CUDA module, which would allocate on the device the search is measuring).
-    """
-
-    data: bytes
-
-    def __call__(self) -> Any:
-        import torch
-
-        return torch.load(io.BytesIO(self.data), map_location="cpu", weights_only=False)
-
-
 def spec_for_module(module: Any, input_shape: tuple[int, ...] | None) -> tuple[str, ModelSpec]:
-    """(label, spec) for a caller's ``nn.Module``: probes build copies of it (``ModuleBytes``)."""
-    import torch
-
+    """(label, spec) for a caller's ``nn.Module``: probes build copies of it from one serialised CPU
+    copy (``module_copy.ModuleBytes``, the one way bench copies a user's module: never a second
+    copy on the device the search is measuring, and picklable for a probe child)."""
     label = f"{type(module).__module__}.{type(module).__qualname__}"
-    buf = io.BytesIO()
-    try:
-        torch.save(module, buf)
-    except Exception as exc:  # pickling: a class defined inside a function, a lambda attribute, ...
-        raise BenchError(
-            f"cannot copy the model {label} ({first_line(exc)}): define its class at module level, "
-            "or pass a factory name 'package.module:function'"
-        ) from None
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     spec = ModelSpec(
         name=f"{label}#{uuid.uuid4().hex[:8]}",  # unique: prepare() caches the class count per name
         source="module",
-        build=ModuleBytes(buf.getvalue()),
+        build=ModuleBytes.of(module),
         input_shape=shape,
     )
     return label, spec
