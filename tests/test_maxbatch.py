@@ -256,7 +256,7 @@ def test_a_probe_child_reports_its_own_peak_not_its_parents(tmp_path):
 
     ballast = bytearray(400 * 2**20)  # this process: 400 MiB more, touched
     ballast[::4096] = b"x" * len(ballast[::4096])
-    code = "from bench.measure.runner import own_peak_rss_bytes as f; import resource; print(f())"
+    code = "from bench.hw.host import own_peak_rss_bytes as f; print(f())"
     mine = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
     child = int(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

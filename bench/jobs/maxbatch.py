@@ -63,8 +63,8 @@ from bench.jobs.maxbatch_probes import (  # probe_in_process and probe_isolated:
 from bench.jobs.sweep_loop import ResultWriter
 from bench.measure.models import resolve
 from bench.measure.probe import classes_in_main, spec_for_module
+from bench.results import files
 from bench.results.errors import STICKY, BenchError, StickyCudaError, classify_message, sticky_stop
-from bench.results.files import write_json_atomic
 from bench.results.maxbatch import (  # the results live in the results layer; re-exported here
     ERROR,
     FIT,  # noqa: F401 - re-exported
@@ -166,7 +166,7 @@ def _keep(result: MaxBatchResult, db: Path | None, out_path: Path | str | None, 
         result = replace(result, notices=(*result.notices, warning))
     if out_path is not None:
         try:
-            write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
+            files.write_json_atomic(out_path, json.dumps(result.to_dict(), indent=2, allow_nan=False))
         except OSError as exc:
             raise BenchError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     return result

@@ -11,10 +11,10 @@ from dataclasses import replace
 from typing import Any
 
 from bench.hw.device import host_available_bytes, open_device
+from bench.hw.host import own_peak_rss_bytes
 from bench.jobs.distributed import probe_wrap
 from bench.jobs.isolate import run_isolated
 from bench.measure.probe import run_probe
-from bench.measure.runner import own_peak_rss_bytes
 from bench.results.errors import BenchError
 from bench.results.maxbatch import ERROR, FIT, OOM, OVER_BUDGET, PROBE_STEPS, ProbeRecord
 from bench.results.schema import Timing, Workload, device_kind

@@ -28,7 +28,6 @@ from bench.jobs.sweep_loop import (  # noqa: F401 - the sweep's public names liv
     default_out_path,
     measure_sweep,
     with_analysis,
-    write_json_atomic,
 )
 from bench.measure.models import resolve
 from bench.present.display import PlainProgress

@@ -72,12 +72,6 @@ def default_out_path(workload: Workload, started: dt.datetime | None = None) -> 
     return Path("bench_results") / f"sweep-{model}-{device}-{workload.precision}-{workload.mode}-{stamp}.json"
 
 
-def write_json_atomic(path: Path | str, text: str) -> None:
-    """``bench.results.files.write_json_atomic``, looked up at call time (so a test that fills the
-    disk there reaches every writer): the name ``jobs.maxbatch`` imports from here."""
-    files.write_json_atomic(path, text)
-
-
 class ResultWriter:
     """Writes the result file atomically (temp file + rename): a reader never sees half a file."""
 

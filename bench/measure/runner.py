@@ -17,8 +17,6 @@ How a point is measured (the way timm's benchmark script and torch.utils.benchma
 from __future__ import annotations
 
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -28,6 +26,7 @@ from typing import Any
 
 from bench.analysis import stats
 from bench.hw.device import Device
+from bench.hw.host import own_peak_rss_bytes
 from bench.hw.nvml import GpuMonitor, NullMonitor
 from bench.measure.attempt import Attempt, Failure, read_safely
 from bench.measure.breakdown import PhaseTimes
@@ -263,25 +262,6 @@ def point_from_window(
         memory=memory,
         telemetry=sampler.summary(win.t0, win.t1) if sampler is not None else Telemetry(),
     )
-
-
-def own_peak_rss_bytes() -> int:
-    """This process's peak RSS since it started its program (bytes). Honest only in a process that ran
-    one point.
-
-    On Linux this is ``VmHWM``: the high-water mark of this program's own address space. Not
-    ``ru_maxrss``, which a child keeps from before its ``exec`` -- the RSS it had as a fork of its
-    parent -- so a probe child of a 1.4 GB pytest process "peaked" at 1.4 GB whatever its batch.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
 def run_point(
