@@ -17,6 +17,20 @@ def echo(value, *, emit):
     return value
 
 
+def doubler(start, *, emit, receive):
+    """A ChildSession target: answers each number with twice it, "raise" with an error, "hang" by
+    sleeping; returns how many it answered."""
+    n = start
+    while (request := receive()) is not None:
+        if request == "raise":
+            raise ValueError("asked to fail")
+        if request == "hang":
+            time.sleep(60)
+        emit(2 * request)
+        n += 1
+    return n
+
+
 # Model factories that misbehave (issue 23, item 15): bench reports each in one line.
 
 

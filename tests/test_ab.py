@@ -12,7 +12,7 @@ import pytest
 from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION, WITHIN
 from bench.analysis.paired import rounds_to_settle, settle
 from bench.cli import main
-from bench.jobs.ab import ABSideFailed, run_ab, side
+from bench.jobs.ab import ABSideFailed, SideError, run_ab, side
 from bench.results.ab import ERROR, OK, Side, SidePoint, SideRun, ab_from_dict, load_ab
 from bench.results.schema import MeasureSettings, Workload
 
@@ -22,33 +22,55 @@ A, B = Side("A", "/src/base", "/usr/bin/python3"), Side("B", "/src/pr", "/usr/bi
 
 
 class FakeSides:
-    """Measures nothing: side B runs at ``ratio`` times side A's speed. The machine's speed drifts as
-    a random walk shared by both sides (``drift_sd`` per measurement, plus a load step to a third of
-    the speed after ``load_after`` calls); each measurement adds its own noise (``noise_sd``)."""
+    """Starts fake children that measure nothing: side B runs at ``ratio`` times side A's speed.
+    The machine's speed drifts as a random walk shared by both sides (``drift_sd`` per timed
+    window, plus a load step to a third of the speed after ``load_after`` windows); each child has
+    its own speed (``process_sd``) and each window its own noise (``noise_sd``)."""
 
-    def __init__(self, ratio, noise_sd=0.02, drift_sd=0.02, seed=0, fail=None, load_after=None):
-        self.ratio, self.noise_sd, self.drift_sd = ratio, noise_sd, drift_sd
+    def __init__(self, ratio, noise_sd=0.02, drift_sd=0.02, seed=0, fail=None, load_after=None, process_sd=0.0):
+        self.ratio, self.noise_sd, self.drift_sd, self.process_sd = ratio, noise_sd, drift_sd, process_sd
         self.rng = random.Random(seed)
         self.level = 1.0
-        self.calls: list[str] = []
-        self.fail = fail  # (side, on its n-th call)
+        self.calls: list[str] = []  # a side name per child started
+        self.windows: list[str] = []  # a side name per timed window
+        self.sessions: list[FakeSession] = []
+        self.fail = fail  # (side, on its n-th child)
         self.load_after = load_after
 
-    def __call__(self, s, workload, sizes, settings):
+    def __call__(self, s, workload, settings):
         self.calls.append(s.name)
         if self.fail and s.name == self.fail[0] and self.calls.count(s.name) >= self.fail[1]:
-            return SideRun(s.name, ERROR, error="ImportError: No module named 'abmodel'")
-        self.level *= math.exp(self.rng.gauss(0, self.drift_sd))
-        if self.load_after is not None and len(self.calls) == self.load_after:
-            self.level /= 3
-        f = self.ratio if s.name == "B" else 1.0
-        points = tuple(
-            SidePoint(
-                b, 100.0 * b * self.level * f * math.exp(self.rng.gauss(0, self.noise_sd)), 0.1, (0.01, 0.01)
-            )
-            for b in sizes
-        )
-        return SideRun(s.name, OK, points, seconds=1.0, torch_version="2.14.1")
+            raise SideError("ImportError: No module named 'abmodel'")
+        session = FakeSession(self, s.name, math.exp(self.rng.gauss(0, self.process_sd)))
+        self.sessions.append(session)
+        return session
+
+
+class FakeSession:
+    def __init__(self, machine, name, speed):
+        self.machine, self.name, self.speed = machine, name, speed
+        self.prepared, self.state = None, "running"
+
+    def prepare(self, b):
+        self.prepared = b
+
+    def window(self, b):
+        m = self.machine
+        assert self.prepared == b and self.state == "running"
+        m.windows.append(self.name)
+        m.level *= math.exp(m.rng.gauss(0, m.drift_sd))
+        if m.load_after is not None and len(m.windows) == m.load_after:
+            m.level /= 3
+        f = m.ratio if self.name == "B" else 1.0
+        return 100.0 * b * m.level * f * self.speed * math.exp(m.rng.gauss(0, m.noise_sd)), 0.1, (0.05, 0.05)
+
+    def close(self):
+        self.state = "closed"
+        return "2.14.1"
+
+    def kill(self):
+        if self.state == "running":
+            self.state = "killed"
 
 
 class FakeClock:
@@ -156,6 +178,50 @@ def test_the_order_is_random_seeded_and_recorded():
     assert [r.order for r in again.rounds] == orders
 
 
+def test_the_children_take_turns_window_by_window_in_recorded_orders():
+    runner = FakeSides(1.0, seed=4)
+    result = ab(runner, seed=11, max_rounds=6, min_rounds=6, windows=4)
+    assert result.windows == 4 and result.alternate
+    for r in result.rounds:
+        assert len(r.window_orders) == 4 * 2  # four pairs per batch size, two sizes
+        assert r.window_orders[0] == "".join(r.order)  # the first pair goes in the round's order
+        assert all(len(r.run(s).points[0].windows) == 4 for s in "AB")
+    ran = [s for r in result.rounds for pair in r.window_orders for s in pair]
+    assert runner.windows == ran  # the windows ran in the recorded orders
+    assert {p for r in result.rounds for p in r.window_orders} == {"AB", "BA"}
+    assert all(x.state == "closed" for x in runner.sessions)  # every child ended, none left running
+
+
+def test_a_round_side_point_is_the_geometric_mean_of_its_windows():
+    from bench.jobs.ab import side_point
+
+    p = side_point(8, [(100.0, 0.2, (0.1,)), (400.0, 0.2, (0.1, 0.1))])
+    assert p.samples_per_sec == pytest.approx(200.0)
+    assert p.windows == (100.0, 400.0) and p.window_seconds == pytest.approx(0.4) and len(p.step_seconds) == 3
+    with pytest.raises(SideError, match="batch 8: a window timed no steps"):
+        side_point(8, [(0.0, 0.2, ())])
+
+
+def test_alternating_windows_beat_a_drift_that_sequential_children_do_not():
+    """The machine's speed wanders by 6% from one window to the next (a random walk) and every
+    child is 3% faster or slower than the next: A/A alternating settles within 5%; the same
+    machine with the round's children one after the other cannot (its pairs sit ten windows apart)."""
+    machine = dict(drift_sd=0.06, noise_sd=0.01, process_sd=0.03)
+    alternating = ab(FakeSides(1.0, seed=9, **machine), max_rounds=40)
+    assert {v.verdict for v in alternating.verdicts} == {WITHIN}
+    apart = ab(FakeSides(1.0, seed=9, **machine), max_rounds=40, alternate=False)
+    assert not apart.alternate and {r.window_orders[0] for r in apart.rounds} <= {"AB", "BA"}
+    assert INCONCLUSIVE in {v.verdict for v in apart.verdicts}
+    assert max(v.log_ratio_sd for v in apart.verdicts) > 2 * max(v.log_ratio_sd for v in alternating.verdicts)
+
+
+def test_a_side_failing_mid_round_stops_the_other_child(tmp_path):
+    runner = FakeSides(1.0, seed=5, fail=("B", 2))
+    with pytest.raises(ABSideFailed, match="failed in round 2"):
+        ab(runner, out_path=tmp_path / "ab.json")
+    assert [x.state for x in runner.sessions[-1:]] == ["killed"]  # round 2's side A, alive when B failed
+
+
 def test_a_failing_side_keeps_the_measured_rounds(tmp_path):
     out = tmp_path / "ab.json"
     with pytest.raises(
@@ -222,7 +288,7 @@ def fake_children(monkeypatch):
         made["runner"] = FakeSides(made.get("ratio", 1.0), seed=6)
         return made["runner"]
 
-    monkeypatch.setattr("bench.jobs.ab.ChildSideRunner", factory)
+    monkeypatch.setattr("bench.jobs.ab.ChildSides", factory)
     return made
 
 
@@ -247,10 +313,10 @@ def test_cli_a_a_exits_0(tmp_path, fake_children, capsys):
 
 
 def test_cli_inconclusive_exits_0_or_1_with_strict(tmp_path, fake_children, capsys):
-    args = ["ab", "abmodel:build", "-b", "8", "--threshold", "0.5%", "--max-rounds", "5", "--seed", "3"]
+    args = ["ab", "abmodel:build", "-b", "8", "--threshold", "0.2%", "--max-rounds", "5", "--seed", "3"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "INCONCLUSIVE" in out and "rounds would settle it" in out
+    assert "INCONCLUSIVE" in out and "rounds would settle it" in out and "threshold 0.2%" in out
     assert main([*args, "--strict"]) == 1
 
 
@@ -286,7 +352,8 @@ def test_cli_real_children_a_broken_side_b_is_one_error_line_with_rounds_kept(tm
     assert code == 2
     assert err.count("error:") == 1 and "side B" in err and "this build does not import" in err
     kept = load_ab(out)
-    assert kept.status == "failed" and kept.rounds[0].run("A").status == OK
+    assert kept.status == "failed" and kept.rounds[0].run("B").status == ERROR
+    assert "this build does not import" in kept.rounds[0].run("B").error
 
 
 @pytest.mark.slow
@@ -305,10 +372,48 @@ def test_a_hung_child_is_killed_at_its_timeout():
 def test_a_side_runs_with_its_directory_first_and_its_interpreter(tmp_path):
     """The child's environment: the side's directory first on PYTHONPATH and its working directory,
     this process's sys.path not handed over (it would shadow the side's modules)."""
-    from bench.jobs.ab import ChildSideRunner
+    from bench.jobs.ab import ChildSides
 
     s = side("B", tmp_path)
-    where = ChildSideRunner("/tmp/shim").interpreter(s)
+    where = ChildSides("/tmp/shim").interpreter(s)
     assert where.env["PYTHONPATH"].split(":")[:2] == [str(tmp_path.resolve()), "/tmp/shim"]
     assert where.cwd == str(tmp_path.resolve()) and where.inherit_path is False
     assert where.python == s.python
+
+
+def test_a_child_session_answers_requests_and_fails_in_one_line():
+    """The process a side runs in: requests down its pipe, replies back; a failure is one line."""
+    import time
+
+    from bench.jobs.isolate import ChildFailed, ChildSession
+
+    s = ChildSession("tests.fault_targets:doubler", (0,))
+    assert s.ask(3) == 6 and s.ask(5) == 10
+    assert s.close() == 2 and s.proc.returncode == 0
+    bad = ChildSession("tests.fault_targets:doubler", (0,))
+    with pytest.raises(ChildFailed, match="ValueError: asked to fail"):
+        bad.ask("raise")
+    hung = ChildSession("tests.fault_targets:doubler", (0,), deadline=time.monotonic() + 2)
+    start = time.monotonic()
+    with pytest.raises(ChildFailed, match="still busy at the comparison's deadline"):
+        hung.ask("hang")
+    assert hung.proc.poll() is not None and time.monotonic() - start < 30  # killed, not waited for
+
+
+def test_a_side_child_times_windows_of_a_warm_model():
+    """``bench.measure.windows.serve`` in this process, on the CPU, with a tiny model."""
+    from bench.measure.windows import serve
+
+    requests = iter([("prepare", 2), ("window", 2), ("window", 2), ("prepare", 4), ("window", 4), None])
+    replies = []
+    settings = MeasureSettings(warmup_steps=1, min_steps=3, max_time_seconds=0.01, min_time_seconds=0.01)
+    workload = Workload(model="tests.tiny_models:tiny_cnn", image_size=8, device="cpu")
+    from bench.results.codec import to_dict
+
+    value = serve(to_dict(workload), to_dict(settings), emit=replies.append, receive=lambda: next(requests))
+    assert [r[0] for r in replies] == ["prepared", "window", "window", "prepared", "window"]
+    kind, b, sps, seconds, steps = replies[-1]
+    assert b == 4 and len(steps) >= 3 and sps == pytest.approx(4 * len(steps) / seconds)
+    assert value["torch_version"]
+    with pytest.raises(Exception, match="bad request"):
+        serve(to_dict(workload), to_dict(settings), emit=replies.append, receive=lambda: ("window", 2))

@@ -87,7 +87,7 @@ def compare(base: Path, cur: Path, args: argparse.Namespace, seed: int) -> tuple
         result = run_ab(
             workload, args.batch_sizes, side("A", base), side("B", cur), threshold=args.threshold,
             settings=settings, min_rounds=args.min_rounds, max_rounds=args.max_rounds,
-            max_time_seconds=args.max_time, seed=seed,
+            max_time_seconds=args.max_time, windows=args.windows, alternate=not args.sequential, seed=seed,
         )  # fmt: skip
     except ABSideFailed as exc:
         return exc.partial_result, f"error: {exc}"
@@ -143,7 +143,9 @@ def main() -> None:
     ap.add_argument("--max-time", type=float, default=300.0, help="seconds per comparison at most")
     ap.add_argument("--min-rounds", type=int, default=5)
     ap.add_argument("--max-rounds", type=int, default=60)
-    ap.add_argument("--window", type=float, default=0.5, help="seconds of timed steps per child")
+    ap.add_argument("--window", type=float, default=0.2, help="seconds of one timed window")
+    ap.add_argument("--windows", type=int, default=10, help="timed windows per side and round")
+    ap.add_argument("--sequential", action="store_true", help="a round's children one after the other")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-sizes", type=lambda s: tuple(int(b) for b in s.split(",")), default=(16,))

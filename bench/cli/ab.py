@@ -30,6 +30,7 @@ from bench.jobs.ab import (
     MAX_ROUNDS,
     MAX_TIME_SECONDS,
     MIN_ROUNDS,
+    WINDOWS,
     ABSideFailed,
     default_out_path,
     run_ab,
@@ -52,7 +53,15 @@ ThresholdOpt = Annotated[str, typer.Option("--threshold", help="e.g. 10% or 0.1"
 MinRoundsOpt = Annotated[int, typer.Option("--min-rounds", help="rounds before any verdict")]
 MaxRoundsOpt = Annotated[int, typer.Option("--max-rounds", help="stop INCONCLUSIVE after this many")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="seconds for the whole comparison at most")]
-WindowOpt = Annotated[float, typer.Option("--window", help="seconds of timed steps per child and batch size")]
+WindowOpt = Annotated[float, typer.Option("--window", help="seconds of one timed window")]
+WindowsOpt = Annotated[int, typer.Option("--windows", help="timed windows per side, batch size and round")]
+SequentialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sequential",
+        help="run a round's two children one after the other (alternating ones hold GPU memory together)",
+    ),
+]
 WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed steps per child")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="of the random side order (recorded)")]
 StrictOpt = Annotated[
@@ -78,6 +87,8 @@ def ab_cmd(
     max_time: MaxTimeOpt = MAX_TIME_SECONDS,
     window: WindowOpt = DEFAULT_SETTINGS.max_time_seconds,
     warmup: WarmupOpt = DEFAULT_SETTINGS.warmup_steps,
+    windows: WindowsOpt = WINDOWS,
+    sequential: SequentialOpt = False,
     seed: SeedOpt = None,
     mode: ModeOpt = WORKLOAD.mode,
     precision: PrecisionOpt = WORKLOAD.precision,
@@ -91,8 +102,9 @@ def ab_cmd(
 ) -> None:
     """Does B change the speed of MODEL against A? Exit 1 on a REGRESSION (B slower beyond the threshold).
 
-    Each round measures both sides once, each in a fresh process, in a random order; rounds go on
-    until, per batch size, the interval of the paired change lies inside +-threshold, or wholly beyond it."""
+    Each round starts a fresh process per side; the two take turns, short timed windows in a random
+    order; rounds go on until, per batch size, the interval of the paired change lies inside
+    +-threshold, or wholly beyond it."""
     limit = parse_threshold(threshold)
     sizes = parse_batch_sizes(batch_sizes)
     sides = side("A", a, a_python), side("B", b, b_python)
@@ -109,7 +121,8 @@ def ab_cmd(
         with _Live() as live:
             result = run_ab(
                 workload, sizes, *sides, threshold=limit, settings=settings, min_rounds=min_rounds,
-                max_rounds=max_rounds, max_time_seconds=max_time, seed=seed, out_path=out_path, on_event=live,
+                max_rounds=max_rounds, max_time_seconds=max_time, windows=windows, alternate=not sequential,
+                seed=seed, out_path=out_path, on_event=live,
             )  # fmt: skip
     except (ABSideFailed, KeyboardInterrupt) as exc:
         partial = getattr(exc, "partial_result", None)

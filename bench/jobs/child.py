@@ -4,7 +4,9 @@
 Why a module of its own: a child started this way never imports the caller's ``__main__``, so the
 library works from a plain script without an ``if __name__ == "__main__":`` guard, and from a
 notebook. Protocol: the pipe ``WORK_FD`` carries one pickle, ``(parent sys.path, pickle of
-(target, args))``, and then stays open until the parent is done; the child writes pickled
+(target, args), serves)``, and then stays open until the parent is done; when ``serves`` (a
+``bench.jobs.isolate.ChildSession``) every later pickle on it is a request the target reads with
+``receive()`` (None: no more requests); the child writes pickled
 ``(kind, payload)`` messages to the file descriptor ``MSG_FD`` ("msg", "result", "bench_error",
 "error"). stdout and stderr are the parent's, so a model's prints and warnings show as they would
 in-process; stdin is /dev/null.
@@ -26,6 +28,7 @@ import ctypes
 import importlib
 import os
 import pickle
+import queue
 import signal
 import sys
 import threading
@@ -58,13 +61,19 @@ def _kill_descendants() -> None:
         pass
 
 
-def _watch_parent(work_fd: int) -> None:
+def _watch_parent(work_fd: int, requests: queue.Queue | None = None) -> None:
     """Exit as soon as the parent's end of the work pipe closes (the parent finished or died).
-    ``os.read`` on the raw descriptor: no Python-level lock is held while it blocks."""
+    ``os.read`` on the raw descriptor: no Python-level lock is held while it blocks. With
+    ``requests`` (a session), each pickle read is handed to the target through that queue."""
     try:
-        while os.read(work_fd, 65536):
-            pass
-    except OSError:
+        if requests is None:
+            while os.read(work_fd, 65536):
+                pass
+        else:
+            with os.fdopen(os.dup(work_fd), "rb", buffering=0) as raw:
+                while True:
+                    requests.put(pickle.load(raw))
+    except (OSError, EOFError, pickle.UnpicklingError):
         pass
     _kill_descendants()
     os._exit(1)
@@ -85,15 +94,19 @@ def _serve(work_fd: int, out: BinaryIO) -> None:
             out.write(data)
             out.flush()
 
-    parent_path, inner = _read_work(work_fd)
+    parent_path, inner, serves = _read_work(work_fd)
     sys.path[:0] = [p for p in parent_path if p not in sys.path]  # the caller's modules resolve here too
-    threading.Thread(target=_watch_parent, args=(work_fd,), daemon=True, name="bench-parent-watch").start()
+    requests: queue.Queue | None = queue.Queue() if serves else None
+    threading.Thread(
+        target=_watch_parent, args=(work_fd, requests), daemon=True, name="bench-parent-watch"
+    ).start()
 
     try:
         target, args = pickle.loads(inner)
         module_name, _, fn_name = target.partition(":")
         fn = getattr(importlib.import_module(module_name), fn_name)
-        value = fn(*args, emit=lambda msg: send("msg", msg))
+        extra = {"receive": requests.get} if requests is not None else {}
+        value = fn(*args, emit=lambda msg: send("msg", msg), **extra)
         send("result", value)
     except BenchError as exc:
         send("bench_error", str(exc))

@@ -81,7 +81,7 @@ SAME = Interpreter()
 
 
 def _start_child(
-    target: str, args: tuple[Any, ...], where: Interpreter = SAME
+    target: str, args: tuple[Any, ...], where: Interpreter = SAME, serves: bool = False
 ) -> tuple[subprocess.Popen, queue_mod.Queue, BinaryIO]:
     """``python -m bench.jobs.child``: a fresh interpreter that never imports the caller's __main__.
     Returns the process, its message inbox and the work pipe (closing it tells the child to stop)."""
@@ -93,7 +93,7 @@ def _start_child(
             "'package.module:function' or define classes at module level"
         ) from None
     path = list(sys.path) if where.inherit_path else []
-    payload = pickle.dumps((path, inner), protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps((path, inner, serves), protocol=pickle.HIGHEST_PROTOCOL)
     read_fd, write_fd = os.pipe()
     work_read, work_write = os.pipe()
     try:
@@ -230,3 +230,86 @@ def run_isolated(
     if kind == "error":
         return ChildOutcome("error", message=payload, exitcode=code)
     return ChildOutcome("ok", value=payload, peak_rss_bytes=peak or None, exitcode=code)
+
+
+class ChildFailed(BenchError):
+    """A session's child failed: raised an error, died, or outlived its deadline (one line)."""
+
+
+class ChildSession:
+    """A fresh child that answers requests, for work the parent paces (``bench ab`` alternates
+    two children window by window). ``target`` ("module:function") is called in the child as
+    ``fn(*args, emit=..., receive=...)``: ``receive()`` blocks for the parent's next request
+    (None once the parent closes the session) and each ``emit(reply)`` answers one. ``ask`` sends a
+    request and returns the reply; ``close`` ends the requests and returns the target's value.
+    A child that raises, dies or is still busy at ``deadline`` (``time.monotonic``) is a
+    ``ChildFailed`` (a BenchError from the child keeps its line); ``kill`` stops it at once."""
+
+    def __init__(
+        self,
+        target: str,
+        args: tuple[Any, ...],
+        *,
+        where: Interpreter = SAME,
+        deadline: float | None = None,
+        poll_seconds: float = 0.01,
+    ) -> None:
+        self.deadline = deadline
+        self.poll_seconds = poll_seconds
+        self.proc, self._inbox, self._work = _start_child(target, args, where, serves=True)
+        self._closed = False
+
+    def ask(self, request: Any) -> Any:
+        self._send(request)
+        kind, payload = self._next()
+        if kind != "msg":
+            self.kill()
+            raise ChildFailed(f"child process returned before it answered {request!r}")
+        return payload
+
+    def close(self) -> Any:
+        """No more requests: the target's return value (the child then exits)."""
+        self._send(None)
+        kind, payload = self._next()
+        if kind != "result":
+            self.kill()
+            raise ChildFailed("child process answered after its last request")
+        self._closed = True
+        _stop(self.proc, self._work, timeout=30)
+        return payload
+
+    def kill(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _stop(self.proc, self._work, timeout=0)
+
+    def _send(self, request: Any) -> None:
+        try:
+            pickle.dump(request, self._work, protocol=pickle.HIGHEST_PROTOCOL)
+            self._work.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died: _next says how
+
+    def _next(self) -> tuple[str, Any]:
+        while True:
+            try:
+                kind, payload = self._inbox.get(timeout=self.poll_seconds)
+            except queue_mod.Empty:
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    self.kill()
+                    raise ChildFailed("child process still busy at the comparison's deadline: killed") from None
+                if self.proc.poll() is None:
+                    continue
+                try:
+                    kind, payload = self._inbox.get(timeout=0.5)  # anything that raced the exit
+                except queue_mod.Empty:
+                    kind, payload = _EOF
+            if kind in ("msg", "result"):
+                return kind, payload
+            self.kill()
+            if kind in ("bench_error", "error"):
+                raise ChildFailed(payload)
+            code = self.proc.returncode
+            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
+            raise ChildFailed(f"child process ended with {why}{hint}")

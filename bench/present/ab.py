@@ -11,6 +11,7 @@ from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION
 from bench.analysis.stats import combine_repeats, epoch_seconds, summarize
 from bench.results.ab import ABResult, BatchVerdict
 from bench.results.schema import OK, MeasureSettings, Point, SweepResult
+from bench.results.units import fmt_percent
 
 COLOURS = {REGRESSION: "red", IMPROVEMENT: "green", INCONCLUSIVE: "yellow"}
 
@@ -53,7 +54,9 @@ def side_label(result: ABResult, name: str) -> str:
 def summary(result: ABResult) -> str:
     """One line: what the gate decided, and why it stopped."""
     n = len(result.rounds)
-    tail = f"threshold {result.threshold:.0%}, {n} round(s), stopped: {result.stopped or result.status}"
+    tail = (
+        f"threshold {fmt_percent(result.threshold)}, {n} round(s), stopped: {result.stopped or result.status}"
+    )
     bad = result.regressions
     if bad:
         return (
@@ -66,7 +69,7 @@ def summary(result: ABResult) -> str:
 
 def ab_table(result: ABResult) -> Table:
     table = Table(
-        title=f"bench ab {result.workload.model} (B vs A, threshold {result.threshold:.0%})",
+        title=f"bench ab {result.workload.model} (B vs A, threshold {fmt_percent(result.threshold)})",
         title_justify="left",
     )
     for col in ("batch", "A samples/s", "B samples/s", "change", "interval", "rounds", "verdict"):

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION, Comparison, PointChange
 from bench.results.schema import Advice, Recommendation
+from bench.results.units import fmt_percent
 
 
 def to_markdown(cmp: Comparison) -> str:
@@ -59,7 +60,7 @@ def summary(cmp: Comparison) -> str:
     n, m = len(cmp.regressions), len(cmp.inconclusive)
     unknown = any(c.evidence == "steps" for c in cmp.changes)
     noise = "between-run noise unknown: --repeat 3" if unknown else "beyond between-run noise"
-    tail = f"threshold {cmp.threshold:.0%}, {noise}"
+    tail = f"threshold {fmt_percent(cmp.threshold)}, {noise}"
     if n:
         return f"**{n} regression(s)** ({tail})"
     if m:
@@ -68,7 +69,7 @@ def summary(cmp: Comparison) -> str:
 
 
 def to_table(cmp: Comparison) -> Table:
-    table = Table(title=f"compare (threshold {cmp.threshold:.0%})", title_justify="left")
+    table = Table(title=f"compare (threshold {fmt_percent(cmp.threshold)})", title_justify="left")
     for col in (
         "batch",
         "baseline samples/s",

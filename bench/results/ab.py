@@ -9,7 +9,9 @@ JSON (``schema_version`` 1)::
     {"schema_version": 1, "kind": "ab", "run_id": ..., "status": "running" | "complete" | "failed"
      | "interrupted", "workload": {...}, "settings": {...}, "environment": {...},
      "batch_sizes": [8, 32], "threshold": 0.05, "seed": 1234, "a": {...Side...}, "b": {...},
-     "rounds": [{"index": 1, "order": ["B", "A"], "runs": [{...SideRun...}, ...]}, ...],
+     "windows": 10, "alternate": true,
+     "rounds": [{"index": 1, "order": ["B", "A"], "window_orders": ["BA", "AB", ...],
+                 "runs": [{...SideRun...}, ...]}, ...],
      "verdicts": [{...BatchVerdict...}, ...], "stopped": "settled" | "max rounds" | "max time" | ...}
 """
 
@@ -42,17 +44,18 @@ class Side:
 
 @dataclass(frozen=True)
 class SidePoint:
-    """One batch size in one child: its timed window and the raw step times."""
+    """One batch size in one child: its timed windows and the raw step times."""
 
     batch_size: int
-    samples_per_sec: float  # batch * timed steps / window_seconds
-    window_seconds: float
+    samples_per_sec: float  # the geometric mean of ``windows`` (one window: batch * steps / seconds)
+    window_seconds: float  # all its windows together
     step_seconds: tuple[float, ...] = ()
+    windows: tuple[float, ...] = ()  # samples/sec of each timed window, in the order they ran
 
 
 @dataclass(frozen=True)
 class SideRun:
-    """One fresh child of one side, measuring every batch size once."""
+    """One fresh child of one side in one round, measuring every batch size."""
 
     side: str  # "A" | "B"
     status: str  # OK | ERROR
@@ -67,12 +70,15 @@ class SideRun:
 
 @dataclass(frozen=True)
 class Round:
-    """Both sides once, in a random order (``order``; ``runs`` in that order). A round in which a
-    side failed has fewer runs and is not paired."""
+    """Both sides, a fresh child each, in a random order (``order``: who went first; ``runs`` in
+    that order). With ``ABResult.alternate`` the two children take turns window by window, each
+    pair in its own random order (``window_orders``: "AB" or "BA" per pair, batch sizes in turn).
+    A round in which a side failed is not paired."""
 
     index: int  # from 1
     order: tuple[str, ...]
     runs: tuple[SideRun, ...]
+    window_orders: tuple[str, ...] = ()
 
     def run(self, side: str) -> SideRun | None:
         return next((r for r in self.runs if r.side == side), None)
@@ -117,6 +123,8 @@ class ABResult:
     min_rounds: int
     max_rounds: int
     max_time_seconds: float
+    windows: int = 1  # timed windows per side, batch size and round
+    alternate: bool = False  # the two children alive together, taking turns (else one after the other)
     rounds: tuple[Round, ...] = ()
     verdicts: tuple[BatchVerdict, ...] = ()
     stopped: str = ""  # "settled" | "max rounds" | "max time" | "side B failed: ..." | "interrupted"
@@ -150,7 +158,11 @@ def _side_run(d: Any, where: str) -> SideRun:
     for i, p in enumerate(d.get("points") or []):
         if not isinstance(p, dict):
             raise BenchError(f"{where} point {i}: expected an object")
-        p = {**p, "step_seconds": _floats(p.get("step_seconds") or [], f"{where} point {i} step_seconds")}
+        p = {
+            **p,
+            "step_seconds": _floats(p.get("step_seconds") or [], f"{where} point {i} step_seconds"),
+            "windows": _floats(p.get("windows") or [], f"{where} point {i} windows"),
+        }
         points.append(_build(SidePoint, p, f"{where} point {i}"))
     return _build(SideRun, {**d, "points": tuple(points)}, where)
 
@@ -179,11 +191,17 @@ def ab_from_dict(d: dict[str, Any]) -> ABResult:
             not isinstance(r, dict)
             or not isinstance(r.get("order"), list)
             or not isinstance(r.get("runs"), list)
+            or not isinstance(r.get("window_orders", []), list)
         ):
             raise BenchError(f"round {i + 1}: expected an object with order and runs")
         runs = tuple(_side_run(x, f"round {i + 1} run") for x in r["runs"])
         rounds.append(
-            _build(Round, {**r, "order": tuple(map(str, r["order"])), "runs": runs}, f"round {i + 1}")
+            _build(
+                Round,
+                {**r, "order": tuple(map(str, r["order"])), "runs": runs,
+                 "window_orders": tuple(map(str, r.get("window_orders", [])))},
+                f"round {i + 1}",
+            )  # fmt: skip
         )
     d["rounds"] = tuple(rounds)
     d["verdicts"] = tuple(_build(BatchVerdict, v, "verdict") for v in d.get("verdicts") or [])

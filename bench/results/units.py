@@ -69,3 +69,8 @@ def parse_bytes(text: str | int) -> int:
     if value <= 0:
         raise BenchError(f"memory size must be positive, got {text!r}")
     return value
+
+
+def fmt_percent(fraction: float) -> str:
+    """A threshold as the user wrote it: 0.1 -> "10%", 0.005 -> "0.5%" (never rounded to "0%")."""
+    return f"{fraction * 100:.4g}%"
