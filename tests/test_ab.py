@@ -13,7 +13,7 @@ from bench.analysis.gate import IMPROVEMENT, INCONCLUSIVE, REGRESSION, WITHIN
 from bench.analysis.paired import rounds_to_settle, settle
 from bench.cli import main
 from bench.jobs.ab import ABSideFailed, SideError, run_ab, side
-from bench.results.ab import ERROR, OK, Side, SidePoint, SideRun, ab_from_dict, load_ab
+from bench.results.ab import ERROR, Side, ab_from_dict, load_ab
 from bench.results.schema import MeasureSettings, Workload
 
 WORKLOAD = Workload(model="abmodel:build", image_size=32, device="cpu")
