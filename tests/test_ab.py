@@ -27,7 +27,9 @@ class FakeSides:
     window, plus a load step to a third of the speed after ``load_after`` windows); each child has
     its own speed (``process_sd``) and each window its own noise (``noise_sd``)."""
 
-    def __init__(self, ratio, noise_sd=0.02, drift_sd=0.02, seed=0, fail=None, load_after=None, process_sd=0.0):
+    def __init__(
+        self, ratio, noise_sd=0.02, drift_sd=0.02, seed=0, fail=None, load_after=None, process_sd=0.0
+    ):
         self.ratio, self.noise_sd, self.drift_sd, self.process_sd = ratio, noise_sd, drift_sd, process_sd
         self.rng = random.Random(seed)
         self.level = 1.0

@@ -313,7 +313,9 @@ def run_ab(
 class _RoundRun:
     """One round being measured: the sessions started, the windows they timed, who is at work."""
 
-    def __init__(self, result: ABResult, starter: SideStarter, emit: Callable[[ABEvent], None], k: int) -> None:
+    def __init__(
+        self, result: ABResult, starter: SideStarter, emit: Callable[[ABEvent], None], k: int
+    ) -> None:
         self.result, self.starter, self.emit, self.k = result, starter, emit, k
         self.sessions: dict[str, SideSession] = {}
         self.started: dict[str, float] = {}

@@ -297,7 +297,9 @@ class ChildSession:
             except queue_mod.Empty:
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     self.kill()
-                    raise ChildFailed("child process still busy at the comparison's deadline: killed") from None
+                    raise ChildFailed(
+                        "child process still busy at the comparison's deadline: killed"
+                    ) from None
                 if self.proc.poll() is None:
                     continue
                 try:

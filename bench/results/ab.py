@@ -198,8 +198,12 @@ def ab_from_dict(d: dict[str, Any]) -> ABResult:
         rounds.append(
             _build(
                 Round,
-                {**r, "order": tuple(map(str, r["order"])), "runs": runs,
-                 "window_orders": tuple(map(str, r.get("window_orders", [])))},
+                {
+                    **r,
+                    "order": tuple(map(str, r["order"])),
+                    "runs": runs,
+                    "window_orders": tuple(map(str, r.get("window_orders", []))),
+                },
                 f"round {i + 1}",
             )  # fmt: skip
         )
