@@ -2,8 +2,9 @@
 
 Two checkouts of one small CNN, as a pull request would have them: directory ``A`` holds
 ``abmodel.py`` as it was, ``B`` the same module whose ``forward`` applies its last convolution once
-more (about 10% more compute, forward and backward: a real slowdown, not a sleep, so it scales with
-the machine as a code regression would), and ``A2`` an identical copy of ``A``. Same model name
+more (a real slowdown, not a sleep, so it scales with the machine as a code regression would; with
+ten body convolutions the extra one costs about 10% of a training step on the 2-core VM: with nine,
+B measured 11-14% slower, ``reports/cpu-xeon-2core/ab/error_rates_alternating_idle_body9.log``), and ``A2`` an identical copy of ``A``. Same model name
 (``abmodel:build``), same interpreter and environment; only the directory first on the children's
 PYTHONPATH differs. Then, at ``--threshold`` (5%):
 
@@ -37,7 +38,7 @@ from bench.jobs.ab import ABSideFailed, run_ab, side
 from bench.results.ab import ABResult
 from bench.results.schema import MeasureSettings, Workload
 
-MODEL = '''"""A small CNN: a 3->16 stem, nine 16->16 3x3 convolutions, a linear head."""
+MODEL = '''"""A small CNN: a 3->16 stem, ten 16->16 3x3 convolutions, a linear head."""
 import torch
 from torch import nn
 
@@ -48,7 +49,7 @@ class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        self.body = nn.ModuleList(nn.Conv2d(16, 16, 3, padding=1) for _ in range(9))
+        self.body = nn.ModuleList(nn.Conv2d(16, 16, 3, padding=1) for _ in range(10))
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -94,6 +95,7 @@ def compare(base: Path, cur: Path, args: argparse.Namespace, seed: int) -> tuple
     line = "  ".join(
         f"b{v.batch_size} {v.change:+.1%} [{v.ci_low:+.1%} … {v.ci_high:+.1%}] {v.verdict}"
         + (f" (~{v.rounds_needed} rounds)" if v.rounds_needed else "")
+        + (f" sd {v.log_ratio_sd:.3f}" if v.log_ratio_sd is not None else "")
         if v.change is not None and v.ci_low is not None
         else f"b{v.batch_size} {v.verdict}"
         for v in result.verdicts

@@ -17,7 +17,7 @@ memory: alternating children hold theirs together).
 
 Why windows and not one window per child: on the 2-core CI VM one build's speed wanders by 20-40%
 within a minute, so two children measured ten seconds apart disagree by that much
-(``reports/cpu-xeon-2core/ab/``). Rounds go on until every batch size is settled, or
+(``reports/cpu-xeon-2core/ab/alternating/``). Rounds go on until every batch size is settled, or
 ``max_rounds`` / ``max_time_seconds`` run out. The result file is rewritten after every round, so a
 failure or Ctrl-C keeps every finished round.
 

@@ -99,15 +99,26 @@ def ab_markdown(result: ABResult) -> str:
     lines.append("")
     for name in ("A", "B"):
         lines.append(f"- {side_label(result, name)}")
-    order = " ".join("".join(r.order) for r in result.rounds)
-    lines.append(
-        f"\n> Each round measured both sides in fresh processes, in a random order (seed {result.seed}: {order}); "
-        "the change is the geometric mean of the per-round ratios B/A, the interval a paired t-interval "
-        "(Holm across batch sizes)."
-    )
+    lines.append("\n> " + how_measured(result))
     for note in result.notices:
         lines.append(f"\n> {note}")
     return "\n".join(lines)
+
+
+def how_measured(result: ABResult) -> str:
+    """One sentence for the pull-request comment: how the rounds ran (the seed and who went first)."""
+    order = " ".join("".join(r.order) for r in result.rounds)
+    window = (
+        f"{result.windows} timed window(s) of {result.settings.max_time_seconds:g} s per side and batch size"
+    )
+    if result.alternate:
+        how = f"a fresh process per side, taking turns: {window}, each pair in a random order"
+    else:
+        how = f"a fresh process per side, one after the other: {window}"
+    return (
+        f"Each round ran {how} (seed {result.seed}; first: {order}); the change is the geometric "
+        "mean of the per-round ratios B/A, the interval a paired t-interval (Holm across batch sizes)."
+    )
 
 
 def progress_line(result: ABResult) -> str:
