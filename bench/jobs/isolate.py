@@ -51,6 +51,13 @@ def over_budget_message(rss_bytes: int, limit_bytes: int) -> str:
     return f"child RSS {used} {unit} exceeded the {budget} {unit} budget"
 
 
+def died_message(code: int | None) -> str:
+    """How a child that sent no result ended: its exit code or signal (SIGKILL: likely the OOM killer)."""
+    why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
+    return f"child process ended with {why}{hint}"
+
+
 def _read_messages(stream: BinaryIO, inbox: queue_mod.Queue) -> None:
     """Reader thread: every pickled message from the child onto ``inbox``, then ``_EOF``."""
     try:
@@ -221,9 +228,7 @@ def run_isolated(
     _stop(proc, work, timeout=30)
     code = proc.returncode
     if result is None:
-        why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
-        return ChildOutcome("died", message=f"child process ended with {why}{hint}", exitcode=code)
+        return ChildOutcome("died", message=died_message(code), exitcode=code)
     kind, payload = result
     if kind == "bench_error":
         raise BenchError(payload)
@@ -311,7 +316,4 @@ class ChildSession:
             self.kill()
             if kind in ("bench_error", "error"):
                 raise ChildFailed(payload)
-            code = self.proc.returncode
-            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            hint = " (killed: likely out of memory)" if code == -signal.SIGKILL else ""
-            raise ChildFailed(f"child process ended with {why}{hint}")
+            raise ChildFailed(died_message(self.proc.returncode))
